@@ -1,0 +1,1 @@
+"""Built-in gradient estimators, one module each (installed as gradbench.estimators)."""

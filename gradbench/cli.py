@@ -1,0 +1,220 @@
+"""Command line: ``gradbench run | list | validate | leaderboard``. A thin layer over the Python API.
+
+Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
+check failed, 2 usage error (unknown name, bad config, unsupported pair), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gradbench.errors import UsageError
+from gradbench.registry import ESTIMATORS, TASKS, load_plugin
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|module",
+                   help="import a file or module that registers estimators/tasks (repeatable)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(prog="gradbench", description="Benchmark gradient estimators through discrete operations.")
+    parser.add_argument("--version", action="version", version=f"gradbench {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="train one (task, estimator) pair and record it",
+                         description="Train one (task, estimator) pair, write its run record, print its row.")
+    run.add_argument("--estimator", "-e", default="dab", help="NAME or NAME:key=value,... (default: dab)")
+    run.add_argument("--task", "-t", default="sort", help="NAME or NAME:key=value,... (default: sort)")
+    run.add_argument("--preset", default="quick", help="task preset: quick (CPU, ~1 min) or paper")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
+    run.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
+    run.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
+    run.add_argument("--force", action="store_true", help="re-run even if a finished record exists")
+    run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    lst = sub.add_parser("list", parents=[common], help="list estimators and tasks")
+    lst.add_argument("-v", "--verbose", action="store_true", help="show supports, presets and origins")
+
+    val = sub.add_parser("validate", parents=[common], help="run the conformance checks on an estimator")
+    val.add_argument("--estimator", "-e", required=True, help="NAME or NAME:key=value,...")
+    val.add_argument("--seed", type=int, default=0)
+
+    lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard.md from run records")
+    lb.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
+    lb.add_argument("--out", default="leaderboard.md", help="output file (default: ./leaderboard.md)")
+    return parser
+
+
+def _version() -> str:
+    from gradbench import __version__
+
+    return __version__
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gradbench.runner import execute, resolve
+
+    spec = resolve(args.task, args.estimator, preset=args.preset, seed=args.seed, steps=args.steps,
+                   seconds=args.seconds, eval_every=args.eval_every)
+    record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
+                     progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]])
+    if record.get("reused"):
+        print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print(format_row(record))
+    if record["status"] != "ok":
+        print(f"gradbench: run {record['status']}: {record['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def format_row(record: dict[str, Any]) -> str:
+    """One record as a one-row leaderboard table, plus where it was written."""
+    from tabulate import tabulate
+
+    from gradbench.leaderboard import format_sig
+
+    metrics = record.get("metrics", {})
+    main = record.get("main_metric")
+    names = sorted(metrics, key=lambda m: m != main)
+    headers = ["task", "estimator", "seed", *(f"{m} {'↑' if metrics[m]['higher_is_better'] else '↓'}" for m in names),
+               "steps", "steps/s", "status"]
+    cost = record.get("cost") or {}
+    row = [record["task"]["label"], record["estimator"]["label"], record["seed"],
+           *(_fmt(metrics[m]["value"]) for m in names), cost.get("steps", "-"),
+           format_sig(cost["steps_per_s"]) if cost.get("steps_per_s") else "-", record["status"]]
+    where = f"record: {record.get('path', '')}  (run_id {record['run_id']}, preset {record['preset']})"
+    return tabulate([row], headers=headers, tablefmt="github") + "\n" + where
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        print("estimators: " + ", ".join(ESTIMATORS.names()))
+        print("tasks:      " + ", ".join(TASKS.names()))
+        return EXIT_OK
+    from tabulate import tabulate
+
+    rows = []
+    for entry in ESTIMATORS.entries():
+        try:
+            cls = ESTIMATORS.get(entry.name)
+            rows.append([entry.name, ", ".join(sorted(cls.supports)), "yes" if cls.unbiased else "no", entry.origin,
+                         _where(cls)])
+        except UsageError as e:
+            rows.append([entry.name, "-", "-", entry.origin, f"failed to load: {e}"])
+    print(tabulate(rows, headers=["estimator", "supports", "unbiased", "origin", "file"], tablefmt="github"))
+    print()
+    rows = []
+    for entry in TASKS.entries():
+        try:
+            cls = TASKS.get(entry.name)
+            rows.append([entry.name, cls.node_of(cls.make_config(None, "quick")).kind, ", ".join(cls.presets),
+                         cls.main_metric, entry.origin, _where(cls)])
+        except UsageError as e:
+            rows.append([entry.name, "-", "-", "-", entry.origin, f"failed to load: {e}"])
+    print(tabulate(rows, headers=["task", "node (quick)", "presets", "main metric", "origin", "file"],
+                   tablefmt="github"))
+    return EXIT_OK
+
+
+def _where(cls: Any) -> str:
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "__file__", None) or cls.__module__
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gradbench.config import parse_spec
+    from gradbench.testing import check_estimator
+
+    name, values = parse_spec(args.estimator)
+    cls = ESTIMATORS.get(name)
+    config = cls.make_config(values)
+    results = check_estimator(cls, config, seed=args.seed)
+    for r in results:
+        print(r)
+    failed = [r for r in results if not r.passed]
+    print(f"{cls.name}: {len(results) - len(failed)}/{len(results)} checks passed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def unsupported_by_kind() -> dict[str, list[str]]:
+    """Node kind -> registered estimators that cannot run it (for the leaderboard's n/a rows)."""
+    from gradbench.node import KINDS
+
+    out: dict[str, list[str]] = {k: [] for k in KINDS}
+    for name in ESTIMATORS.names():
+        try:
+            supports = ESTIMATORS.get(name).supports
+        except UsageError:
+            continue
+        for kind in KINDS - set(supports):
+            out[kind].append(name)
+    return out
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from gradbench.leaderboard import build
+
+    text, problems = build(args.runs, args.out, unsupported_by_kind())
+    for p in problems:
+        print(f"gradbench: skipped {p}", file=sys.stderr)
+    n_tables = text.count("\n### ")
+    print(f"wrote {args.out} ({n_tables} table{'s' if n_tables != 1 else ''} from {args.runs})")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "leaderboard": cmd_leaderboard}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"gradbench: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gradbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,82 @@
+"""The estimator contract (DESIGN.md): a Module that turns logits and a cost function into a surrogate loss.
+
+``loss`` carries the gradient estimate to everything upstream of ``logits`` and to ``cost_fn``'s own
+parameters; ``aux_loss`` trains only the estimator's own parameters. The harness sums them and
+backpropagates once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from gradbench.config import build_config, config_dict, label, non_default
+from gradbench.errors import UsageError
+from gradbench.node import Node
+
+CostFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EstimatorOutput:
+    """What one estimator call returns (shapes for logits of shape ``(batch, *shape)``)."""
+
+    sample: torch.Tensor  # (batch, *shape): the hard/discrete value used in the forward pass
+    cost: torch.Tensor  # (batch,): cost_fn at that sample, for reporting
+    loss: torch.Tensor  # scalar surrogate: its gradient is the estimate
+    aux_loss: torch.Tensor  # scalar training only the estimator's own parameters
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # floats or 0-d tensors
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """Config of an estimator without hyper-parameters."""
+
+
+class Estimator(torch.nn.Module):
+    """Base class. Subclasses set the ClassVars, build their parameters in ``__init__`` and implement ``forward``.
+
+    ``Config`` may declare ``lr``: the harness then trains the estimator's own parameters with
+    that learning rate (control variates and approximators often need their own).
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    supports: ClassVar[frozenset[str]] = frozenset()
+    unbiased: ClassVar[bool] = False
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, node: Node, config: Any = None) -> None:
+        super().__init__()
+        if node.kind not in self.supports:
+            raise UsageError(
+                f"estimator {self.name!r} does not support {node.kind!r} nodes "
+                f"(it supports: {', '.join(sorted(self.supports))})"
+            )
+        self.node = node
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise UsageError(f"estimator {self.name!r} expects a {self.Config.__name__}, got {type(config).__name__}")
+
+    def forward(self, logits: torch.Tensor, cost_fn: CostFn) -> EstimatorOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def make_config(cls, values: dict[str, Any] | None = None) -> Any:
+        return build_config(cls.Config, values, owner=f"estimator {cls.name!r}")
+
+    @property
+    def label(self) -> str:
+        return label(self.name, non_default(self.config))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "config": config_dict(self.config),
+                "label": self.label, "unbiased": self.unbiased}
+
+    def zero(self, like: torch.Tensor) -> torch.Tensor:
+        """A scalar zero on ``like``'s device, for ``aux_loss`` when there is nothing to train."""
+        return like.new_zeros(())
+

@@ -1,0 +1,106 @@
+"""Shared math for estimators and tasks: hard functions, noise, sampling, log-probabilities, relaxations.
+
+One place for these so no estimator re-derives them. Conventions:
+
+* Bernoulli: ``z = x + logit(u)``, ``b = 1[z > 0]`` (so ``P(b=1) = sigmoid(x)``).
+* Categorical: ``z = log_softmax(x) + Gumbel(u)``, ``b = one_hot(argmax z)``.
+* Uniforms are clamped to ``[eps, 1 - eps]`` so logit/log never produce inf.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gradbench.node import Node
+
+EPS = 1e-6
+
+
+def uniform(shape: torch.Size | tuple[int, ...], like: torch.Tensor,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """U(0,1) clamped away from 0 and 1, on ``like``'s device and dtype."""
+    u = torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
+    return u.clamp(EPS, 1.0 - EPS)
+
+
+def hard(node: Node, logits: torch.Tensor) -> torch.Tensor:
+    """Exact value of a deterministic node (no gradient)."""
+    if node.kind == "sign":
+        m = node.params["margin"]
+        return (logits > m).to(logits.dtype) - (logits < -m).to(logits.dtype)
+    if node.kind == "threshold":
+        return (logits > 0).to(logits.dtype)
+    if node.kind == "argmax":
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    raise ValueError(f"{node.kind} is stochastic: use perturb/from_perturbed")
+
+
+def perturb(node: Node, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Noisy logits ``z`` whose hard function is the sample (reparameterisable in ``logits``)."""
+    if node.kind == "bernoulli":
+        return logits + torch.logit(u)
+    if node.kind == "categorical":
+        return F.log_softmax(logits, -1) - torch.log(-torch.log(u))
+    raise ValueError(f"{node.kind} is not a stochastic node")
+
+
+def from_perturbed(node: Node, z: torch.Tensor) -> torch.Tensor:
+    """The discrete sample H(z): {0,1} for Bernoulli, one-hot for categorical."""
+    if node.kind == "bernoulli":
+        return (z > 0).to(z.dtype)
+    return F.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+
+
+def forward(node: Node, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The node's forward value: hard function, or one sample for stochastic kinds."""
+    if not node.stochastic:
+        return hard(node, logits)
+    u = uniform(logits.shape, logits, generator)
+    return from_perturbed(node, perturb(node, logits, u))
+
+
+def probs(node: Node, logits: torch.Tensor) -> torch.Tensor:
+    """Mean of the node's sample: sigmoid or softmax of the logits."""
+    return torch.sigmoid(logits) if node.kind in ("bernoulli", "threshold") else torch.softmax(logits, -1)
+
+
+def log_prob(node: Node, logits: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log p(b | logits) summed over the event dims; ``b`` may carry leading sample dims."""
+    event_dims = len(node.shape)
+    if node.kind == "bernoulli":
+        lp = b * F.logsigmoid(logits) + (1 - b) * F.logsigmoid(-logits)
+    elif node.kind == "categorical":
+        lp = b * F.log_softmax(logits, -1)
+    else:
+        raise ValueError(f"{node.kind} has no log-probability")
+    return lp.flatten(start_dim=lp.dim() - event_dims).sum(-1)
+
+
+def relaxed(node: Node, z: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """Continuous relaxation of H(z): sigmoid(z/tau) (binary Concrete) or softmax(z/tau) (Gumbel-Softmax)."""
+    if node.kind == "bernoulli":
+        return torch.sigmoid(z / tau)
+    return torch.softmax(z / tau, -1)
+
+
+def conditional_perturb(node: Node, logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A draw of z ~ p(z | H(z) = b), reparameterised in ``logits`` (REBAR/RELAX's z-tilde)."""
+    if node.kind == "bernoulli":
+        theta = torch.sigmoid(logits)
+        # b = 1 iff u > 1 - theta: so u | b=1 ~ U(1-theta, 1) and u | b=0 ~ U(0, 1-theta).
+        u = b * (1 - theta + v * theta) + (1 - b) * (v * (1 - theta))
+        return logits + torch.logit(u.clamp(EPS, 1 - EPS))
+    if node.kind == "categorical":
+        log_theta = F.log_softmax(logits, -1)
+        log_v = torch.log(v)
+        log_vb = (log_v * b).sum(-1, keepdim=True)  # log v at the chosen class
+        z_b = -torch.log(-log_vb)
+        z_other = -torch.log(-log_v / log_theta.exp() - log_vb)
+        return b * z_b + (1 - b) * z_other
+    raise ValueError(f"{node.kind} is not a stochastic node")
+
+
+def flat_events(y: torch.Tensor, node: Node) -> torch.Tensor:
+    """(*prefix, *shape) -> (*prefix, numel): flatten one example's event dims."""
+    return y.flatten(start_dim=y.dim() - len(node.shape))

@@ -1,0 +1,151 @@
+"""Run records: one JSON file per run, written atomically, keyed by a hash of the resolved spec.
+
+Layout: ``<runs>/<task>/<estimator>/<run_id>.json`` with per-step history in
+``<run_id>.history.jsonl`` beside it. A record exists only once its final file does (temp + rename),
+so a crash never leaves a half-written record under the final name.
+
+Record fields (schema_version 1)::
+
+    schema_version, run_id, status ("ok" | "failed" | "diverged"), error (str | None),
+    task: {name, version, config, label, node}, estimator: {name, version, config, label, unbiased},
+    preset, seed, budget: {"steps": N} | {"seconds": S},
+    metrics: {name: {value, higher_is_better}}, main_metric,
+    gradient: {...}   (gradient statistics; empty until measured),
+    cost: {cost_evals_per_step, steps, steps_per_s, train_seconds, peak_memory_mb, peak_memory_kind},
+    diagnostics: {name: float}  (estimator diagnostics at the end),
+    provenance: {gradbench_version, git_sha, git_dirty, torch, python, cuda, device, device_name,
+                 hostname, argv, start_utc, end_utc}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "diverged")
+FINISHED = ("ok", "diverged")  # re-running these gives the same answer; "failed" is retried
+
+
+def spec_key(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a spec that changes the result (never device or paths)."""
+    return {
+        "task": {k: spec["task"][k] for k in ("name", "version", "config")},
+        "estimator": {k: spec["estimator"][k] for k in ("name", "version", "config")},
+        "preset": spec["preset"],
+        "seed": spec["seed"],
+        "budget": spec["budget"],
+    }
+
+
+def run_id(spec: dict[str, Any]) -> str:
+    """Short stable hash of the fully resolved spec."""
+    blob = json.dumps(spec_key(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def record_path(runs_dir: str | Path, task: str, estimator: str, rid: str) -> Path:
+    return Path(runs_dir) / task / estimator / f"{rid}.json"
+
+
+def history_path(record: Path) -> Path:
+    return record.with_name(record.stem + ".history.jsonl")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: non-finite floats become None (strict JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp would leave 0600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """A record as strict JSON (non-finite floats -> null), written atomically."""
+    atomic_write_text(path, json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
+
+
+class CorruptRecord(ValueError):
+    """A record file that is not a complete, valid record."""
+
+
+def validate(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise CorruptRecord("not a JSON object")
+    missing = [k for k in ("schema_version", "run_id", "status", "task", "estimator", "metrics", "seed")
+               if k not in record]
+    if missing:
+        raise CorruptRecord(f"missing fields: {', '.join(missing)}")
+    if record["status"] not in STATUSES:
+        raise CorruptRecord(f"bad status {record['status']!r}")
+    if record["schema_version"] != SCHEMA_VERSION:
+        raise CorruptRecord(f"schema_version {record['schema_version']} (this gradbench reads {SCHEMA_VERSION})")
+    return record
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Parse and validate one record; raises CorruptRecord."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRecord(f"{path}: {e}") from None
+    try:
+        return validate(data)
+    except CorruptRecord as e:
+        raise CorruptRecord(f"{path}: {e}") from None
+
+
+def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """Every ``*.json`` record under ``runs_dir``: (path, record or None, error or None)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*/*/*.json")):
+        try:
+            yield path, read_record(path), None
+        except CorruptRecord as e:
+            yield path, None, str(e)
+
+
+class HistoryWriter:
+    """Appends one JSON line per logged step; flushed so a crash keeps what was logged."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "w")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._f.write(json.dumps(_clean(row)) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()

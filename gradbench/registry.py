@@ -1,0 +1,207 @@
+"""Registries of estimators and tasks: built-ins by import path, plugins by entry point or --plugin.
+
+Nothing is imported until it is used, so ``gradbench list`` never imports torch and a broken plugin
+fails only when asked for, naming its distribution.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradbench.errors import UnknownNameError, UsageError
+
+BUILTIN_ESTIMATORS = {
+    "dab": "gradbench.estimators.dab:DAB",
+    "ste": "gradbench.estimators.ste:StraightThrough",
+    "gumbel": "gradbench.estimators.gumbel:GumbelSoftmax",
+    "reinforce": "gradbench.estimators.reinforce:Reinforce",
+    "relax": "gradbench.estimators.relax:Relax",
+}
+BUILTIN_TASKS = {
+    "sort": "gradbench.tasks.sort:SortTask",
+    "toy": "gradbench.tasks.toy:ToyTask",
+}
+DISABLE_ENV = "GRADBENCH_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@dataclass
+class Entry:
+    name: str
+    target: str | None = None  # "module:attr" to import on first use
+    obj: Any = None  # the class, once loaded
+    origin: str = "builtin"  # "builtin", "plugin <file>", "entry point <dist> <version>"
+    error: str | None = None  # set when loading failed
+
+
+class Registry:
+    """Name -> class, loaded lazily."""
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]) -> None:
+        self.kind, self.group = kind, group
+        self._entries = {n: Entry(n, target=t) for n, t in builtins.items()}
+        self._entry_points_scanned = False
+
+    def _scan_entry_points(self) -> None:
+        if self._entry_points_scanned or os.environ.get(DISABLE_ENV):
+            return
+        self._entry_points_scanned = True
+        for ep in importlib.metadata.entry_points(group=self.group):
+            if ep.name in self._entries:
+                continue  # built-ins and explicit registrations win; a clash shows at load
+            dist = getattr(ep, "dist", None)
+            origin = f"entry point of {dist.name} {dist.version}" if dist else "entry point"
+            self._entries[ep.name] = Entry(ep.name, target=ep.value, origin=origin)
+
+    def register(self, name: str, obj: Any, origin: str) -> None:
+        entry = self._entries.get(name)
+        if entry is not None and entry.obj is not None and entry.obj is not obj:
+            if _same_definition(entry.obj, obj):
+                entry.obj = obj  # the same file imported again (e.g. --plugin twice): keep the newest
+                return
+            raise UsageError(
+                f"{self.kind} name {name!r} is already registered by {_qualname(entry.obj)}; "
+                f"cannot register {_qualname(obj)} under the same name"
+            )
+        if entry is not None and entry.obj is None and entry.target is not None:
+            if entry.target != f"{obj.__module__}:{obj.__qualname__}":
+                if entry.origin == "builtin" or not obj.__module__.startswith(entry.target.split(":")[0]):
+                    raise UsageError(
+                        f"{self.kind} name {name!r} is already taken by {entry.target} ({entry.origin}); "
+                        f"cannot register {_qualname(obj)} under the same name"
+                    )
+            entry.obj, entry.error = obj, None
+            return
+        self._entries[name] = Entry(name, obj=obj, origin=origin)
+
+    def names(self) -> list[str]:
+        self._scan_entry_points()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self._scan_entry_points()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def get(self, name: str) -> Any:
+        self._scan_entry_points()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownNameError(self._unknown_message(name))
+        if entry.obj is None:
+            module, _, attr = (entry.target or "").partition(":")
+            try:
+                obj = importlib.import_module(module)
+                for part in attr.split(".") if attr else []:
+                    obj = getattr(obj, part)
+            except Exception as e:  # a broken plugin must not take the others down
+                entry.error = f"{type(e).__name__}: {e}"
+                raise UsageError(
+                    f"{self.kind} {name!r} ({entry.origin}, {entry.target}) failed to load: {entry.error}"
+                ) from e
+            self.register(name, obj, entry.origin)
+            entry.obj = obj
+        return entry.obj
+
+    def _unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return (f"unknown {self.kind} {name!r}; {hint}known {self.kind}s: {', '.join(known)} "
+                f"(installed a plugin? pass --plugin FILE.py|module)")
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """Two classes from the same source file and qualname (a module executed twice)."""
+    fa = getattr(sys.modules.get(a.__module__), "__file__", None)
+    fb = getattr(sys.modules.get(b.__module__), "__file__", None)
+    return a.__qualname__ == b.__qualname__ and fa is not None and fa == fb
+
+
+ESTIMATORS = Registry("estimator", "gradbench.estimators", BUILTIN_ESTIMATORS)
+TASKS = Registry("task", "gradbench.tasks", BUILTIN_TASKS)
+_current_origin = "registered in code"
+
+
+def register_estimator(name: str):
+    """Class decorator: ``@register_estimator("mine")`` makes ``--estimator mine`` work."""
+
+    def decorate(cls):
+        cls.name = name
+        ESTIMATORS.register(name, cls, _current_origin)
+        return cls
+
+    return decorate
+
+
+def register_task(name: str):
+    """Class decorator for tasks, like :func:`register_estimator`."""
+
+    def decorate(cls):
+        cls.name = name
+        TASKS.register(name, cls, _current_origin)
+        return cls
+
+    return decorate
+
+
+_loaded_plugins: dict[str, Any] = {}
+
+
+def load_plugin(spec: str) -> None:
+    """Import ``FILE.py`` or a module so its ``register_*`` decorators run. Errors are UsageErrors."""
+    global _current_origin
+    key = str(Path(spec).resolve()) if spec.endswith(".py") else spec
+    if key in _loaded_plugins:
+        return
+    previous, _current_origin = _current_origin, f"plugin {spec}"
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise UsageError(f"plugin file not found: {spec}")
+            mod_name = f"gradbench_plugin_{path.stem}_{abs(hash(key)) % 10**8}"
+            module_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[mod_name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except UsageError:
+                raise
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise UsageError(f"plugin {spec} failed to import: {type(e).__name__}: {e}") from e
+        else:
+            try:
+                module = importlib.import_module(spec)
+            except ImportError as e:
+                raise UsageError(f"plugin module {spec!r} could not be imported: {e}") from e
+        _loaded_plugins[key] = module
+    finally:
+        _current_origin = previous
+
+
+def get_estimator_class(name: str) -> Any:
+    return ESTIMATORS.get(name)
+
+
+def get_task_class(name: str) -> Any:
+    return TASKS.get(name)
+
+
+def list_estimators() -> list[str]:
+    return ESTIMATORS.names()
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()

@@ -1,0 +1,312 @@
+"""The harness: resolve a run spec, train with one optimizer, evaluate, and write the run record.
+
+The training step has no per-step host synchronisation: running sums and a non-finite flag stay on
+the device and are read every ``log_every`` steps, so the same loop can later be graph-captured.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import gradbench
+from gradbench import records
+from gradbench.config import config_dict, label, non_default, parse_spec
+from gradbench.errors import UsageError
+from gradbench.estimator import Estimator
+from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.task import Task
+
+LOG_EVERY = 50
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run, resolved (names, versions, full configs, seed, budget)."""
+
+    task_cls: type[Task]
+    task_config: Any
+    estimator_cls: type[Estimator]
+    estimator_config: Any
+    preset: str
+    seed: int
+    budget: dict[str, float]
+    eval_every: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": {"name": self.task_cls.name, "version": self.task_cls.version,
+                     "config": config_dict(self.task_config),
+                     "label": label(self.task_cls.name, non_default(self.task_config,
+                                                                    self.task_cls.make_config(None, self.preset))),
+                     "node": self.task_cls.node_of(self.task_config).to_dict()},
+            "estimator": {"name": self.estimator_cls.name, "version": self.estimator_cls.version,
+                          "config": config_dict(self.estimator_config),
+                          "label": label(self.estimator_cls.name, non_default(self.estimator_config)),
+                          "unbiased": self.estimator_cls.unbiased},
+            "preset": self.preset, "seed": self.seed, "budget": self.budget,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return records.run_id(self.as_dict())
+
+
+def _split(spec: str | tuple[str, dict[str, Any]], extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, tuple):
+        name, values = spec
+    else:
+        name, values = parse_spec(spec)
+    return name, {**values, **(extra or {})}
+
+
+def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, steps: int | None = None,
+            seconds: float | None = None, eval_every: int | None = None,
+            task_config: dict[str, Any] | None = None,
+            estimator_config: dict[str, Any] | None = None) -> RunSpec:
+    """Names/specs + overrides -> a RunSpec, or a one-line UsageError."""
+    task_name, task_values = _split(task, task_config)
+    est_name, est_values = _split(estimator, estimator_config)
+    task_cls = get_task_class(task_name)
+    est_cls = get_estimator_class(est_name)
+    task_cfg = task_cls.make_config(task_values, preset)
+    est_cfg = est_cls.make_config(est_values)
+    node = task_cls.node_of(task_cfg)
+    if node.kind not in est_cls.supports:
+        raise UsageError(f"estimator {est_name!r} does not support the {node.kind!r} node of task {task_name!r} "
+                         f"(it supports: {', '.join(sorted(est_cls.supports))})")
+    est_cls(node, est_cfg)  # constructor-level checks (e.g. a variant undefined for this node)
+    if steps is not None and seconds is not None:
+        raise UsageError("give a budget of either --steps or --seconds, not both")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {steps}")
+    if seconds is not None and not seconds > 0:
+        raise UsageError(f"--seconds must be > 0, got {seconds}")
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    p = task_cls.presets[preset]
+    budget: dict[str, float] = {"seconds": float(seconds)} if seconds is not None else {"steps": int(steps or p.steps)}
+    every = eval_every if eval_every is not None else p.eval_every
+    if every < 1:
+        raise UsageError(f"eval_every must be >= 1, got {every}")
+    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), budget, every)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was asked for, but CUDA is not available here "
+                         f"(torch {torch.__version__}); use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _git(*args: str) -> str | None:
+    root = Path(gradbench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device: torch.device, argv: list[str] | None) -> dict[str, Any]:
+    sha = _git("rev-parse", "HEAD")
+    dirty = None if sha is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {
+        "gradbench_version": gradbench.__version__, "git_sha": sha, "git_dirty": dirty,
+        "torch": torch.__version__, "python": platform.python_version(), "cuda": torch.version.cuda,
+        "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(), "argv": list(argv if argv is not None else sys.argv),
+    }
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _floats(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items()}
+
+
+class Progress:
+    """A tqdm bar on stderr (steps or seconds), showing the live main metric."""
+
+    def __init__(self, spec: RunSpec, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.seconds = spec.budget.get("seconds")
+        total = self.seconds if self.seconds else spec.budget["steps"]
+        desc = f"{spec.task_cls.name}/{label(spec.estimator_cls.name, non_default(spec.estimator_config))}"
+        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if self.seconds else None
+        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False,
+                        dynamic_ncols=True, bar_format=fmt, unit="step")
+        self.done = 0.0
+
+    def update(self, step: int, elapsed: float, metrics: dict[str, float] | None = None) -> None:
+        pos = min(elapsed, self.seconds) if self.seconds else step
+        self.bar.update(pos - self.done)
+        self.done = pos
+        if metrics:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
+          ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
+    """The training loop. Returns (final metrics, cost block, last diagnostics)."""
+    seed_everything(spec.seed)
+    task = spec.task_cls(spec.task_config, device)
+    task.to(device)
+    estimator = spec.estimator_cls(task.node, spec.estimator_config).to(device)
+    task_lr = spec.task_config.lr
+    groups = [{"params": [p for p in task.parameters() if p.requires_grad], "lr": task_lr}]
+    own = [p for p in estimator.parameters() if p.requires_grad]
+    if own:
+        groups.append({"params": own, "lr": getattr(spec.estimator_config, "lr", None) or task_lr})
+    optimizer = torch.optim.Adam(groups)
+    main = spec.task_cls.main_metric
+
+    max_steps = spec.budget.get("steps")
+    deadline = spec.budget.get("seconds")
+    cost_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    window = 0
+    diagnostics: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    train_seconds = 0.0
+    step = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    task.train()
+    estimator.train()
+    while True:
+        logits, cost_fn = task.train_batch()
+        out = estimator(logits, cost_fn)
+        total = out.loss + out.aux_loss
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        step += 1
+        window += 1
+        with torch.no_grad():
+            cost_sum += out.cost.mean()
+            loss_sum += out.loss.detach()
+            bad |= ~torch.isfinite(total.detach())
+        elapsed = time.perf_counter() - start
+        finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
+        evaluate_now = finished or step % spec.eval_every == 0
+        if finished or evaluate_now or step % LOG_EVERY == 0:
+            if bool(bad):
+                raise Diverged(f"non-finite loss (NaN/inf) at or before step {step}; "
+                               f"try a smaller learning rate or another estimator config")
+            diagnostics = _floats(out.diagnostics)
+            row = {"step": step, "seconds": round(elapsed, 4), "train_cost": float(cost_sum) / window,
+                   "loss": float(loss_sum) / window, **diagnostics}
+            cost_sum.zero_()
+            loss_sum.zero_()
+            window = 0
+            if evaluate_now:
+                train_seconds += time.perf_counter() - start
+                task.eval()
+                estimator.eval()
+                metrics = task.evaluate()
+                task.train()
+                estimator.train()
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise Diverged(f"non-finite test metrics at step {step}: {metrics}")
+                row.update({f"test/{k}": v for k, v in metrics.items()})
+                start = time.perf_counter() - elapsed  # evaluation time does not count as training
+                progress.update(step, elapsed, {main: metrics[main]})
+            else:
+                progress.update(step, elapsed)
+            history.write(row)
+        if finished:
+            break
+    train_seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss"
+    cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
+            "steps_per_s": step / train_seconds if train_seconds > 0 else None,
+            "train_seconds": train_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
+    return metrics, cost, diagnostics
+
+
+def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
+            progress: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
+    """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run."""
+    dev = pick_device(device)
+    base = spec.as_dict()
+    rid = records.run_id(base)
+    path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
+    if path.exists() and not force:
+        try:
+            existing = records.read_record(path)
+            if existing["status"] in records.FINISHED:
+                existing["reused"] = True
+                existing["path"] = os.fspath(path)
+                return existing
+        except records.CorruptRecord as e:
+            print(f"gradbench: re-running over a corrupt record: {e}", file=sys.stderr)
+    prov = {**provenance(dev, argv), "start_utc": _utc()}
+    record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": rid, "status": "ok",
+                              "error": None, **base, "metrics": {}, "main_metric": spec.task_cls.main_metric,
+                              "gradient": {}, "cost": {}, "diagnostics": {}}
+    history = records.HistoryWriter(records.history_path(path))
+    bar = Progress(spec, progress)
+    try:
+        metrics, cost, diagnostics = train(spec, dev, history, bar)
+        record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]} for k, v in metrics.items()}
+        record["cost"], record["diagnostics"] = cost, diagnostics
+    except Diverged as e:
+        record["status"], record["error"] = "diverged", str(e)
+    except (KeyboardInterrupt, SystemExit):
+        history.close()
+        bar.close()
+        raise
+    except Exception as e:
+        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
+        history.write({"traceback": traceback.format_exc()})
+    finally:
+        history.close()
+        bar.close()
+    prov["end_utc"] = _utc()
+    record["provenance"] = prov
+    records.atomic_write_json(path, record)
+    record["path"] = os.fspath(path)
+    return record

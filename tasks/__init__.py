@@ -1,0 +1,1 @@
+"""Built-in tasks, one module each (installed as gradbench.tasks)."""
