@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugin(plugin)
         return COMMANDS[args.command](args)
     except UsageError as e:
-        print(f"gradbench: error: {e}", file=sys.stderr)
+        print(f"gradbench: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("gradbench: interrupted", file=sys.stderr)

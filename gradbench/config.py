@@ -28,6 +28,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise UsageError(f"bad setting {item!r} in {spec!r}; expected key=value")
+        if key.strip() in pairs:
+            raise UsageError(f"key {key.strip()!r} given twice in {spec!r}")
         pairs[key.strip()] = value.strip()
     return name, pairs
 

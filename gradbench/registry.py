@@ -54,10 +54,14 @@ class Registry:
             return
         self._entry_points_scanned = True
         for ep in importlib.metadata.entry_points(group=self.group):
-            if ep.name in self._entries:
-                continue  # built-ins and explicit registrations win; a clash shows at load
             dist = getattr(ep, "dist", None)
             origin = f"entry point of {dist.name} {dist.version}" if dist else "entry point"
+            if ep.name in self._entries:  # built-ins and explicit registrations win, visibly
+                taken = self._entries[ep.name]
+                if taken.target != ep.value:
+                    print(f"gradbench: ignoring {self.kind} {ep.name!r} from {origin}: the name is taken "
+                          f"({taken.origin})", file=sys.stderr)
+                continue
             self._entries[ep.name] = Entry(ep.name, target=ep.value, origin=origin)
 
     def register(self, name: str, obj: Any, origin: str) -> None:
@@ -107,6 +111,8 @@ class Registry:
                 ) from e
             self.register(name, obj, entry.origin)
             entry.obj = obj
+            if getattr(obj, "name", None) != name:
+                obj.name = name  # like register_*: an entry point's class answers to its entry-point name
         return entry.obj
 
     def _unknown_message(self, name: str) -> str:
@@ -186,6 +192,10 @@ def load_plugin(spec: str) -> None:
                 module = importlib.import_module(spec)
             except ImportError as e:
                 raise UsageError(f"plugin module {spec!r} could not be imported: {e}") from e
+            except UsageError:
+                raise
+            except Exception as e:  # like a file: a module that raises at import is a one-line error
+                raise UsageError(f"plugin module {spec!r} failed to import: {type(e).__name__}: {e}") from e
         _loaded_plugins[key] = module
     finally:
         _current_origin = previous
