@@ -33,6 +33,7 @@ class StraightThrough(Estimator):
     supports = KINDS
     unbiased = False
     Config = STEConfig
+    label_fields = ("variant",)  # straight-through is a family: always say which one
 
     def __init__(self, node: Node, config: STEConfig | None = None) -> None:
         super().__init__(node, config)

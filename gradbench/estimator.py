@@ -48,6 +48,7 @@ class Estimator(torch.nn.Module):
     supports: ClassVar[frozenset[str]] = frozenset()
     unbiased: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
+    label_fields: ClassVar[tuple[str, ...]] = ()  # config fields shown in the label even at their default
 
     def __init__(self, node: Node, config: Any = None) -> None:
         super().__init__()
@@ -68,9 +69,16 @@ class Estimator(torch.nn.Module):
     def make_config(cls, values: dict[str, Any] | None = None) -> Any:
         return build_config(cls.Config, values, owner=f"estimator {cls.name!r}")
 
+    @classmethod
+    def label_for(cls, config: Any) -> str:
+        """Row label: the name plus non-default config values (and ``label_fields`` always)."""
+        changed = non_default(config)
+        shown = {k: v for k, v in config_dict(config).items() if k in cls.label_fields or k in changed}
+        return label(cls.name, shown)
+
     @property
     def label(self) -> str:
-        return label(self.name, non_default(self.config))
+        return self.label_for(self.config)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "config": config_dict(self.config),

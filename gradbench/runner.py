@@ -57,7 +57,7 @@ class RunSpec:
                      "node": self.task_cls.node_of(self.task_config).to_dict()},
             "estimator": {"name": self.estimator_cls.name, "version": self.estimator_cls.version,
                           "config": config_dict(self.estimator_config),
-                          "label": label(self.estimator_cls.name, non_default(self.estimator_config)),
+                          "label": self.estimator_cls.label_for(self.estimator_config),
                           "unbiased": self.estimator_cls.unbiased},
             "preset": self.preset, "seed": self.seed, "budget": self.budget,
         }
@@ -162,7 +162,7 @@ class Progress:
 
         self.seconds = spec.budget.get("seconds")
         total = self.seconds if self.seconds else spec.budget["steps"]
-        desc = f"{spec.task_cls.name}/{label(spec.estimator_cls.name, non_default(spec.estimator_config))}"
+        desc = f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)}"
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if self.seconds else None
         self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False,
                         dynamic_ncols=True, bar_format=fmt, unit="step")
