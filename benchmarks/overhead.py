@@ -37,8 +37,8 @@ class _NullHistory(records.HistoryWriter):
 
 
 def harness_step_time(task: str, estimator: str, steps: int) -> float:
-    spec = resolve(task, estimator, steps=steps, eval_every=steps)
-    _, cost, _ = train(spec, torch.device("cpu"), _NullHistory(), Progress(spec, enabled=False))
+    spec = resolve(task, estimator, steps=steps, eval_every=steps, grad_stats=False)
+    _, cost, _, _ = train(spec, torch.device("cpu"), _NullHistory(), Progress(spec, enabled=False))
     return cost["train_seconds"] / cost["steps"]
 
 

@@ -85,6 +85,13 @@ class DAB(Estimator):
             parts.append(ops.flat_events(noise, self.node))
         return torch.stack(parts, dim=1)  # (batch, channels, features)
 
+    def _approximate(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """g(x) in the approximator's dtype, returned in the input's (float64 logits work too)."""
+        dtype = next(self.approximator.parameters()).dtype
+        if params is None:
+            return self.approximator(x.to(dtype)).to(x.dtype)
+        return functional_call(self.approximator, params, (x.to(dtype),)).to(x.dtype)
+
     def forward(self, logits: torch.Tensor, cost_fn) -> EstimatorOutput:
         noise = None
         if self.node.stochastic:
@@ -96,12 +103,12 @@ class DAB(Estimator):
 
         # Task path: phi frozen, so the gradient reaches the logits through J_g only.
         frozen = {k: v.detach() for k, v in self.approximator.named_parameters()}
-        g = functional_call(self.approximator, frozen, (x,)).view_as(hard)
+        g = self._approximate(x, frozen).view_as(hard)
         y = hard + (g - g.detach())
         cost = cost_fn(y)
 
         # Approximator path: regress g(h) on f(h) with h detached, so only phi moves.
-        g_fit = self.approximator(x.detach())
+        g_fit = self._approximate(x.detach())
         dab_loss = (g_fit - ops.flat_events(hard, self.node)).pow(2).sum(-1).mean()
         return EstimatorOutput(
             sample=hard,

@@ -71,7 +71,8 @@ class Relax(Estimator):
         soft = ops.relaxed(self.node, z, self.log_tau.exp())
         c = self.eta * cost_fn(soft)
         if self.net is not None:
-            c = c + self.net(ops.flat_events(soft, self.node)).squeeze(-1)
+            flat = ops.flat_events(soft, self.node)
+            c = c + self.net(flat.to(self.eta.dtype)).squeeze(-1).to(flat.dtype)
         return c
 
     def forward(self, logits, cost_fn) -> EstimatorOutput:

@@ -9,7 +9,8 @@ from gradbench.node import Node
 from gradbench.registry import get_estimator_class
 from gradbench.runner import execute, resolve
 
-_RUN_KEYS = ("steps", "seconds", "eval_every", "runs", "force", "progress", "estimator_config")
+_RUN_KEYS = ("steps", "seconds", "eval_every", "runs", "force", "progress", "estimator_config", "grad_stats",
+             "grad_draws", "grad_checkpoints")
 
 
 def create_estimator(name: str, node: Node, **config: Any) -> Estimator:
@@ -24,12 +25,15 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
 
     ``task``/``estimator`` are names or ``NAME:key=value,...`` specs. ``overrides`` are the runner's
     ``steps``, ``seconds``, ``eval_every``, ``runs`` (records folder, default "runs"), ``force``,
-    ``progress``, ``estimator_config`` (dict), and otherwise task config keys (e.g. ``length=5``).
+    ``progress``, ``estimator_config`` (dict), ``grad_stats`` (bool, default True), ``grad_draws``,
+    ``grad_checkpoints`` (fractions of the budget), and otherwise task config keys (e.g. ``length=5``).
     A run that fails returns a record with status "failed"; bad names or config raise UsageError.
     """
     runner = {k: overrides.pop(k) for k in list(overrides) if k in _RUN_KEYS}
     spec = resolve(task, estimator, preset=preset, seed=seed, steps=runner.get("steps"),
                    seconds=runner.get("seconds"), eval_every=runner.get("eval_every"),
-                   task_config=overrides, estimator_config=runner.get("estimator_config"))
+                   task_config=overrides, estimator_config=runner.get("estimator_config"),
+                   grad_stats=runner.get("grad_stats", True), grad_draws=runner.get("grad_draws"),
+                   grad_checkpoints=tuple(runner.get("grad_checkpoints", (0.0, 0.5, 1.0))))
     return execute(spec, device=device, runs_dir=runner.get("runs", "runs"), force=runner.get("force", False),
                    progress=runner.get("progress", False))

@@ -1,4 +1,4 @@
-"""Command line: ``gradbench run | list | validate | leaderboard``. A thin layer over the Python API.
+"""Command line: ``gradbench run | list | validate | leaderboard | plot | compare``. A thin layer over the Python API.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
 check failed, 2 usage error (unknown name, bad config, unsupported pair), 130 interrupted.
@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
     run.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
+    run.add_argument("--no-grad-stats", action="store_true", help="skip the gradient statistics")
+    run.add_argument("--grad-draws", type=int, help="gradient estimates per checkpoint (default: the preset's)")
+    run.add_argument("--grad-checkpoints", type=_fractions, default=(0.0, 0.5, 1.0), metavar="F,F,...",
+                     help="where to measure gradient statistics, as fractions of the budget (default: 0,0.5,1)")
     run.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     run.add_argument("--force", action="store_true", help="re-run even if a finished record exists")
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
@@ -61,10 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--estimator", "-e", required=True, help="NAME or NAME:key=value,...")
     val.add_argument("--seed", type=int, default=0)
 
+    plt = sub.add_parser("plot", parents=[common], help="PNG learning curves and gradient variance per table")
+    plt.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
+    plt.add_argument("--task", help="only this task's tables")
+
+    cmp = sub.add_parser("compare", parents=[common], help="paired comparison of two estimators over shared seeds")
+    cmp.add_argument("--task", "-t", required=True, help="NAME or NAME:key=value,...")
+    cmp.add_argument("a", help="estimator A: NAME or NAME:key=value,...")
+    cmp.add_argument("b", help="estimator B")
+    cmp.add_argument("--preset", default="quick")
+    cmp.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
     lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard.md from run records")
     lb.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     lb.add_argument("--out", default="leaderboard.md", help="output file (default: ./leaderboard.md)")
     return parser
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0,0.5,1, got {text!r}") from None
 
 
 def _version() -> str:
@@ -77,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gradbench.runner import execute, resolve
 
     spec = resolve(args.task, args.estimator, preset=args.preset, seed=args.seed, steps=args.steps,
-                   seconds=args.seconds, eval_every=args.eval_every)
+                   seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
+                   grad_draws=args.grad_draws, grad_checkpoints=args.grad_checkpoints)
     record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
                      progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]])
     if record.get("reused"):
@@ -191,7 +215,27 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "leaderboard": cmd_leaderboard}
+def cmd_plot(args: argparse.Namespace) -> int:
+    from gradbench.plots import plot
+
+    written = plot(args.runs, args.task)
+    if not written:
+        raise UsageError(f"no finished runs to plot in {args.runs}" + (f" for task {args.task!r}" if args.task else ""))
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gradbench.compare import compare, format_comparison
+
+    result = compare(args.runs, args.task, args.a, args.b, preset=args.preset)
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "leaderboard": cmd_leaderboard,
+            "plot": cmd_plot, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -196,18 +198,36 @@ def _end_utc(record: Mapping[str, Any]) -> str:
     return str((record.get("provenance") or {}).get("end_utc") or "")
 
 
-def _table_key(record: Mapping[str, Any]) -> TableKey:
+def table_key(record: Mapping[str, Any]) -> TableKey:
     task = record["task"]
     budget = json.dumps(record.get("budget"), sort_keys=True)
     return (str(task["name"]), str(record.get("preset")), str(task.get("label") or task["name"]), budget)
 
 
-def _group(records: Iterable[dict[str, Any]]) -> dict[TableKey, dict[str, _Row]]:
+def table_slug(key: TableKey) -> str:
+    """A file-name-safe name for one table (plots of that table are named after it)."""
+    _, preset, label, budget = key
+    text = f"{label}-{preset}-{_budget_text(budget)}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def plot_links(runs_dir: str | Path, out_path: str | Path, key: TableKey) -> list[tuple[str, str]]:
+    """(title, relative link) for the PNGs ``gradbench plot`` wrote for this table, if any."""
+    folder = Path(runs_dir) / key[0] / "plots"
+    base = Path(out_path).resolve().parent
+    links = []
+    for png in sorted(folder.glob(f"{table_slug(key)}--*.png")):
+        title = png.stem.split("--", 1)[1].replace("_", " ")
+        links.append((title, os.path.relpath(png.resolve(), base)))
+    return links
+
+
+def group(records: Iterable[dict[str, Any]]) -> dict[TableKey, dict[str, _Row]]:
     tables: dict[TableKey, dict[str, _Row]] = {}
     for r in records:
         est = r["estimator"]
         label = str(est.get("label") or est["name"])
-        row = tables.setdefault(_table_key(r), {}).setdefault(label, _Row(label))
+        row = tables.setdefault(table_key(r), {}).setdefault(label, _Row(label))
         seed = r.get("seed")
         old = row.records.get(seed)
         if old is None or _end_utc(r) >= _end_utc(old):  # duplicate seed: the newest run wins
@@ -241,7 +261,8 @@ def _arrow(hib: bool | None) -> str:
     return " ↑" if hib else " ↓"
 
 
-def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[str]) -> str:
+def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[str],
+                  links: list[tuple[str, str]] = ()) -> str:
     name, preset, task_label, budget = key
     rows = dict(rows)
     for est in unsupported:
@@ -277,14 +298,17 @@ def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[st
                         if lbl == best or is_tied(vals_by[best][metric], vals_by[lbl][metric])}
 
     has_failed = any(r.get("status") != "ok" for row in rows.values() for r in row.records.values())
-    headers = ["estimator"] + [f"{m}{_arrow(h)}" for m, h in specs] + ["n", "cost evals/step", "steps/s"]
+    has_grad = any(_end_gradient(r) for row in rows.values() for r in row.ok())
+    grad_headers = ["log10 var (end)", "cos ref (end)"] if has_grad else []
+    headers = (["estimator"] + [f"{m}{_arrow(h)}" for m, h in specs] + grad_headers
+               + ["n", "cost evals/step", "steps/s"])
     if has_failed:
         headers.append("failed")
     body = []
     for label in ordered:
         row = rows[label]
         if row.unsupported:
-            line = [_cell(label)] + ["n/a"] * len(specs) + ["n/a", "n/a", "n/a"]
+            line = [_cell(label)] + ["n/a"] * (len(specs) + len(grad_headers)) + ["n/a", "n/a", "n/a"]
             body.append(line + ([""] if has_failed else []))
             continue
         ok = row.ok()
@@ -301,6 +325,11 @@ def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[st
             elif n != n_row:
                 text += f" (n={n})"
             cells.append(f"**{text}**" if label in bold[metric] else text)
+        if has_grad:
+            for key in ("log10_variance", "cosine"):
+                vals = [_end_gradient(r).get(key) for r in ok]
+                mean, h, n = mean_ci(float(v) for v in vals if isinstance(v, (int, float)))
+                cells.append(format_mean_ci(mean, h) if n else "—")
         costs = [r.get("cost") or {} for r in ok]
         evals = [c.get("cost_evals_per_step") for c in costs]
         speed = [c.get("steps_per_s") for c in costs]
@@ -320,7 +349,15 @@ def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[st
     heading = (f"### {task_label} (preset: {preset}; budget: {_budget_text(budget)}; "
                f"node: {', '.join(node) or '?'}; main metric: {main_text})")
     table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    if links:
+        table += "\n\nPlots: " + ", ".join(f"[{title}]({link})" for title, link in links)
     return f"{heading}\n\n{table}"
+
+
+def _end_gradient(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The last gradient checkpoint of a record (the end of training), or {}."""
+    points = (record.get("gradient") or {}).get("checkpoints") or []
+    return points[-1] if points and isinstance(points[-1], dict) else {}
 
 
 def _header(records: list[dict[str, Any]], problems: Iterable[str]) -> str:
@@ -356,7 +393,10 @@ LEGEND = (
     "mean in its column, or tied with it: a paired t-test (scipy.stats.ttest_rel) over the seeds both "
     f"rows share gives p ≥ {ALPHA} when they share ≥ {MIN_PAIRED} seeds; otherwise their 95% CIs overlap "
     "(a single-seed row ties only with an exactly equal mean). Only status-ok runs enter the means; "
-    "`failed` counts the others. `n/a`: the estimator cannot run this task's node."
+    "`failed` counts the others. `n/a`: the estimator cannot run this task's node. Gradient columns, at the "
+    "last checkpoint: log10 of the per-parameter variance of the encoder's gradient estimate (averaged over "
+    "parameters) and the cosine between the mean estimate and the reference gradient (exact where the task "
+    "has one, else a many-sample RLOO estimate; — where there is no reference, e.g. deterministic nodes)."
 )
 
 
@@ -368,7 +408,7 @@ def _node_kind(rows: Mapping[str, _Row]) -> str:
 
 
 def render(records: list[dict[str, Any]], unsupported: Mapping[str, list[str]] | None = None,
-           problems: Iterable[str] = ()) -> str:
+           problems: Iterable[str] = (), links: Mapping[TableKey, list[tuple[str, str]]] | None = None) -> str:
     """The markdown between the markers: provenance header, one table per task setting, legend.
 
     ``unsupported`` maps a node kind to estimator names that can't run it; the caller computes it
@@ -376,11 +416,12 @@ def render(records: list[dict[str, Any]], unsupported: Mapping[str, list[str]] |
     """
     unsupported = unsupported or {}
     parts = [_header(records, problems)]
-    tables = _group(records)
+    tables = group(records)
     if not tables:
         parts.append("No runs recorded yet.")
     for key in sorted(tables):
-        parts.append(_render_table(key, tables[key], unsupported.get(_node_kind(tables[key]), [])))
+        parts.append(_render_table(key, tables[key], unsupported.get(_node_kind(tables[key]), []),
+                                   (links or {}).get(key, [])))
     if tables:
         parts.append(LEGEND)
     return "\n\n".join(parts) + "\n"
@@ -413,6 +454,7 @@ def build(runs_dir: str | Path, out_path: str | Path,
           unsupported: Mapping[str, list[str]] | None = None) -> tuple[str, list[str]]:
     """Collect, render and write the leaderboard; returns (rendered block, problems)."""
     records, problems = collect(runs_dir)
-    text = render(records, unsupported, problems)
+    links = {key: plot_links(runs_dir, out_path, key) for key in group(records)}
+    text = render(records, unsupported, problems, links)
     write(out_path, text)
     return text, problems

@@ -35,13 +35,16 @@ FINISHED = ("ok", "diverged")  # re-running these gives the same answer; "failed
 
 def spec_key(spec: dict[str, Any]) -> dict[str, Any]:
     """The part of a spec that changes the result (never device or paths)."""
-    return {
+    key = {
         "task": {k: spec["task"][k] for k in ("name", "version", "config")},
         "estimator": {k: spec["estimator"][k] for k in ("name", "version", "config")},
         "preset": spec["preset"],
         "seed": spec["seed"],
         "budget": spec["budget"],
     }
+    if spec.get("grad_stats"):  # what is measured changes the record, though not the training
+        key["grad_stats"] = spec["grad_stats"]
+    return key
 
 
 def run_id(spec: dict[str, Any]) -> str:

@@ -48,6 +48,7 @@ class Registry:
         self.kind, self.group = kind, group
         self._entries = {n: Entry(n, target=t) for n, t in builtins.items()}
         self._entry_points_scanned = False
+        self._loading: str | None = None  # the name whose target is being imported
 
     def _scan_entry_points(self) -> None:
         if self._entry_points_scanned or os.environ.get(DISABLE_ENV):
@@ -65,25 +66,22 @@ class Registry:
             self._entries[ep.name] = Entry(ep.name, target=ep.value, origin=origin)
 
     def register(self, name: str, obj: Any, origin: str) -> None:
+        """Bind ``name`` to ``obj``; a different class under a taken name is an error."""
         entry = self._entries.get(name)
-        if entry is not None and entry.obj is not None and entry.obj is not obj:
-            if _same_definition(entry.obj, obj):
-                entry.obj = obj  # the same file imported again (e.g. --plugin twice): keep the newest
-                return
-            raise UsageError(
-                f"{self.kind} name {name!r} is already registered by {_qualname(entry.obj)}; "
-                f"cannot register {_qualname(obj)} under the same name"
-            )
-        if entry is not None and entry.obj is None and entry.target is not None:
-            if entry.target != f"{obj.__module__}:{obj.__qualname__}":
-                if entry.origin == "builtin" or not obj.__module__.startswith(entry.target.split(":")[0]):
-                    raise UsageError(
-                        f"{self.kind} name {name!r} is already taken by {entry.target} ({entry.origin}); "
-                        f"cannot register {_qualname(obj)} under the same name"
-                    )
-            entry.obj, entry.error = obj, None
+        if entry is None:
+            self._entries[name] = Entry(name, obj=obj, origin=origin)
+        elif entry.obj is obj:
             return
-        self._entries[name] = Entry(name, obj=obj, origin=origin)
+        elif entry.obj is not None:
+            if not _same_definition(entry.obj, obj):
+                raise UsageError(f"{self.kind} name {name!r} is already registered by {_qualname(entry.obj)}; "
+                                 f"cannot register {_qualname(obj)} under the same name")
+            entry.obj = obj  # the same file executed again (e.g. --plugin twice): keep the newest
+        elif name == self._loading or entry.target == f"{obj.__module__}:{obj.__qualname__}":
+            entry.obj, entry.error = obj, None  # a lazily declared entry filled by its own import
+        else:
+            raise UsageError(f"{self.kind} name {name!r} is already taken by {entry.target} ({entry.origin}); "
+                             f"cannot register {_qualname(obj)} under the same name")
 
     def names(self) -> list[str]:
         self._scan_entry_points()
@@ -100,6 +98,7 @@ class Registry:
             raise UnknownNameError(self._unknown_message(name))
         if entry.obj is None:
             module, _, attr = (entry.target or "").partition(":")
+            self._loading = name
             try:
                 obj = importlib.import_module(module)
                 for part in attr.split(".") if attr else []:
@@ -109,7 +108,8 @@ class Registry:
                 raise UsageError(
                     f"{self.kind} {name!r} ({entry.origin}, {entry.target}) failed to load: {entry.error}"
                 ) from e
-            self.register(name, obj, entry.origin)
+            finally:
+                self._loading = None
             entry.obj = obj
             if getattr(obj, "name", None) != name:
                 obj.name = name  # like register_*: an entry point's class answers to its entry-point name

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import gradbench
-from gradbench import records
+from gradbench import gradstats, records
 from gradbench.config import config_dict, label, non_default, parse_spec
 from gradbench.errors import UsageError
 from gradbench.estimator import Estimator
@@ -47,6 +47,7 @@ class RunSpec:
     seed: int
     budget: dict[str, float]
     eval_every: int
+    grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,7 +60,7 @@ class RunSpec:
                           "config": config_dict(self.estimator_config),
                           "label": self.estimator_cls.label_for(self.estimator_config),
                           "unbiased": self.estimator_cls.unbiased},
-            "preset": self.preset, "seed": self.seed, "budget": self.budget,
+            "preset": self.preset, "seed": self.seed, "budget": self.budget, "grad_stats": self.grad,
         }
 
     @property
@@ -76,7 +77,8 @@ def _split(spec: str | tuple[str, dict[str, Any]], extra: dict[str, Any] | None)
 
 
 def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, steps: int | None = None,
-            seconds: float | None = None, eval_every: int | None = None,
+            seconds: float | None = None, eval_every: int | None = None, grad_stats: bool = True,
+            grad_draws: int | None = None, grad_checkpoints: tuple[float, ...] = (0.0, 0.5, 1.0),
             task_config: dict[str, Any] | None = None,
             estimator_config: dict[str, Any] | None = None) -> RunSpec:
     """Names/specs + overrides -> a RunSpec, or a one-line UsageError."""
@@ -104,7 +106,16 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
     every = eval_every if eval_every is not None else p.eval_every
     if every < 1:
         raise UsageError(f"eval_every must be >= 1, got {every}")
-    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), budget, every)
+    grad = None
+    if grad_stats:
+        draws = grad_draws if grad_draws is not None else p.grad_draws
+        if draws < 2:
+            raise UsageError(f"--grad-draws must be >= 2, got {draws}")
+        points = sorted(set(float(c) for c in grad_checkpoints))
+        if not points or any(not 0 <= c <= 1 for c in points):
+            raise UsageError(f"--grad-checkpoints are fractions of the budget in [0, 1], got {grad_checkpoints}")
+        grad = {"draws": int(draws), "checkpoints": points}
+    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), budget, every, grad)
 
 
 def pick_device(device: str) -> torch.device:
@@ -184,8 +195,8 @@ class Diverged(RuntimeError):
 
 
 def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-          ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
-    """The training loop. Returns (final metrics, cost block, last diagnostics)."""
+          ) -> tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints)."""
     seed_everything(spec.seed)
     task = spec.task_cls(spec.task_config, device)
     task.to(device)
@@ -208,6 +219,15 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     metrics: dict[str, float] = {}
     train_seconds = 0.0
     step = 0
+    checkpoints = _checkpoint_steps(spec)
+    gradient: list[dict[str, Any]] = []
+
+    def measure_gradient(at_step: int) -> None:
+        for fraction in checkpoints.pop(at_step, []):
+            gradient.append(gradstats.measure(estimator, task, spec.grad["draws"], seed=spec.seed + 7919,
+                                              label=_checkpoint_label(fraction), step=at_step))
+
+    measure_gradient(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -228,6 +248,16 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             bad |= ~torch.isfinite(total.detach())
         elapsed = time.perf_counter() - start
         finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
+        if step in checkpoints or (finished and checkpoints):
+            paused = time.perf_counter()
+            measure_gradient(step)
+            if finished:  # a seconds budget: the remaining checkpoints are measured at the end
+                for late in sorted(checkpoints):
+                    for fraction in checkpoints.pop(late):
+                        gradient.append(gradstats.measure(estimator, task, spec.grad["draws"],
+                                                          seed=spec.seed + 7919, label=_checkpoint_label(fraction),
+                                                          step=step))
+            start += time.perf_counter() - paused  # measuring does not count as training
         evaluate_now = finished or step % spec.eval_every == 0
         if finished or evaluate_now or step % LOG_EVERY == 0:
             if bool(bad):
@@ -264,7 +294,26 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
             "steps_per_s": step / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
-    return metrics, cost, diagnostics
+    return metrics, cost, diagnostics, gradient
+
+
+def _checkpoint_steps(spec: RunSpec) -> dict[int, list[float]]:
+    """Step -> checkpoint fractions measured after that step (0: before training)."""
+    if spec.grad is None:
+        return {}
+    total = spec.budget.get("steps")
+    out: dict[int, list[float]] = {}
+    for fraction in spec.grad["checkpoints"]:
+        if total is not None:
+            at = round(fraction * total)
+        else:  # a seconds budget has no known middle: fractions > 0 are measured at the end
+            at = 0 if fraction == 0 else -1
+        out.setdefault(at, []).append(fraction)
+    return out
+
+
+def _checkpoint_label(fraction: float) -> str:
+    return {0.0: "start", 0.5: "middle", 1.0: "end"}.get(fraction, f"{fraction:g}")
 
 
 def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
@@ -290,9 +339,10 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     history = records.HistoryWriter(records.history_path(path))
     bar = Progress(spec, progress)
     try:
-        metrics, cost, diagnostics = train(spec, dev, history, bar)
+        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar)
         record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]} for k, v in metrics.items()}
         record["cost"], record["diagnostics"] = cost, diagnostics
+        record["gradient"] = {"checkpoints": gradient} if gradient else {}
     except Diverged as e:
         record["status"], record["error"] = "diverged", str(e)
     except (KeyboardInterrupt, SystemExit):

@@ -25,6 +25,10 @@ class Preset:
     steps: int
     eval_every: int
     config: dict[str, Any] = field(default_factory=dict)
+    grad_draws: int = 100  # gradient estimates per checkpoint for the gradient statistics
+
+
+FIXED_BATCH_SEED = 8_675_309
 
 
 class Task(torch.nn.Module):
@@ -64,6 +68,29 @@ class Task(torch.nn.Module):
     def evaluate(self) -> dict[str, float]:  # pragma: no cover
         """Metrics on held-out data (every name in ``metrics``)."""
         raise NotImplementedError
+
+    def fixed_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """One fixed training minibatch (the same on every call), for gradient statistics.
+
+        Drawn by ``train_batch`` under a forked RNG with a fixed seed, so it never perturbs training.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(FIXED_BATCH_SEED)
+            return self.train_batch()
+
+    def encoder_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters upstream of the node: those the logits depend on."""
+        logits, _ = self.fixed_batch()
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not logits.requires_grad:
+            return []
+        grads = torch.autograd.grad(logits.sum(), params, allow_unused=True)
+        return [p for p, g in zip(params, grads, strict=True) if g is not None]
+
+    def exact_gradient(self) -> list[torch.Tensor] | None:
+        """d E[cost of the fixed batch] / d encoder_parameters(), where the task can compute it; else None."""
+        return None
 
     @classmethod
     def make_config(cls, values: dict[str, Any] | None = None, preset: str = "quick") -> Any:

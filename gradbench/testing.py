@@ -259,7 +259,22 @@ def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 2
     return CheckResult("unbiased", node.kind, not failures, detail)
 
 
-CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check_separation, check_determinism]
+def check_float64(cls, node, config, seed=0) -> CheckResult:
+    """float64 logits and cost give a float64 sample, cost and gradient (exact-enumeration users need this)."""
+    torch.manual_seed(seed)
+    est = _make(cls, node, config)
+    cost_fn = CheckCost(node).double()
+    logits = (torch.randn(8, *node.shape, dtype=torch.float64) * 0.8).requires_grad_(True)
+    out = est(logits, cost_fn)
+    (out.loss + out.aux_loss).backward()
+    problems = [f"{name} is {t.dtype}" for name, t in (("sample", out.sample), ("cost", out.cost),
+                                                       ("logits gradient", logits.grad))
+                if t is None or t.dtype != torch.float64]
+    return CheckResult("float64", node.kind, not problems, "; ".join(problems) or "float64 throughout")
+
+
+CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check_separation, check_determinism,
+                                             check_float64]
 
 
 def nodes_for(cls: type[Estimator]) -> list[Node]:

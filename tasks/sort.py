@@ -64,7 +64,7 @@ class SortTask(Task):
         "paper": Preset(
             "10-sort signum-dense: 2M fixed training / 400k test sequences, batch 1024, Adam lr 1e-4 "
             "(paper trains up to 15,000 epochs = 29.3M steps; this budget is 200k steps, pass --steps for more)",
-            steps=200_000, eval_every=5_000,
+            steps=200_000, eval_every=5_000, grad_draws=1000,
             config={"length": 10, "batch_size": 1024, "lr": 1e-4, "train_size": 2_000_000, "test_size": 400_000}),
     }
     metrics = {"all_or_none": True, "per_element": True, "test_loss": False}

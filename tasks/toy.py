@@ -56,6 +56,7 @@ class ToyTask(Task):
         "quick": Preset("100 Bernoulli variables, t=0.45, batch 1, Adam lr 1e-2, 2000 steps", steps=2000,
                         eval_every=200),
         "paper": Preset("RELAX's hard toy: t=0.499, 100 variables, 10,000 steps", steps=10_000, eval_every=1000,
+                        grad_draws=1000,
                         config={"target": 0.499}),
     }
     metrics = {"gap": False, "expected_cost": False}
@@ -91,6 +92,10 @@ class ToyTask(Task):
             return (p * (1 - t) ** 2 + (1 - p) * t**2).sum()
         per_class = 1 - 2 * self.t + self.t.pow(2).sum()  # ||e_c - t||^2
         return (p * per_class).sum()
+
+    def exact_gradient(self) -> list[torch.Tensor]:
+        """The fixed batch is phi repeated, so its expected mean cost is expected_cost()."""
+        return list(torch.autograd.grad(self.expected_cost(), [self.phi]))
 
     def optimum(self) -> float:
         c = self.config

@@ -309,7 +309,7 @@ def test_cli_validate_plugin_example(capsys):
     rc = main(["validate", "--estimator", "disarm", "--plugin", str(EXAMPLES / "disarm.py")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "5/5 checks passed" in out
+    assert "6/6 checks passed" in out
     assert "FAIL" not in out
 
 
@@ -321,4 +321,4 @@ def test_cli_validate_catches_a_false_unbiased_claim(tmp_path, capsys):
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1, out  # everything else about it conforms
     assert failed[0].split()[1] == "unbiased"
-    assert "4/5 checks passed" in out
+    assert "5/6 checks passed" in out

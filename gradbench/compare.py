@@ -1,0 +1,81 @@
+"""``gradbench compare``: a paired comparison of two estimators over the seeds they share.
+
+For every metric: the mean of A - B over shared seeds with its 95% t confidence interval, the paired
+t-test p-value (scipy.stats.ttest_rel), and the relative gain of A over B in % of B's mean, signed so
+that a positive gain means A is better (the form in which the DAB paper states its claims).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from gradbench.config import label, non_default, parse_spec
+from gradbench.errors import UsageError
+from gradbench.leaderboard import collect
+from gradbench.registry import get_estimator_class, get_task_class
+
+
+def task_label(spec: str, preset: str) -> tuple[str, str]:
+    """(task name, the label its records carry) for a ``NAME:key=value`` spec."""
+    name, values = parse_spec(spec)
+    cls = get_task_class(name)
+    return name, label(name, non_default(cls.make_config(values, preset), cls.make_config(None, preset)))
+
+
+def estimator_label(spec: str) -> str:
+    name, values = parse_spec(spec)
+    cls = get_estimator_class(name)
+    return cls.label_for(cls.make_config(values))
+
+
+def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick") -> dict[str, Any]:
+    """The paired comparison as a dict; UsageError when there are fewer than 2 shared seeds."""
+    name, t_label = task_label(task, preset)
+    la, lb = estimator_label(a), estimator_label(b)
+    records, _ = collect(runs_dir)
+    by: dict[str, dict[int, dict[str, Any]]] = {la: {}, lb: {}}
+    for r in records:
+        if (r["status"] == "ok" and r["task"]["name"] == name and r["task"].get("label") == t_label
+                and r.get("preset") == preset and r["estimator"].get("label") in by):
+            by[r["estimator"]["label"]][r["seed"]] = r
+    shared = sorted(set(by[la]) & set(by[lb]))
+    if len(shared) < 2:
+        raise UsageError(f"compare needs >= 2 seeds that both {la!r} and {lb!r} ran on {t_label} (preset {preset}) "
+                         f"in {runs_dir}; found seeds {sorted(by[la])} and {sorted(by[lb])}")
+    first = by[la][shared[0]]
+    rows = []
+    for metric, info in first["metrics"].items():
+        va = np.array([by[la][s]["metrics"][metric]["value"] for s in shared], float)
+        vb = np.array([by[lb][s]["metrics"][metric]["value"] for s in shared], float)
+        d = va - vb
+        n = len(d)
+        mean = float(d.mean())
+        half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+        p = float(stats.ttest_rel(va, vb).pvalue) if d.std() > 0 else (1.0 if mean == 0 else 0.0)
+        sign = 1 if info["higher_is_better"] else -1
+        gain = sign * mean / abs(vb.mean()) * 100 if vb.mean() != 0 else None
+        rows.append({"metric": metric, "higher_is_better": info["higher_is_better"], "a": float(va.mean()),
+                     "b": float(vb.mean()), "diff": mean, "ci": half, "p": p, "gain_pct": gain})
+    return {"task": t_label, "preset": preset, "a": la, "b": lb, "seeds": shared, "rows": rows,
+            "main_metric": first["main_metric"]}
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    body = []
+    for r in sorted(result["rows"], key=lambda r: r["metric"] != result["main_metric"]):
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        gain = "—" if r["gain_pct"] is None else f"{r['gain_pct']:+.1f}%"
+        body.append([f"{r['metric']} {arrow}", f"{r['a']:.4g}", f"{r['b']:.4g}", f"{r['diff']:+.4g} ± {r['ci']:.2g}",
+                     f"{r['p']:.3g}", gain])
+    head = (f"{result['a']} (A) vs {result['b']} (B) on {result['task']}, preset {result['preset']}, "
+            f"paired over seeds {result['seeds']}")
+    table = tabulate(body, headers=["metric", "A mean", "B mean", "A - B (95% CI)", "paired t p", "gain of A"],
+                     tablefmt="github", disable_numparse=True)
+    note = "gain of A: (A - B) / |B| in the metric's better direction (positive = A better)."
+    return f"{head}\n\n{table}\n\n{note}"

@@ -1,0 +1,168 @@
+"""Gradient statistics at fixed parameters: variance, SNR, and bias/MSE/cosine against a reference.
+
+At a checkpoint, K draws of the estimator's gradient are taken on one fixed minibatch for the
+parameters upstream of the node (the task's encoder). The draws are batched: the minibatch is
+repeated K times along the batch dim (the cost function sees the repeats as a leading sample dim),
+the estimator runs once, and the per-draw logits gradients are pulled back to the parameters in one
+batched backward (``is_grads_batched``). Estimators whose per-example estimate depends on the rest of
+the batch declare ``batch_independent = False`` and are measured with the plain loop of K calls.
+
+Reference gradient: the task's ``exact_gradient`` where it has one (the toy, by closed form);
+otherwise, for stochastic nodes, a high-sample unbiased estimate (REINFORCE with leave-one-out over
+many samples, from the registry); for deterministic nodes none (the exact gradient of a piecewise
+constant function is zero almost everywhere, so bias against it says nothing).
+
+Everything runs under a forked RNG with its own seed and on a copy of the estimator, so measuring
+never changes the training trajectory.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from gradbench.estimator import Estimator
+from gradbench.task import Task
+
+REFERENCE_SAMPLES = 64  # RLOO samples per draw for the sampled reference
+REFERENCE_DRAWS = 16  # draws of that estimator averaged into the reference (1,024 samples per example)
+
+
+def _repeat_cost(cost_fn: Callable, repeats: int, batch: int, event_dims: int) -> Callable:
+    """The cost of a K-times repeated batch, through cost_fn's support for leading sample dims."""
+
+    def cost(y: torch.Tensor) -> torch.Tensor:
+        batch_dim = y.dim() - event_dims - 1
+        return cost_fn(y.unflatten(batch_dim, (repeats, batch))).flatten(-2)
+
+    return cost
+
+
+def _draws_batched(estimator: Estimator, logits: torch.Tensor, cost_fn: Callable, params: list[torch.Tensor],
+                   draws: int) -> torch.Tensor:
+    """(draws, n_params) gradient estimates from one estimator call on the repeated batch."""
+    batch = logits.shape[0]
+    event_dims = logits.dim() - 1
+    rep = logits.detach().unsqueeze(0).expand(draws, *logits.shape).reshape(draws * batch, *logits.shape[1:])
+    rep.requires_grad_(True)
+    out = estimator(rep, _repeat_cost(cost_fn, draws, batch, event_dims))
+    (g,) = torch.autograd.grad(out.loss, rep)
+    g = g.view(draws, *logits.shape) * draws  # the loss averaged over draws * batch
+    grads = torch.autograd.grad(logits, params, grad_outputs=g, is_grads_batched=True, retain_graph=True,
+                                allow_unused=True)
+    return torch.cat([(gp if gp is not None else torch.zeros(draws, *p.shape, device=g.device)).flatten(1)
+                      for gp, p in zip(grads, params, strict=True)], dim=1)
+
+
+def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Tensor], draws: int) -> torch.Tensor:
+    """(draws, n_params) gradient estimates from ``draws`` separate calls and backward passes."""
+    rows = []
+    for _ in range(draws):
+        logits, cost_fn = batch_fn()
+        out = estimator(logits, cost_fn)
+        grads = torch.autograd.grad(out.loss, params, allow_unused=True)
+        rows.append(torch.cat([(gp if gp is not None else torch.zeros_like(p)).flatten()
+                               for gp, p in zip(grads, params, strict=True)]))
+    return torch.stack(rows)
+
+
+def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
+                   chunk: int | None = None) -> torch.Tensor:
+    """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch."""
+    params = [p for p in task.encoder_parameters() if p.requires_grad]
+    estimator = copy.deepcopy(estimator)  # its buffers (EMA, step counters) must not move
+    devices = [task.device] if task.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if batched and estimator.batch_independent:
+            logits, cost_fn = task.fixed_batch()
+            chunk = chunk or max(1, 65536 // logits.shape[0])  # bounds memory: draws * batch per call
+            parts, left = [], draws
+            while left > 0:
+                k = min(chunk, left)
+                parts.append(_draws_batched(estimator, logits, cost_fn, params, k))
+                left -= k
+            return torch.cat(parts)
+        return _draws_loop(estimator, task.fixed_batch, params, draws)
+
+
+def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]:
+    """(flat reference gradient or None, what it is)."""
+    exact = task.exact_gradient()
+    if exact is not None:
+        return torch.cat([g.flatten() for g in exact]), "exact"
+    if not task.node.stochastic:
+        return None, "none: deterministic node (the exact gradient is zero almost everywhere)"
+    from gradbench.registry import get_estimator_class
+
+    cls = get_estimator_class("reinforce")
+    rloo = cls(task.node, cls.make_config({"baseline": "rloo", "samples": REFERENCE_SAMPLES})).to(task.device)
+    batch = task.fixed_batch()[0].shape[0]
+    g = gradient_draws(rloo, task, REFERENCE_DRAWS, seed + 1, chunk=max(1, 1024 // batch)).mean(0)
+    return g, f"sampled: reinforce rloo, {REFERENCE_SAMPLES} samples x {REFERENCE_DRAWS} draws"
+
+
+def summarize(draws: torch.Tensor, reference: torch.Tensor | None, exact: bool = False) -> dict[str, Any]:
+    """Variance (mean over parameters), its log10, SNR, and bias^2/MSE/cosine against ``reference``.
+
+    With an exact reference, ``bias_p`` tests "no bias": the largest per-parameter |z| of the mean
+    estimate against the reference, Bonferroni-corrected over parameters (two-sided). An unbiased
+    estimator gets ``bias_p < alpha`` with probability at most alpha.
+    """
+    d = draws.double()
+    mean = d.mean(0)
+    var = d.var(0, unbiased=True)
+    std = var.sqrt()
+    snr = torch.where(std > 0, mean.abs() / std.clamp_min(1e-300), torch.zeros_like(std))
+    avg_var = float(var.mean())
+    stats: dict[str, Any] = {
+        "draws": int(d.shape[0]),
+        "variance": avg_var,
+        "log10_variance": math.log10(avg_var) if avg_var > 0 else None,
+        "snr": float(snr.mean()),
+        "mean_norm": float(mean.norm()),
+    }
+    if reference is not None:
+        ref = reference.double().to(d.device)
+        bias = mean - ref
+        stats["bias_sq"] = float(bias.pow(2).sum())
+        stats["mse"] = float((d - ref).pow(2).sum(1).mean())
+        denom = float(mean.norm() * ref.norm())
+        stats["cosine"] = float(mean @ ref) / denom if denom > 0 else None
+        # The noise floor of bias_sq from K draws: E||mean - E g||^2 = trace(Var)/K.
+        stats["bias_sq_noise"] = float(var.sum()) / d.shape[0]
+        if exact:
+            se = std / math.sqrt(d.shape[0])
+            diff = bias.abs()
+            z = torch.where(se > 0, diff / se.clamp_min(1e-300),
+                            torch.where(diff <= 1e-9 * (1 + ref.abs()), torch.zeros_like(diff),
+                                        torch.full_like(diff, float("inf"))))
+            z_max = float(z.max())
+            stats["bias_z_max"] = z_max
+            stats["bias_p"] = min(1.0, d.shape[1] * math.erfc(z_max / math.sqrt(2)))
+    return stats
+
+
+def measure(estimator: Estimator, task: Task, draws: int, seed: int, label: str, step: int,
+            batched: bool = True) -> dict[str, Any]:
+    """One checkpoint's statistics (plus its reference and timing), as stored in the record."""
+    start = time.perf_counter()
+    was_training = (task.training, estimator.training)
+    task.train()
+    estimator.train()
+    try:
+        reference, kind = reference_gradient(task, seed)
+        g = gradient_draws(estimator, task, draws, seed, batched=batched)
+    finally:
+        task.train(was_training[0])
+        estimator.train(was_training[1])
+    stats = summarize(g, reference, exact=kind == "exact")
+    stats.update({"checkpoint": label, "step": step, "reference": kind,
+                  "batched": bool(batched and estimator.batch_independent),
+                  "seconds": time.perf_counter() - start})
+    return stats
