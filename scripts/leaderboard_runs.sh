@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Re-make leaderboard.md from scratch: every supported estimator on sort and toy, quick preset, seeds 0-2.
-# Usage: bash scripts/leaderboard_runs.sh [RUNS_DIR]   (GB=path/to/gradbench to use another install)
+# Usage: bash scripts/leaderboard_runs.sh [RUNS_DIR]   (default: results/, committed with leaderboard.md;
+#        GB=path/to/gradbench to use another install)
 # Finished runs are reused, so an interrupted invocation resumes where it stopped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GB=${GB:-.venv/bin/gradbench}
-RUNS=${1:-runs}
+RUNS=${1:-results}
 failed=0
 run() {  # run TASK ESTIMATOR
   for seed in 0 1 2; do
@@ -25,5 +26,6 @@ for e in dab ste ste:variant=prob gumbel gumbel:hard=true reinforce reinforce:ba
   run toy "$e"
   run toy:variant=categorical "$e"
 done
+"$GB" plot --runs "$RUNS" >/dev/null
 "$GB" leaderboard --runs "$RUNS" --out leaderboard.md
 exit $failed
