@@ -96,12 +96,23 @@ def _version() -> str:
     return __version__
 
 
+def _records_folder(path: str) -> None:
+    """Refuse a --runs that cannot hold records before any training starts."""
+    from pathlib import Path
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot use --runs {path!r} as a records folder: {e.strerror or e}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gradbench.runner import execute, resolve
 
     spec = resolve(args.task, args.estimator, preset=args.preset, seed=args.seed, steps=args.steps,
                    seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
                    grad_draws=args.grad_draws, grad_checkpoints=args.grad_checkpoints)
+    _records_folder(args.runs)
     record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
                      progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]])
     if record.get("reused"):
@@ -254,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradbench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # e.g. a full disk while writing a record: say so in one line
+        print(f"gradbench: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def entry() -> None:

@@ -68,6 +68,14 @@ def test_leaderboard_command_writes_tables_with_na_rows(tmp_path, capsys):
     assert "### toy" in text
 
 
+def test_runs_folder_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    assert main(["run", "-t", "toy", "--runs", str(not_a_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot use --runs" in err
+
+
 def test_interrupt_exits_130(tmp_path, capsys):
     plugin = tmp_path / "interrupt.py"
     plugin.write_text(
