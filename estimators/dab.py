@@ -48,6 +48,10 @@ class _BatchMLP(nn.Module):
         self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                  nn.Linear(hidden, d_out))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net[0].weight.dtype
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, channels, features)
         return self.net(x.flatten(start_dim=1))
 
@@ -59,6 +63,10 @@ class _IndependentMLP(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(channels, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                  nn.Linear(hidden, 1))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net[0].weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, channels, features)
         return self.net(x.transpose(1, 2)).squeeze(-1)
@@ -80,17 +88,17 @@ class DAB(Estimator):
             self.approximator = _IndependentMLP(channels, self.config.hidden or 256)
 
     def _inputs(self, logits: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        parts = [ops.flat_events(logits, self.node)]
-        if noise is not None:
-            parts.append(ops.flat_events(noise, self.node))
-        return torch.stack(parts, dim=1)  # (batch, channels, features)
+        flat = ops.flat_events(logits, self.node)
+        if noise is None:
+            return flat.unsqueeze(1)  # (batch, 1, features): a view, no copy
+        return torch.stack([flat, ops.flat_events(noise, self.node)], dim=1)  # (batch, 2, features)
 
     def _approximate(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """g(x) in the approximator's dtype, returned in the input's (float64 logits work too)."""
-        dtype = next(self.approximator.parameters()).dtype
-        if params is None:
-            return self.approximator(x.to(dtype)).to(x.dtype)
-        return functional_call(self.approximator, params, (x.to(dtype),)).to(x.dtype)
+        dtype = self.approximator.dtype
+        inputs = x if x.dtype == dtype else x.to(dtype)
+        g = self.approximator(inputs) if params is None else functional_call(self.approximator, params, (inputs,))
+        return g if g.dtype == x.dtype else g.to(x.dtype)
 
     def forward(self, logits: torch.Tensor, cost_fn) -> EstimatorOutput:
         noise = None

@@ -64,10 +64,10 @@ class GumbelSoftmax(Estimator):
             cost = cost_fn(y)
             reported, evals = cost.detach(), 1
         else:
-            cost = cost_fn(soft)
-            with torch.no_grad():
-                reported = cost_fn(hard)  # report the discrete sample's cost; not part of the gradient
-            evals = 1
+            # One call on [relaxed, discrete]: the gradient comes from the relaxed row; the discrete
+            # row is the reported cost of the sample (cost_evals counts what the gradient uses).
+            both = cost_fn(torch.stack([soft, hard]))
+            cost, reported, evals = both[0], both[1].detach(), 1
         if self.training:
             self.step += 1
         return EstimatorOutput(sample=hard, cost=reported, loss=cost.mean(), aux_loss=self.zero(logits),

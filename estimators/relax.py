@@ -88,14 +88,20 @@ class Relax(Estimator):
             # d log p(b)/dx in closed form, so the coefficient's own x-dependence is not differentiated.
             score = b - ops.probs(node, x)
             coef = (f.detach() - c_zt).view(-1, *([1] * len(node.shape)))
-            (reparam,) = torch.autograd.grad((c_z - c_zt).sum(), x, create_graph=True)
+            (reparam,) = torch.autograd.grad((c_z - c_zt).sum(), x, create_graph=True, allow_unused=True)
+            if reparam is None:  # a cost that ignores its input: the control variate has no x-path
+                reparam = torch.zeros_like(x)
             g = coef * score + reparam  # (batch, *shape): one estimate per example
             variance = g.pow(2).flatten(1).sum(-1).mean()
             own = [p for p in self.parameters() if p.requires_grad]
-            own_grads = torch.autograd.grad(variance, own, allow_unused=True)
+            own_grads = (torch.autograd.grad(variance, own, allow_unused=True) if variance.requires_grad
+                         else [None] * len(own))
         g = g.detach()
         linear = (logits * g).flatten(1).sum(-1).mean()  # d/dlogits = g / batch, as for a batch-mean loss
-        aux = sum((p * gp.detach()).sum() for p, gp in zip(own, own_grads, strict=True) if gp is not None)
+        aux = self.zero(logits)
+        for p, gp in zip(own, own_grads, strict=True):
+            if gp is not None:
+                aux = aux + (p * gp.detach()).sum()
         return EstimatorOutput(
             sample=b,
             cost=f.detach(),

@@ -30,10 +30,13 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
     A run that fails returns a record with status "failed"; bad names or config raise UsageError.
     """
     runner = {k: overrides.pop(k) for k in list(overrides) if k in _RUN_KEYS}
+    points = runner.get("grad_checkpoints", (0.0, 0.5, 1.0))
+    if isinstance(points, (int, float)):
+        points = (points,)
     spec = resolve(task, estimator, preset=preset, seed=seed, steps=runner.get("steps"),
                    seconds=runner.get("seconds"), eval_every=runner.get("eval_every"),
                    task_config=overrides, estimator_config=runner.get("estimator_config"),
                    grad_stats=runner.get("grad_stats", True), grad_draws=runner.get("grad_draws"),
-                   grad_checkpoints=tuple(runner.get("grad_checkpoints", (0.0, 0.5, 1.0))))
+                   grad_checkpoints=tuple(points))
     return execute(spec, device=device, runs_dir=runner.get("runs", "runs"), force=runner.get("force", False),
                    progress=runner.get("progress", False))

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", help="estimator A: NAME or NAME:key=value,...")
     cmp.add_argument("b", help="estimator B")
     cmp.add_argument("--preset", default="quick")
+    which = cmp.add_mutually_exclusive_group()
+    which.add_argument("--steps", type=int, help="pair only runs with this step budget")
+    which.add_argument("--seconds", type=float, help="pair only runs with this time budget")
     cmp.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
@@ -227,7 +230,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from gradbench.plots import plot
+    try:
+        from gradbench.plots import plot
+    except ImportError as e:  # pragma: no cover - matplotlib is a dependency, but may be broken
+        raise UsageError(f"gradbench plot needs matplotlib: {e}") from None
 
     written = plot(args.runs, args.task)
     if not written:
@@ -240,7 +246,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from gradbench.compare import compare, format_comparison
 
-    result = compare(args.runs, args.task, args.a, args.b, preset=args.preset)
+    budget = {"steps": args.steps} if args.steps else {"seconds": args.seconds} if args.seconds else None
+    result = compare(args.runs, args.task, args.a, args.b, preset=args.preset, budget=budget)
     print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     return EXIT_OK
 

@@ -7,6 +7,7 @@ that a positive gain means A is better (the form in which the DAB paper states i
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -32,16 +33,30 @@ def estimator_label(spec: str) -> str:
     return cls.label_for(cls.make_config(values))
 
 
-def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick") -> dict[str, Any]:
-    """The paired comparison as a dict; UsageError when there are fewer than 2 shared seeds."""
+def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
+            budget: dict[str, float] | None = None) -> dict[str, Any]:
+    """The paired comparison as a dict; UsageError when there are fewer than 2 shared seeds.
+
+    Only runs of one budget are paired: ``budget`` (e.g. ``{"steps": 4000}``) picks it, and may be
+    omitted when A and B share exactly one.
+    """
     name, t_label = task_label(task, preset)
     la, lb = estimator_label(a), estimator_label(b)
     records, _ = collect(runs_dir)
-    by: dict[str, dict[int, dict[str, Any]]] = {la: {}, lb: {}}
+    found: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # budget -> label -> seed -> record
     for r in records:
         if (r["status"] == "ok" and r["task"]["name"] == name and r["task"].get("label") == t_label
-                and r.get("preset") == preset and r["estimator"].get("label") in by):
-            by[r["estimator"]["label"]][r["seed"]] = r
+                and r.get("preset") == preset and r["estimator"].get("label") in (la, lb)):
+            key = json.dumps(r.get("budget"), sort_keys=True)
+            found.setdefault(key, {la: {}, lb: {}})[r["estimator"]["label"]][r["seed"]] = r
+    shared_budgets = [k for k, v in found.items() if v[la] and v[lb]]
+    if budget is not None:
+        wanted = json.dumps(budget, sort_keys=True)
+        shared_budgets = [k for k in shared_budgets if k == wanted]
+    if len(shared_budgets) > 1:
+        raise UsageError(f"{la!r} and {lb!r} ran on {t_label} with several budgets ({', '.join(shared_budgets)}); "
+                         f"pick one with --steps N or --seconds S")
+    by = found[shared_budgets[0]] if shared_budgets else {la: {}, lb: {}}
     shared = sorted(set(by[la]) & set(by[lb]))
     if len(shared) < 2:
         raise UsageError(f"compare needs >= 2 seeds that both {la!r} and {lb!r} ran on {t_label} (preset {preset}) "
@@ -60,7 +75,8 @@ def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick") -> 
         gain = sign * mean / abs(vb.mean()) * 100 if vb.mean() != 0 else None
         rows.append({"metric": metric, "higher_is_better": info["higher_is_better"], "a": float(va.mean()),
                      "b": float(vb.mean()), "diff": mean, "ci": half, "p": p, "gain_pct": gain})
-    return {"task": t_label, "preset": preset, "a": la, "b": lb, "seeds": shared, "rows": rows,
+    return {"task": t_label, "preset": preset, "budget": json.loads(shared_budgets[0]), "a": la, "b": lb,
+            "seeds": shared, "rows": rows,
             "main_metric": first["main_metric"]}
 
 
@@ -73,8 +89,9 @@ def format_comparison(result: dict[str, Any]) -> str:
         gain = "—" if r["gain_pct"] is None else f"{r['gain_pct']:+.1f}%"
         body.append([f"{r['metric']} {arrow}", f"{r['a']:.4g}", f"{r['b']:.4g}", f"{r['diff']:+.4g} ± {r['ci']:.2g}",
                      f"{r['p']:.3g}", gain])
+    budget = ", ".join(f"{k}={v:g}" for k, v in result["budget"].items())
     head = (f"{result['a']} (A) vs {result['b']} (B) on {result['task']}, preset {result['preset']}, "
-            f"paired over seeds {result['seeds']}")
+            f"budget {budget}, paired over seeds {result['seeds']}")
     table = tabulate(body, headers=["metric", "A mean", "B mean", "A - B (95% CI)", "paired t p", "gain of A"],
                      tablefmt="github", disable_numparse=True)
     note = "gain of A: (A - B) / |B| in the metric's better direction (positive = A better)."

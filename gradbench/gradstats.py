@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from scipy.stats import t as t_dist
 
 from gradbench.estimator import Estimator
 from gradbench.task import Task
@@ -73,15 +74,21 @@ def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Ten
 
 def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
                    chunk: int | None = None) -> torch.Tensor:
-    """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch."""
+    """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch, (K, n_params).
+
+    Batched when asked and possible (see ``can_batch``), else the loop; both give draws from the same
+    distribution.
+    """
     params = [p for p in task.encoder_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the task has no trainable parameters upstream of the node")
     estimator = copy.deepcopy(estimator)  # its buffers (EMA, step counters) must not move
     devices = [task.device] if task.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if batched and estimator.batch_independent:
+        if batched and can_batch(estimator, task, params):
             logits, cost_fn = task.fixed_batch()
-            chunk = chunk or max(1, 65536 // logits.shape[0])  # bounds memory: draws * batch per call
+            chunk = chunk or max(1, 4096 // logits.shape[0])  # ~4k rows per call: fast on CPU, bounded memory
             parts, left = [], draws
             while left > 0:
                 k = min(chunk, left)
@@ -89,6 +96,23 @@ def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batc
                 left -= k
             return torch.cat(parts)
         return _draws_loop(estimator, task.fixed_batch, params, draws)
+
+
+def can_batch(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> bool:
+    """Batching pulls gradients back through the logits only: refuse when the cost itself reaches the
+    encoder by another path (e.g. a KL term on the logits) or the estimator couples examples.
+
+    Probes the cost at an all-zero node output (a legal relaxed value), drawing no random numbers.
+    """
+    if not estimator.batch_independent:
+        return False
+    logits, cost_fn = task.fixed_batch()
+    with torch.enable_grad():
+        cost = cost_fn(torch.zeros_like(logits.detach()))
+    if not cost.requires_grad:
+        return True
+    direct = torch.autograd.grad(cost.sum(), params, allow_unused=True)
+    return all(g is None for g in direct)
 
 
 def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]:
@@ -110,8 +134,9 @@ def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]
 def summarize(draws: torch.Tensor, reference: torch.Tensor | None, exact: bool = False) -> dict[str, Any]:
     """Variance (mean over parameters), its log10, SNR, and bias^2/MSE/cosine against ``reference``.
 
-    With an exact reference, ``bias_p`` tests "no bias": the largest per-parameter |z| of the mean
-    estimate against the reference, Bonferroni-corrected over parameters (two-sided). An unbiased
+    With an exact reference, ``bias_p`` tests "no bias": the largest per-parameter |t| of the mean
+    estimate against the reference (t with K - 1 degrees of freedom), Bonferroni-corrected over
+    parameters (two-sided). An unbiased
     estimator gets ``bias_p < alpha`` with probability at most alpha.
     """
     d = draws.double()
@@ -144,7 +169,8 @@ def summarize(draws: torch.Tensor, reference: torch.Tensor | None, exact: bool =
                                         torch.full_like(diff, float("inf"))))
             z_max = float(z.max())
             stats["bias_z_max"] = z_max
-            stats["bias_p"] = min(1.0, d.shape[1] * math.erfc(z_max / math.sqrt(2)))
+            # the standard errors come from K draws: Student t tails with K - 1 degrees of freedom
+            stats["bias_p"] = min(1.0, d.shape[1] * 2 * float(t_dist.sf(z_max, d.shape[0] - 1)))
     return stats
 
 
@@ -162,7 +188,8 @@ def measure(estimator: Estimator, task: Task, draws: int, seed: int, label: str,
         task.train(was_training[0])
         estimator.train(was_training[1])
     stats = summarize(g, reference, exact=kind == "exact")
+    params = [p for p in task.encoder_parameters() if p.requires_grad]
     stats.update({"checkpoint": label, "step": step, "reference": kind,
-                  "batched": bool(batched and estimator.batch_independent),
+                  "batched": bool(batched and can_batch(estimator, task, params)),  # draws no random numbers
                   "seconds": time.perf_counter() - start})
     return stats

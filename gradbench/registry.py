@@ -117,7 +117,8 @@ class Registry:
 
     def _unknown_message(self, name: str) -> str:
         known = self.names()
-        close = difflib.get_close_matches(name, known, n=1)
+        lowered = {k.lower(): k for k in known}
+        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=1)]
         hint = f"did you mean {close[0]!r}? " if close else ""
         return (f"unknown {self.kind} {name!r}; {hint}known {self.kind}s: {', '.join(known)} "
                 f"(installed a plugin? pass --plugin FILE.py|module)")

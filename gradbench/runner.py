@@ -121,13 +121,19 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} was asked for, but CUDA is not available here "
-                         f"(torch {torch.__version__}); use --device cpu or auto")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was asked for, but CUDA is not available here "
+                             f"(torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -217,17 +223,29 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     window = 0
     diagnostics: dict[str, Any] = {}
     metrics: dict[str, float] = {}
-    train_seconds = 0.0
     step = 0
     checkpoints = _checkpoint_steps(spec)
     gradient: list[dict[str, Any]] = []
+    devices = [device] if device.type == "cuda" else []
+    peak_cuda = 0
 
-    def measure_gradient(at_step: int) -> None:
-        for fraction in checkpoints.pop(at_step, []):
-            gradient.append(gradstats.measure(estimator, task, spec.grad["draws"], seed=spec.seed + 7919,
-                                              label=_checkpoint_label(fraction), step=at_step))
+    def measure_gradient(key: int, at_step: int) -> None:
+        """Measure the checkpoints due at ``key``; a failed measurement is recorded, never fatal."""
+        nonlocal peak_cuda
+        if device.type == "cuda":  # the measurement's own memory must not count as the run's peak
+            peak_cuda = max(peak_cuda, torch.cuda.max_memory_allocated(device))
+        for fraction in checkpoints.pop(key, []):
+            label = _checkpoint_label(fraction)
+            try:
+                stats = gradstats.measure(estimator, task, spec.grad["draws"], seed=spec.seed + 7919, label=label,
+                                          step=at_step)
+            except Exception as e:
+                stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
+            gradient.append(stats)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
-    measure_gradient(0)
+    measure_gradient(0, 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
@@ -248,21 +266,19 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             bad |= ~torch.isfinite(total.detach())
         elapsed = time.perf_counter() - start
         finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
-        if step in checkpoints or (finished and checkpoints):
+        due = [k for k in (step, END if finished else None) if k in checkpoints]
+        if due:
+            _check_finite(bad, step)  # never measure (or crash) on parameters that are already NaN
             paused = time.perf_counter()
-            measure_gradient(step)
-            if finished:  # a seconds budget: the remaining checkpoints are measured at the end
-                for late in sorted(checkpoints):
-                    for fraction in checkpoints.pop(late):
-                        gradient.append(gradstats.measure(estimator, task, spec.grad["draws"],
-                                                          seed=spec.seed + 7919, label=_checkpoint_label(fraction),
-                                                          step=step))
+            for key in due:
+                measure_gradient(key, step)
             start += time.perf_counter() - paused  # measuring does not count as training
         evaluate_now = finished or step % spec.eval_every == 0
         if finished or evaluate_now or step % LOG_EVERY == 0:
-            if bool(bad):
-                raise Diverged(f"non-finite loss (NaN/inf) at or before step {step}; "
-                               f"try a smaller learning rate or another estimator config")
+            _check_finite(bad, step)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # so the clock covers the queued work (read here only)
+                elapsed = time.perf_counter() - start
             diagnostics = _floats(out.diagnostics)
             row = {"step": step, "seconds": round(elapsed, 4), "train_cost": float(cost_sum) / window,
                    "loss": float(loss_sum) / window, **diagnostics}
@@ -270,10 +286,10 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             loss_sum.zero_()
             window = 0
             if evaluate_now:
-                train_seconds += time.perf_counter() - start
                 task.eval()
                 estimator.eval()
-                metrics = task.evaluate()
+                with torch.random.fork_rng(devices=devices):  # evaluation never perturbs training's RNG
+                    metrics = task.evaluate()
                 task.train()
                 estimator.train()
                 if not all(math.isfinite(v) for v in metrics.values()):
@@ -286,19 +302,32 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             history.write(row)
         if finished:
             break
-    train_seconds = time.perf_counter() - start
+    train_seconds = elapsed
     if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+        peak = max(peak_cuda, torch.cuda.max_memory_allocated(device)) / 2**20
+        kind = "cuda_max_allocated (training only)"
     else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss"
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_process_peak"
     cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
             "steps_per_s": step / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
     return metrics, cost, diagnostics, gradient
 
 
+END = -1  # checkpoint key: after the last step of a seconds budget
+
+
+def _check_finite(bad: torch.Tensor, step: int) -> None:
+    if bool(bad):
+        raise Diverged(f"non-finite loss (NaN/inf) at or before step {step}; "
+                       f"try a smaller learning rate or another estimator config")
+
+
 def _checkpoint_steps(spec: RunSpec) -> dict[int, list[float]]:
-    """Step -> checkpoint fractions measured after that step (0: before training)."""
+    """Step -> checkpoint fractions measured after that step (0: before training).
+
+    A seconds budget has no known middle: only its start (0) and end (1) are measured.
+    """
     if spec.grad is None:
         return {}
     total = spec.budget.get("steps")
@@ -306,8 +335,10 @@ def _checkpoint_steps(spec: RunSpec) -> dict[int, list[float]]:
     for fraction in spec.grad["checkpoints"]:
         if total is not None:
             at = round(fraction * total)
-        else:  # a seconds budget has no known middle: fractions > 0 are measured at the end
-            at = 0 if fraction == 0 else -1
+        elif fraction in (0.0, 1.0):
+            at = 0 if fraction == 0 else END
+        else:
+            continue
         out.setdefault(at, []).append(fraction)
     return out
 

@@ -143,9 +143,11 @@ def test_gumbel_soft_and_hard_forms():
 
     soft = gradbench.create_estimator("gumbel", node, tau=0.7)
     out = soft(torch.randn(6, 4, 5, requires_grad=True), cost)
-    y, differentiable = seen[0]  # the evaluation that carries the gradient
+    both, differentiable = seen[0]  # one call: [relaxed sample (carries the gradient), discrete sample]
+    y = both[0]
     assert differentiable and ((y > 0) & (y < 1)).all()  # the relaxed sample
     assert torch.allclose(y.sum(-1), torch.ones(6, 4))
+    assert torch.equal(both[1], out.sample)
     assert ((out.sample == 0) | (out.sample == 1)).all()
     seen.clear()
     hard = gradbench.create_estimator("gumbel", node, tau=0.7, hard=True)
@@ -318,3 +320,14 @@ def test_cost_params_get_the_gradient_of_the_sampled_cost():
         got = cost.a.grad.clone()
         # d/da of mean f(b) = mean b, i.e. sigmoid(x) in expectation.
         torch.testing.assert_close(got, torch.sigmoid(x[0]), atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["relax", "rebar"])
+def test_relax_survives_a_cost_that_ignores_its_input(variant):
+    est = gradbench.create_estimator("relax", Node("bernoulli", (3,)), variant=variant)
+    w = torch.tensor(2.0, requires_grad=True)
+    x = torch.randn(4, 3, requires_grad=True)
+    out = est(x, lambda y: w * torch.ones(y.shape[:-1]))
+    (out.loss + out.aux_loss).backward()
+    assert torch.isfinite(x.grad).all()  # zero in expectation (E[f] ignores the logits), not per draw
+    assert w.grad.item() == pytest.approx(1.0)

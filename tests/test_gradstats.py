@@ -133,3 +133,45 @@ def test_compare_and_plot_commands(tmp_path, capsys):
     assert main(["leaderboard", "--runs", runs, "--out", str(out)]) == 0
     text = out.read_text()
     assert "gradient_variance.png" in text and "log10 var (end)" in text
+
+
+class _ToyWithDirectCost(Toy):
+    """The toy plus a cost term that reaches phi without going through the node (like a VAE's KL)."""
+
+    def train_batch(self):
+        logits, cost = super().train_batch()
+        return logits, lambda y: cost(y) + torch.sigmoid(self.phi).sum()
+
+    def exact_gradient(self):
+        return list(torch.autograd.grad(self.expected_cost() + torch.sigmoid(self.phi).sum(), [self.phi]))
+
+
+def test_cost_with_a_direct_path_to_the_encoder_falls_back_to_the_loop():
+    task = _ToyWithDirectCost(Toy.make_config({"dim": 5}))
+    est = _estimator(task, "reinforce", {"baseline": "none", "samples": 1})
+    stats = _measure(task, "reinforce", {}, draws=3000, est=est)
+    assert not stats["batched"]
+    assert stats["bias_p"] > 1e-3  # the direct term is included: still unbiased against the full gradient
+    plain = Toy(Toy.make_config({"dim": 5}))
+    assert _measure(plain, "reinforce", {}, draws=10, est=est)["batched"]
+
+
+def test_seconds_budget_measures_start_and_end_only(tmp_path):
+    rec = gradbench.run(task="toy", estimator="ste", steps=None, seconds=0.3, runs=str(tmp_path), grad_draws=20)
+    points = rec["gradient"]["checkpoints"]
+    assert [p["checkpoint"] for p in points] == ["start", "end"]
+    assert points[-1]["step"] == rec["cost"]["steps"]
+
+
+def test_compare_pairs_runs_of_one_budget(tmp_path, capsys):
+    runs = str(tmp_path)
+    for steps in ("10", "20"):
+        for seed in ("0", "1"):
+            for est in ("ste", "gumbel"):
+                assert main(["run", "-t", "toy", "-e", est, "--steps", steps, "--seed", seed, "--runs", runs,
+                             "--no-grad-stats", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "-t", "toy", "ste", "gumbel", "--runs", runs]) == 2
+    assert "several budgets" in capsys.readouterr().err
+    assert main(["compare", "-t", "toy", "ste", "gumbel", "--runs", runs, "--steps", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["budget"] == {"steps": 20}

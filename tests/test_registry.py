@@ -70,6 +70,11 @@ def test_unknown_name_suggests_and_lists():
     assert "\n" not in msg
 
 
+def test_did_you_mean_ignores_case():
+    with pytest.raises(UnknownNameError, match="did you mean 'dab'"):
+        ESTIMATORS.get("DAB")
+
+
 def test_unknown_name_without_close_match_has_no_suggestion():
     with pytest.raises(UnknownNameError) as info:
         gradbench.create_estimator("zzzzqqq", gradbench.Node("bernoulli", (3,)))

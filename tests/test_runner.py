@@ -160,3 +160,11 @@ def test_usage_errors_before_any_run(tmp_path):
 def test_runs_on_cuda(tmp_path):
     rec = run_toy(tmp_path, device="cuda")
     assert rec["status"] == "ok" and rec["provenance"]["device"].startswith("cuda")
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "cuda:7", "nonsense"])
+def test_bad_devices_are_usage_errors(device):
+    from gradbench.runner import pick_device
+
+    with pytest.raises(UsageError):
+        pick_device(device)
