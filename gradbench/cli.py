@@ -1,4 +1,6 @@
-"""Command line: ``gradbench run | list | validate | leaderboard | plot | compare``. A thin layer over the Python API.
+"""Command line: ``gradbench run | sweep | show | rerun | list | validate | leaderboard | plot | compare``.
+
+A thin layer over the Python API.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
 check failed, 2 usage error (unknown name, bad config, unsupported pair), 130 interrupted.
@@ -64,6 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", parents=[common], help="run the conformance checks on an estimator")
     val.add_argument("--estimator", "-e", required=True, help="NAME or NAME:key=value,...")
     val.add_argument("--seed", type=int, default=0)
+
+    sw = sub.add_parser("sweep", parents=[common], help="run a grid of tasks x estimators x seeds",
+                        description="Run a grid; finished runs are skipped, failed and corrupt ones re-run.")
+    sw.add_argument("--tasks", default="all", help="comma-separated specs, or all (default)")
+    sw.add_argument("--estimators", default="all",
+                    help="comma-separated specs (NAME:k=v,k=v continues a spec), or all (default)")
+    sw.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,2,7 (default: 0)")
+    sw.add_argument("--preset", default="quick")
+    sw_budget = sw.add_mutually_exclusive_group()
+    sw_budget.add_argument("--steps", type=int)
+    sw_budget.add_argument("--seconds", type=float)
+    sw.add_argument("--no-grad-stats", action="store_true")
+    sw.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
+    sw.add_argument("--backend", default="local", choices=["local", "ray"])
+    sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
+    sw.add_argument("--shard", help="i/N: run only shard i (0-based) of N; N shards cover the grid once")
+    sw.add_argument("--device", default="auto")
+    sw.add_argument("--runs", default="runs")
+    sw.add_argument("--out", default="leaderboard.md", help="leaderboard written at the end")
+    sw.add_argument("--no-progress", action="store_true")
+
+    show = sub.add_parser("show", parents=[common], help="print a run record")
+    show.add_argument("run_id")
+    show.add_argument("--runs", default="runs")
+    show.add_argument("--json", action="store_true")
+
+    rerun = sub.add_parser("rerun", parents=[common], help="reproduce a run from its record alone")
+    rerun.add_argument("run_id")
+    rerun.add_argument("--runs", default="runs", help="where the original record is")
+    rerun.add_argument("--into", default="reruns", help="records folder for the rerun (default: ./reruns)")
+    rerun.add_argument("--device", default="auto")
 
     plt = sub.add_parser("plot", parents=[common], help="PNG learning curves and gradient variance per table")
     plt.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
@@ -166,7 +199,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             cls = ESTIMATORS.get(entry.name)
             rows.append([entry.name, ", ".join(sorted(cls.supports)), "yes" if cls.unbiased else "no", entry.origin,
                          _where(cls)])
-        except UsageError as e:
+        except (UsageError, AttributeError) as e:
             rows.append([entry.name, "-", "-", entry.origin, f"failed to load: {e}"])
     print(tabulate(rows, headers=["estimator", "supports", "unbiased", "origin", "file"], tablefmt="github"))
     print()
@@ -211,7 +244,7 @@ def unsupported_by_kind() -> dict[str, list[str]]:
     for name in ESTIMATORS.names():
         try:
             supports = ESTIMATORS.get(name).supports
-        except UsageError:
+        except (UsageError, AttributeError):  # a broken plugin must not stop the leaderboard
             continue
         for kind in KINDS - set(supports):
             out[kind].append(name)
@@ -252,7 +285,67 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "leaderboard": cmd_leaderboard,
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gradbench.leaderboard import build
+    from gradbench.sweep import expand, make_executor, parse_seeds, parse_shard, run_sweep
+
+    shard = parse_shard(args.shard)
+    grid = expand(args.tasks, args.estimators, parse_seeds(args.seeds), preset=args.preset, steps=args.steps,
+                  seconds=args.seconds, grad_stats=not args.no_grad_stats)
+    for line in grid.unsupported:
+        print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
+    _records_folder(args.runs)
+    executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
+    result = run_sweep(grid, args.runs, executor, device=args.device, shard=shard, plugins=args.plugin,
+                       progress=not args.no_progress)
+    for line in result.errors:
+        print(f"gradbench: {line}", file=sys.stderr)
+    build(args.runs, args.out, unsupported_by_kind())
+    print(f"sweep: {result.total} runs in shard {shard[0]}/{shard[1]}: {result.skipped} already finished, "
+          f"{result.ok} ok, {result.failed} failed; wrote {args.out}")
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def _find_record(runs: str, run_id: str) -> tuple[Any, dict[str, Any]]:
+    from pathlib import Path
+
+    from gradbench import records
+
+    matches = sorted(Path(runs).glob(f"*/*/{run_id}.json")) if run_id.isalnum() else []
+    if not matches:
+        raise UsageError(f"no record {run_id!r} under {runs}")
+    try:
+        return matches[0], records.read_record(matches[0])
+    except records.CorruptRecord as e:
+        raise UsageError(f"record {run_id} is corrupt: {e}") from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    path, record = _find_record(args.runs, args.run_id)
+    record["path"] = str(path)
+    print(json.dumps(record, indent=2) if args.json else format_row(record))
+    return EXIT_OK
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from gradbench.runner import execute
+    from gradbench.sweep import spec_from_record
+
+    _, original = _find_record(args.runs, args.run_id)
+    spec = spec_from_record(original)
+    _records_folder(args.into)
+    record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True,
+                     argv=["gradbench", *sys.argv[1:]])
+    print(format_row(record))
+    same = {k: v["value"] for k, v in record["metrics"].items()} == {
+        k: v["value"] for k, v in original["metrics"].items()}
+    print(f"metrics {'identical to' if same else 'DIFFER from'} the original record "
+          f"(original device {original['provenance'].get('device')}, this one {record['provenance'].get('device')})")
+    return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "rerun": cmd_rerun, "list": cmd_list,
+            "validate": cmd_validate, "leaderboard": cmd_leaderboard,
             "plot": cmd_plot, "compare": cmd_compare}
 
 

@@ -140,15 +140,21 @@ def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any] | 
 
 
 class HistoryWriter:
-    """Appends one JSON line per logged step; flushed so a crash keeps what was logged."""
+    """Appends one JSON line per logged step to a file of this process's own, flushed so a crash keeps
+    what was logged; ``close`` renames it over the final name, so two processes running the same
+    spec never interleave their lines."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "w")
+        self.path = path
+        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._f = open(self._tmp, "w")
 
     def write(self, row: dict[str, Any]) -> None:
         self._f.write(json.dumps(_clean(row)) + "\n")
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if not self._f.closed:
+            self._f.close()
+            os.replace(self._tmp, self.path)

@@ -366,7 +366,7 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     prov = {**provenance(dev, argv), "start_utc": _utc()}
     record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": rid, "status": "ok",
                               "error": None, **base, "metrics": {}, "main_metric": spec.task_cls.main_metric,
-                              "gradient": {}, "cost": {}, "diagnostics": {}}
+                              "gradient": {}, "cost": {}, "diagnostics": {}, "eval_every": spec.eval_every}
     history = records.HistoryWriter(records.history_path(path))
     bar = Progress(spec, progress)
     try:

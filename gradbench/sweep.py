@@ -1,0 +1,277 @@
+"""Sweeps: a grid of independent runs, resumable and shardable, on a local process pool or Ray.
+
+Resume needs no engine: every run has a deterministic id, finished records are skipped, failed and
+corrupt ones re-run, and ``--shard i/N`` keeps the runs whose id falls in shard i. Backends share one
+tiny interface, ``submit(fn, *args) -> concurrent.futures.Future``; Ray is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradbench import records
+from gradbench.errors import UsageError
+from gradbench.registry import get_estimator_class, get_task_class, list_estimators, list_tasks, load_plugin
+from gradbench.runner import RunSpec, resolve
+
+# ------------------------------------------------------------------------------------------- grid
+
+
+def split_specs(text: str) -> list[str]:
+    """``"dab,gumbel:tau=0.5,hard=true,ste"`` -> ``["dab", "gumbel:tau=0.5,hard=true", "ste"]``.
+
+    A comma-separated item with ``=`` but no ``:`` continues the previous spec's settings.
+    """
+    out: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item and out:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` or ``"0,2,7"`` (or a mix) -> sorted unique seeds."""
+    seeds: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, dash, hi = part.partition("-")
+            seeds.update(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    except ValueError:
+        raise UsageError(f"bad --seeds {text!r}; expected e.g. 0-4 or 0,1,5") from None
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"bad --seeds {text!r}; expected non-negative seeds like 0-4")
+    return sorted(seeds)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    i, slash, n = text.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        raise UsageError(f"bad --shard {text!r}; expected i/N with 0 <= i < N") from None
+    if not slash or count < 1 or not 0 <= index < count:
+        raise UsageError(f"bad --shard {text!r}; expected i/N with 0 <= i < N")
+    return index, count
+
+
+def in_shard(run_id: str, shard: tuple[int, int]) -> bool:
+    return int(run_id, 16) % shard[1] == shard[0]
+
+
+@dataclass
+class Grid:
+    specs: list[RunSpec]
+    unsupported: list[str] = field(default_factory=list)  # one line per skipped (task, estimator) pair
+
+
+def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick", **run_options: Any) -> Grid:
+    """The grid, in a stable order; pairs whose node the estimator cannot run are listed once."""
+    task_specs = list_tasks() if tasks == "all" else split_specs(tasks)
+    est_specs = list_estimators() if estimators == "all" else split_specs(estimators)
+    if not task_specs or not est_specs:
+        raise UsageError("a sweep needs at least one task and one estimator")
+    grid = Grid([])
+    for t in task_specs:
+        for e in est_specs:
+            try:
+                specs = [resolve(t, e, preset=preset, seed=s, **run_options) for s in seeds]
+            except UsageError as err:
+                if "does not support" not in str(err) and "not defined for" not in str(err):
+                    raise
+                grid.unsupported.append(f"{t} x {e}: {err}")
+                continue
+            grid.specs.extend(specs)
+    return grid
+
+
+def spec_from_record(record: dict[str, Any]) -> RunSpec:
+    """Rebuild the exact RunSpec of a record (the record holds the fully resolved spec)."""
+    for part in ("task", "estimator"):
+        cls = (get_task_class if part == "task" else get_estimator_class)(record[part]["name"])
+        if cls.version != record[part]["version"]:
+            raise UsageError(f"record {record['run_id']} was made with {part} {cls.name!r} version "
+                             f"{record[part]['version']}; this gradbench has version {cls.version}")
+    budget = record["budget"]
+    grad = record.get("grad_stats")
+    spec = resolve((record["task"]["name"], record["task"]["config"]),
+                   (record["estimator"]["name"], record["estimator"]["config"]),
+                   preset=record["preset"], seed=record["seed"], steps=budget.get("steps"),
+                   seconds=budget.get("seconds"), eval_every=record.get("eval_every"),
+                   grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
+                   grad_checkpoints=tuple(grad["checkpoints"]) if grad else (0.0, 0.5, 1.0))
+    if spec.run_id != record["run_id"]:
+        raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
+    return spec
+
+
+# -------------------------------------------------------------------------------------- executors
+
+
+def _run_one(spec_dict: dict[str, Any], eval_every: int, device: str, runs_dir: str, plugins: list[str],
+             ) -> dict[str, Any]:
+    """Worker entry point: rebuild the spec from plain data and run it (one run per call)."""
+    for plugin in plugins:
+        load_plugin(plugin)
+    from gradbench.runner import execute
+
+    spec = spec_from_record({**spec_dict, "run_id": records.run_id(spec_dict), "eval_every": eval_every})
+    record = execute(spec, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"])
+    return {"run_id": record["run_id"], "status": record["status"], "error": record.get("error")}
+
+
+def _init_worker(queue: Any, threads: int) -> None:
+    """Pool initializer: pin this worker to one GPU (if several; CUDA is not initialised yet) and give
+    it its share of the CPU threads (workers that each use every core slow each other down)."""
+    gpu = queue.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch  # already imported with this module's runner import; set its pool size directly too
+
+    torch.set_num_threads(threads)
+
+
+class LocalExecutor:
+    """A spawn-based process pool, one run per task; with several GPUs, one GPU per worker."""
+
+    def __init__(self, workers: int, gpus: int = 0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        for i in range(workers):
+            queue.put(i % gpus if gpus > 1 else None)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                           initargs=(queue, threads))
+
+    def submit(self, fn: Callable, *args: Any) -> cf.Future:
+        return self.pool.submit(fn, *args)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                proc.terminate()  # a worker killed mid-run leaves no record (writes are atomic)
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class RayExecutor:
+    """Each run a Ray task with its CPU/GPU request; connects to ``address`` or starts a local Ray."""
+
+    def __init__(self, address: str | None, workers: int, gpus_per_run: float = 0.0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the ray backend needs Ray: pip install 'gradbench[ray]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run_one)
+
+    def submit(self, fn: Callable, *args: Any) -> cf.Future:
+        return self.remote.remote(*args).future()
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self.ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ sweep
+
+
+@dataclass
+class SweepResult:
+    total: int
+    skipped: int  # finished before this sweep
+    ok: int = 0
+    failed: int = 0  # failed or diverged
+    corrupt: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpec], int, list[str]]:
+    """(specs still to run in this shard, how many are finished, corrupt records found)."""
+    pending, finished, corrupt = [], 0, []
+    for spec in grid.specs:
+        rid = spec.run_id
+        if not in_shard(rid, shard):
+            continue
+        path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
+        if path.exists():
+            try:
+                if records.read_record(path)["status"] in records.FINISHED:
+                    finished += 1
+                    continue
+            except records.CorruptRecord as e:
+                corrupt.append(str(e))
+        pending.append(spec)
+    return pending, finished, corrupt
+
+
+def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", shard: tuple[int, int] = (0, 1),
+              plugins: list[str] | None = None, progress: bool = True) -> SweepResult:
+    """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay)."""
+    from tqdm import tqdm
+
+    pending, finished, corrupt = todo(grid, runs_dir, shard)
+    result = SweepResult(total=len(pending) + finished, skipped=finished, corrupt=corrupt)
+    for line in corrupt:
+        print(f"gradbench: corrupt record, re-running: {line}", file=sys.stderr)
+    futures = {executor.submit(_run_one, spec.as_dict(), spec.eval_every, device, runs_dir, plugins or []): spec
+               for spec in pending}
+    bar = tqdm(total=len(futures), desc="sweep", file=sys.stderr, disable=not progress, unit="run")
+    start = time.perf_counter()
+    try:
+        for future in cf.as_completed(futures):
+            spec = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as e:  # a worker that died (killed, out of memory): no record, counted
+                outcome = {"run_id": spec.run_id, "status": "failed", "error": f"worker died: {e}"}
+            if outcome["status"] == "ok":
+                result.ok += 1
+            else:
+                result.failed += 1
+                result.errors.append(f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)} "
+                                     f"seed {spec.seed}: {outcome['status']}: {outcome['error']}")
+            bar.set_postfix(done=result.ok, failed=result.failed, remaining=len(futures) - result.ok - result.failed,
+                            refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        executor.shutdown(cancel=True)
+        raise
+    bar.close()
+    executor.shutdown()
+    elapsed = time.perf_counter() - start
+    if pending:
+        print(f"gradbench: {len(pending)} runs in {elapsed:.1f} s ({60 * len(pending) / elapsed:.1f} runs/min)",
+              file=sys.stderr)
+    return result
+
+
+def make_executor(backend: str, workers: int, address: str | None, device: str) -> Any:
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    gpus = 0
+    if device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if backend == "local":
+        return LocalExecutor(workers, gpus)
+    if backend == "ray":
+        return RayExecutor(address, workers, gpus_per_run=1.0 if gpus else 0.0)
+    raise UsageError(f"unknown backend {backend!r}; use local or ray")
