@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from gradbench.config import label, non_default, parse_spec
+from gradbench.config import parse_spec
 from gradbench.errors import UsageError
 from gradbench.leaderboard import collect
 from gradbench.registry import get_estimator_class, get_task_class
@@ -24,7 +24,7 @@ def task_label(spec: str, preset: str) -> tuple[str, str]:
     """(task name, the label its records carry) for a ``NAME:key=value`` spec."""
     name, values = parse_spec(spec)
     cls = get_task_class(name)
-    return name, label(name, non_default(cls.make_config(values, preset), cls.make_config(None, preset)))
+    return name, cls.label_for(cls.make_config(values, preset), preset)
 
 
 def estimator_label(spec: str) -> str:

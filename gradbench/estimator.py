@@ -81,10 +81,6 @@ class Estimator(torch.nn.Module):
     def label(self) -> str:
         return self.label_for(self.config)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "config": config_dict(self.config),
-                "label": self.label, "unbiased": self.unbiased}
-
     def zero(self, like: torch.Tensor) -> torch.Tensor:
         """A scalar zero on ``like``'s device, for ``aux_loss`` when there is nothing to train."""
         return like.new_zeros(())

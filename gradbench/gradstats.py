@@ -73,11 +73,10 @@ def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Ten
 
 
 def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
-                   chunk: int | None = None) -> torch.Tensor:
-    """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch, (K, n_params).
-
-    Batched when asked and possible (see ``can_batch``), else the loop; both give draws from the same
-    distribution.
+                   chunk: int | None = None) -> tuple[torch.Tensor, bool]:
+    """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch, (K, n_params),
+    and whether they were batched: when asked and possible (see ``can_batch``), else the loop; both give
+    draws from the same distribution.
     """
     params = [p for p in task.encoder_parameters() if p.requires_grad]
     if not params:
@@ -94,8 +93,8 @@ def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batc
                 k = min(chunk, left)
                 parts.append(_draws_batched(estimator, logits, cost_fn, params, k))
                 left -= k
-            return torch.cat(parts)
-        return _draws_loop(estimator, task.fixed_batch, params, draws)
+            return torch.cat(parts), True
+        return _draws_loop(estimator, task.fixed_batch, params, draws), False
 
 
 def can_batch(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> bool:
@@ -127,7 +126,8 @@ def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]
     cls = get_estimator_class("reinforce")
     rloo = cls(task.node, cls.make_config({"baseline": "rloo", "samples": REFERENCE_SAMPLES})).to(task.device)
     batch = task.fixed_batch()[0].shape[0]
-    g = gradient_draws(rloo, task, REFERENCE_DRAWS, seed + 1, chunk=max(1, 1024 // batch)).mean(0)
+    g, _ = gradient_draws(rloo, task, REFERENCE_DRAWS, seed + 1, chunk=max(1, 1024 // batch))
+    g = g.mean(0)
     return g, f"sampled: reinforce rloo, {REFERENCE_SAMPLES} samples x {REFERENCE_DRAWS} draws"
 
 
@@ -183,13 +183,11 @@ def measure(estimator: Estimator, task: Task, draws: int, seed: int, label: str,
     estimator.train()
     try:
         reference, kind = reference_gradient(task, seed)
-        g = gradient_draws(estimator, task, draws, seed, batched=batched)
+        g, used_batching = gradient_draws(estimator, task, draws, seed, batched=batched)
     finally:
         task.train(was_training[0])
         estimator.train(was_training[1])
     stats = summarize(g, reference, exact=kind == "exact")
-    params = [p for p in task.encoder_parameters() if p.requires_grad]
-    stats.update({"checkpoint": label, "step": step, "reference": kind,
-                  "batched": bool(batched and can_batch(estimator, task, params)),  # draws no random numbers
+    stats.update({"checkpoint": label, "step": step, "reference": kind, "batched": used_batching,
                   "seconds": time.perf_counter() - start})
     return stats

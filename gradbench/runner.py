@@ -26,7 +26,7 @@ import torch
 
 import gradbench
 from gradbench import gradstats, records
-from gradbench.config import config_dict, label, non_default, parse_spec
+from gradbench.config import config_dict, parse_spec
 from gradbench.errors import UsageError
 from gradbench.estimator import Estimator
 from gradbench.registry import get_estimator_class, get_task_class
@@ -53,8 +53,7 @@ class RunSpec:
         return {
             "task": {"name": self.task_cls.name, "version": self.task_cls.version,
                      "config": config_dict(self.task_config),
-                     "label": label(self.task_cls.name, non_default(self.task_config,
-                                                                    self.task_cls.make_config(None, self.preset))),
+                     "label": self.task_cls.label_for(self.task_config, self.preset),
                      "node": self.task_cls.node_of(self.task_config).to_dict()},
             "estimator": {"name": self.estimator_cls.name, "version": self.estimator_cls.version,
                           "config": config_dict(self.estimator_config),

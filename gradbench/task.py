@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from gradbench.config import build_config, config_dict, label, non_default
+from gradbench.config import build_config, label, non_default
 from gradbench.errors import UsageError
 from gradbench.node import Node
 
@@ -101,8 +101,7 @@ class Task(torch.nn.Module):
         base = build_config(cls.Config, cls.presets[preset].config, owner)
         return build_config(cls.Config, values, owner, base=base)
 
-    def describe(self, preset: str) -> dict[str, Any]:
-        preset_config = self.make_config(None, preset)
-        return {"name": self.name, "version": self.version, "config": config_dict(self.config),
-                "label": label(self.name, non_default(self.config, preset_config)),
-                "node": self.node.to_dict()}
+    @classmethod
+    def label_for(cls, config: Any, preset: str) -> str:
+        """Table label: the name plus the config values that differ from the preset's."""
+        return label(cls.name, non_default(config, cls.make_config(None, preset)))
