@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def _run_one(spec_dict: dict[str, Any], eval_every: int, device: str, runs_dir: 
     return {"run_id": record["run_id"], "status": record["status"], "error": record.get("error")}
 
 
-def _init_worker(queue: Any, threads: int) -> None:
+def _init_worker(queue: Any, threads: int, parent: int) -> None:
     """Pool initializer: pin this worker to one GPU (if several; CUDA is not initialised yet) and give
     it its share of the CPU threads (workers that each use every core slow each other down)."""
     gpu = queue.get()
@@ -143,6 +144,16 @@ def _init_worker(queue: Any, threads: int) -> None:
     import torch  # already imported with this module's runner import; set its pool size directly too
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose sweep was killed (SIGKILL leaves no chance to clean up) stops at once: only the
+    run in flight is lost (its record is never half-written), and no orphan keeps using the machine.
+    ``parent`` comes from the sweep itself, so a worker orphaned while still starting up exits too."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 class LocalExecutor:
@@ -155,7 +166,7 @@ class LocalExecutor:
             queue.put(i % gpus if gpus > 1 else None)
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                           initargs=(queue, threads))
+                                           initargs=(queue, threads, os.getpid()))
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         return self.pool.submit(fn, *args)

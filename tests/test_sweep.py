@@ -82,6 +82,39 @@ def test_sigkill_then_resume_completes_exactly_the_missing_runs(tmp_path):
     assert len(list(runs.glob("*/*/*.history.jsonl"))) == 12
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_workers_stop_when_the_sweep_process_alone_is_killed(tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(GB + SWEEP + ["--runs", str(runs), "--out", str(tmp_path / "lb.md")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(_children(proc.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert workers
+    time.sleep(2)
+    proc.kill()  # SIGKILL to the main process only: its workers are orphaned
+    proc.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive  # no orphan goes on computing runs nobody is waiting for
+
+
 def test_two_sweeps_on_one_folder_never_corrupt_or_duplicate(tmp_path):
     runs = tmp_path / "runs"
     args = GB + ["sweep", "--tasks", "toy", "--estimators", "reinforce,ste", "--seeds", "0-1", "--steps", "300",
