@@ -17,7 +17,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from gradbench import ops
-from gradbench.errors import UsageError
+from gradbench.errors import UnsupportedError
 from gradbench.estimator import Estimator, EstimatorOutput
 from gradbench.node import KINDS, Node
 from gradbench.registry import register_estimator
@@ -38,7 +38,7 @@ class StraightThrough(Estimator):
     def __init__(self, node: Node, config: STEConfig | None = None) -> None:
         super().__init__(node, config)
         if self.config.variant == "prob" and node.kind == "sign":
-            raise UsageError("estimator 'ste': variant=prob is not defined for sign nodes "
+            raise UnsupportedError("estimator 'ste': variant=prob is not defined for sign nodes "
                              "(use identity or clipped)")
 
     def forward(self, logits, cost_fn) -> EstimatorOutput:

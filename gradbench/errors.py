@@ -7,6 +7,10 @@ class UsageError(ValueError):
     """Bad input from the user: unknown name, bad config, unsupported pair. The CLI exits 2."""
 
 
+class UnsupportedError(UsageError):
+    """An estimator (or one of its configs) that cannot run a node kind; sweeps skip such pairs."""
+
+
 class UnknownNameError(UsageError, KeyError):
     """An estimator or task name that is not registered."""
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from gradbench.config import build_config, config_dict, label, non_default
-from gradbench.errors import UsageError
+from gradbench.errors import UnsupportedError, UsageError
 from gradbench.node import Node
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
@@ -54,7 +54,7 @@ class Estimator(torch.nn.Module):
     def __init__(self, node: Node, config: Any = None) -> None:
         super().__init__()
         if node.kind not in self.supports:
-            raise UsageError(
+            raise UnsupportedError(
                 f"estimator {self.name!r} does not support {node.kind!r} nodes "
                 f"(it supports: {', '.join(sorted(self.supports))})"
             )

@@ -127,6 +127,15 @@ def read_record(path: Path) -> dict[str, Any]:
         raise CorruptRecord(f"{path}: {e}") from None
 
 
+def load_finished(path: Path) -> dict[str, Any] | None:
+    """The record at ``path`` if it is a finished run (reused on re-run), else None; CorruptRecord if
+    the file is there but unreadable (the run must be redone)."""
+    if not path.exists():
+        return None
+    record = read_record(path)
+    return record if record["status"] in FINISHED else None
+
+
 def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
     """Every ``*.json`` record under ``runs_dir``: (path, record or None, error or None)."""
     root = Path(runs_dir)

@@ -27,7 +27,7 @@ import torch
 import gradbench
 from gradbench import gradstats, records
 from gradbench.config import config_dict, parse_spec
-from gradbench.errors import UsageError
+from gradbench.errors import UnsupportedError, UsageError
 from gradbench.estimator import Estimator
 from gradbench.registry import get_estimator_class, get_task_class
 from gradbench.task import Task
@@ -89,7 +89,7 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
     est_cfg = est_cls.make_config(est_values)
     node = task_cls.node_of(task_cfg)
     if node.kind not in est_cls.supports:
-        raise UsageError(f"estimator {est_name!r} does not support the {node.kind!r} node of task {task_name!r} "
+        raise UnsupportedError(f"estimator {est_name!r} does not support the {node.kind!r} node of task {task_name!r} "
                          f"(it supports: {', '.join(sorted(est_cls.supports))})")
     est_cls(node, est_cfg)  # constructor-level checks (e.g. a variant undefined for this node)
     if steps is not None and seconds is not None:
@@ -244,9 +244,7 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
-    measure_gradient(0, 0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
     task.train()
     estimator.train()
@@ -353,15 +351,16 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     base = spec.as_dict()
     rid = records.run_id(base)
     path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
-    if path.exists() and not force:
+    if not force:
         try:
-            existing = records.read_record(path)
-            if existing["status"] in records.FINISHED:
-                existing["reused"] = True
-                existing["path"] = os.fspath(path)
-                return existing
+            existing = records.load_finished(path)
         except records.CorruptRecord as e:
             print(f"gradbench: re-running over a corrupt record: {e}", file=sys.stderr)
+            existing = None
+        if existing is not None:
+            existing["reused"] = True
+            existing["path"] = os.fspath(path)
+            return existing
     prov = {**provenance(dev, argv), "start_utc": _utc()}
     record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": rid, "status": "ok",
                               "error": None, **base, "metrics": {}, "main_metric": spec.task_cls.main_metric,
@@ -376,9 +375,7 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     except Diverged as e:
         record["status"], record["error"] = "diverged", str(e)
     except (KeyboardInterrupt, SystemExit):
-        history.close()
-        bar.close()
-        raise
+        raise  # no record: only complete runs are written (``finally`` still closes the history)
     except Exception as e:
         record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
         history.write({"traceback": traceback.format_exc()})

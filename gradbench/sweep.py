@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradbench import records
-from gradbench.errors import UsageError
+from gradbench.errors import UnsupportedError, UsageError
 from gradbench.registry import get_estimator_class, get_task_class, list_estimators, list_tasks, load_plugin
 from gradbench.runner import RunSpec, resolve
 
@@ -89,9 +89,7 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
         for e in est_specs:
             try:
                 specs = [resolve(t, e, preset=preset, seed=s, **run_options) for s in seeds]
-            except UsageError as err:
-                if "does not support" not in str(err) and "not defined for" not in str(err):
-                    raise
+            except UnsupportedError as err:
                 grid.unsupported.append(f"{t} x {e}: {err}")
                 continue
             grid.specs.extend(specs)
@@ -220,13 +218,12 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpe
         if not in_shard(rid, shard):
             continue
         path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
-        if path.exists():
-            try:
-                if records.read_record(path)["status"] in records.FINISHED:
-                    finished += 1
-                    continue
-            except records.CorruptRecord as e:
-                corrupt.append(str(e))
+        try:
+            if records.load_finished(path) is not None:
+                finished += 1
+                continue
+        except records.CorruptRecord as e:
+            corrupt.append(str(e))
         pending.append(spec)
     return pending, finished, corrupt
 
