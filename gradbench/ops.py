@@ -92,15 +92,42 @@ def conditional_perturb(node: Node, logits: torch.Tensor, b: torch.Tensor, v: to
         u = b * (1 - theta + v * theta) + (1 - b) * (v * (1 - theta))
         return logits + torch.logit(u.clamp(EPS, 1 - EPS))
     if node.kind == "categorical":
+        # z_b = -log(-log v_b); z_other = -log(-log v / theta - log v_b), in log space: a class whose
+        # probability underflows must not give inf (and 0 * inf = NaN) or an infinite gradient.
         log_theta = F.log_softmax(logits, -1)
-        log_v = torch.log(v)
-        log_vb = (log_v * b).sum(-1, keepdim=True)  # log v at the chosen class
-        z_b = -torch.log(-log_vb)
-        z_other = -torch.log(-log_v / log_theta.exp() - log_vb)
-        return b * z_b + (1 - b) * z_other
+        log_neg_log_v = torch.log(-torch.log(v))
+        log_neg_log_vb = (log_neg_log_v * b).sum(-1, keepdim=True)  # at the chosen class (b is one-hot)
+        z_other = -torch.logaddexp(log_neg_log_v - log_theta, log_neg_log_vb)
+        return torch.where(b > 0, -log_neg_log_vb, z_other)
     raise ValueError(f"{node.kind} is not a stochastic node")
 
 
 def flat_events(y: torch.Tensor, node: Node) -> torch.Tensor:
     """(*prefix, *shape) -> (*prefix, numel): flatten one example's event dims."""
     return y.flatten(start_dim=y.dim() - len(node.shape))
+
+
+def all_events(node: Node, device: torch.device | str = "cpu", limit: int = 4096) -> torch.Tensor:
+    """Every value a stochastic node can take, (M, *shape): for exact expectations by enumeration."""
+    n = 1
+    for d in node.shape[:-1] if node.kind == "categorical" else node.shape:
+        n *= d
+    per = node.shape[-1] if node.kind == "categorical" else 2
+    if per**n > limit:
+        raise ValueError(f"{per}^{n} configurations exceed the enumeration limit {limit}")
+    digits = torch.cartesian_prod(*[torch.arange(per, device=device)] * n).view(-1, n) if n > 1 else \
+        torch.arange(per, device=device).view(-1, 1)
+    if node.kind == "bernoulli":
+        return digits.float().view(-1, *node.shape)
+    return F.one_hot(digits, per).float().view(-1, *node.shape)
+
+
+def exact_expectation(node: Node, logits: torch.Tensor, cost_fn, limit: int = 4096) -> torch.Tensor:
+    """E[mean over the batch of cost_fn(b)] with b ~ p(.|logits), summed over every configuration.
+
+    Differentiable in everything: the probabilities and any direct dependence of the cost.
+    """
+    events = all_events(node, logits.device, limit).to(logits.dtype)
+    b = events.unsqueeze(1).expand(events.shape[0], *logits.shape)
+    weights = log_prob(node, logits, b).exp()
+    return (weights * cost_fn(b)).sum(0).mean()

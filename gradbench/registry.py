@@ -26,8 +26,11 @@ BUILTIN_ESTIMATORS = {
     "relax": "gradbench.estimators.relax:Relax",
 }
 BUILTIN_TASKS = {
+    "autoencode": "gradbench.tasks.autoencode:AutoencodeTask",
+    "classify": "gradbench.tasks.classify:ClassifyTask",
     "sort": "gradbench.tasks.sort:SortTask",
     "toy": "gradbench.tasks.toy:ToyTask",
+    "vae": "gradbench.tasks.vae:VaeTask",
 }
 DISABLE_ENV = "GRADBENCH_DISABLE_PLUGIN_AUTOLOAD"
 

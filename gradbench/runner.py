@@ -86,6 +86,7 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
     task_cls = get_task_class(task_name)
     est_cls = get_estimator_class(est_name)
     task_cfg = task_cls.make_config(task_values, preset)
+    task_cls.check_config(task_cfg)
     est_cfg = est_cls.make_config(est_values)
     node = task_cls.node_of(task_cfg)
     if node.kind not in est_cls.supports:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from gradbench import ops
 from gradbench.config import build_config, label, non_default
 from gradbench.errors import UsageError
 from gradbench.node import Node
@@ -56,6 +57,11 @@ class Task(torch.nn.Module):
         """The node a config produces, known without building the model (for support checks)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Checks that need the outside world (e.g. that a dataset is present), run before a run starts;
+        raise UsageError with one line saying what to do. Default: nothing to check."""
+
     @property
     def node(self) -> Node:
         return self.node_of(self.config)
@@ -91,6 +97,18 @@ class Task(torch.nn.Module):
     def exact_gradient(self) -> list[torch.Tensor] | None:
         """d E[cost of the fixed batch] / d encoder_parameters(), where the task can compute it; else None."""
         return None
+
+    def enumerated_gradient(self, limit: int = 4096) -> list[torch.Tensor] | None:
+        """The exact gradient by summing over every node value (stochastic nodes with at most ``limit``
+        configurations; else None): a ready-made ``exact_gradient`` for small models."""
+        if not self.node.stochastic:
+            return None
+        logits, cost_fn = self.fixed_batch()
+        try:
+            expected = ops.exact_expectation(self.node, logits, cost_fn, limit)
+        except ValueError:  # too many configurations
+            return None
+        return list(torch.autograd.grad(expected, self.encoder_parameters()))
 
     @classmethod
     def make_config(cls, values: dict[str, Any] | None = None, preset: str = "quick") -> Any:

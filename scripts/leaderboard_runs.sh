@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-make leaderboard.md from scratch: every supported estimator on sort and toy, quick preset, seeds 0-2.
+# Re-make leaderboard.md from scratch: every supported estimator on every task, quick preset, seeds 0-2.
 # Usage: bash scripts/leaderboard_runs.sh [RUNS_DIR]   (default: results/, committed with leaderboard.md;
 #        GB=path/to/gradbench to use another install)
 # Finished runs are reused, so an interrupted invocation resumes where it stopped.
@@ -25,6 +25,13 @@ for e in dab ste ste:variant=prob gumbel gumbel:hard=true reinforce reinforce:ba
          relax relax:variant=rebar; do
   run toy "$e"
   run toy:variant=categorical "$e"
+done
+# the image tasks (digits): classify's sign node, and a Bernoulli code that every estimator supports
+for e in dab ste; do run classify "$e"; done
+for e in dab ste gumbel reinforce relax; do
+  run classify:node=bernoulli "$e"
+  run autoencode "$e"
+  run vae "$e"
 done
 "$GB" plot --runs "$RUNS" >/dev/null
 "$GB" leaderboard --runs "$RUNS" --out leaderboard.md

@@ -1,0 +1,102 @@
+"""Image classification through a non-differentiable hidden layer (DAB paper's classification domain).
+
+Model: Linear(D, hidden)-ReLU-Linear(hidden, code) [-Tanh for ``sign``] -> node (``code`` units) ->
+Linear(code, hidden)-ReLU-Linear(hidden, 10). Inputs are grey levels in [0, 1]. Cost: cross-entropy of
+the class, per example. The node is ``sign`` (with margin, after a Tanh, as in the DAB paper's demo),
+``threshold`` (1[x > 0]) or ``bernoulli`` (stochastic; evaluated with one sample from a fixed generator).
+
+The paper's own architecture could not be retrieved; this protocol is gradbench's (REFERENCES.md).
+Metrics on the fixed test split: accuracy (main) and mean cross-entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradbench import data, ops
+from gradbench.node import Node
+from gradbench.registry import register_task
+from gradbench.task import Preset, Task
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"
+    node: Literal["sign", "threshold", "bernoulli"] = "sign"
+    margin: float = 0.5
+    hidden: int = 256
+    code: int = 256
+    batch_size: int = 64
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for key in ("hidden", "code", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+
+
+@register_task("classify")
+class ClassifyTask(Task):
+    version = "1"
+    Config = ClassifyConfig
+    presets = {
+        "quick": Preset("digits (8x8), 256-unit sign layer, batch 64, Adam lr 1e-3, 1500 steps; CPU, seconds",
+                        steps=1500, eval_every=250),
+        "paper": Preset("Fashion-MNIST, 512-unit sign layer, hidden 512, batch 100, Adam lr 1e-3, 50k steps "
+                        "(~91 epochs); gradbench's protocol", steps=50_000, eval_every=5_000, grad_draws=1000,
+                        config={"dataset": "fashion-mnist", "hidden": 512, "code": 512, "batch_size": 100}),
+    }
+    metrics = {"accuracy": True, "test_loss": False}
+    main_metric = "accuracy"
+
+    @classmethod
+    def node_of(cls, config: ClassifyConfig) -> Node:
+        if config.node == "sign":
+            return Node("sign", (config.code,), margin=config.margin)
+        return Node(config.node, (config.code,))
+
+    @classmethod
+    def check_config(cls, config: ClassifyConfig) -> None:
+        data.check(config.dataset)
+
+    def __init__(self, config: ClassifyConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, device)
+        c = config
+        self.data = data.ImageSet(c.dataset, None, self.device)
+        layers = [nn.Linear(self.data.dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.code)]
+        if c.node == "sign":
+            layers.append(nn.Tanh())
+        self.encoder = nn.Sequential(*layers)
+        self.decoder = nn.Sequential(nn.Linear(c.code, c.hidden), nn.ReLU(), nn.Linear(c.hidden, self.data.classes))
+        self.to(self.device)
+        self.eval_generator = torch.Generator(device=self.device)
+
+    def cost(self, code: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy per example; ``code`` may carry leading sample dims."""
+        logits = self.decoder(code)
+        label = label.expand(logits.shape[:-1])
+        return F.cross_entropy(logits.flatten(0, -2), label.flatten(), reduction="none").view(label.shape)
+
+    def train_batch(self):
+        x, y = self.data.batch(self.config.batch_size)
+        return self.encoder(x), lambda code: self.cost(code, y)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.eval_generator.manual_seed(0)
+        hits = loss = 0.0
+        for x, y in zip(self.data.test_x.split(4096), self.data.test_y.split(4096), strict=True):
+            code = ops.forward(self.node, self.encoder(x), self.eval_generator)
+            hits += (self.decoder(code).argmax(-1) == y).sum()
+            loss += self.cost(code, y).sum()
+        n = self.data.test_x.shape[0]
+        return {"accuracy": float(hits) / n, "test_loss": float(loss) / n}
