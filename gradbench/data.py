@@ -46,6 +46,10 @@ class DataError(UsageError):
     """Data missing, truncated or failing its checksum: one line saying what to do."""
 
 
+class DataMissing(DataError):
+    """No search directory holds the dataset's files."""
+
+
 @dataclass(frozen=True)
 class Remote:
     """Where an idx dataset comes from and what its files hash to (MD5 of the .gz; of the content)."""
@@ -176,7 +180,7 @@ def locate(name: str) -> Path:
                 _verified(d / f, name, st.st_size, st.st_mtime_ns)
             return d
     where = ", ".join(str(d) for d in search_dirs(name))
-    raise DataError(f"dataset {name!r} not found (looked in {where}); {REMOTES[name].hint}")
+    raise DataMissing(f"dataset {name!r} not found (looked in {where}); {REMOTES[name].hint}")
 
 
 def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None, log=print) -> Path:
