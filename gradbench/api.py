@@ -10,7 +10,7 @@ from gradbench.registry import get_estimator_class
 from gradbench.runner import execute, resolve
 
 _RUN_KEYS = ("steps", "seconds", "eval_every", "runs", "force", "progress", "estimator_config", "grad_stats",
-             "grad_draws", "grad_checkpoints")
+             "grad_draws", "grad_checkpoints", "accel", "lr_schedule")
 
 
 def create_estimator(name: str, node: Node, **config: Any) -> Estimator:
@@ -26,7 +26,8 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
     ``task``/``estimator`` are names or ``NAME:key=value,...`` specs. ``overrides`` are the runner's
     ``steps``, ``seconds``, ``eval_every``, ``runs`` (records folder, default "runs"), ``force``,
     ``progress``, ``estimator_config`` (dict), ``grad_stats`` (bool, default True), ``grad_draws``,
-    ``grad_checkpoints`` (fractions of the budget), and otherwise task config keys (e.g. ``length=5``).
+    ``grad_checkpoints`` (fractions of the budget), ``accel`` ("auto" | "none" | "compile"),
+    ``lr_schedule`` ("constant" | "cosine"), and otherwise task config keys (e.g. ``length=5``).
     A run that fails returns a record with status "failed"; bad names or config raise UsageError.
     """
     runner = {k: overrides.pop(k) for k in list(overrides) if k in _RUN_KEYS}
@@ -37,6 +38,6 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
                    seconds=runner.get("seconds"), eval_every=runner.get("eval_every"),
                    task_config=overrides, estimator_config=runner.get("estimator_config"),
                    grad_stats=runner.get("grad_stats", True), grad_draws=runner.get("grad_draws"),
-                   grad_checkpoints=tuple(points))
+                   grad_checkpoints=tuple(points), lr_schedule=runner.get("lr_schedule", "constant"))
     return execute(spec, device=device, runs_dir=runner.get("runs", "runs"), force=runner.get("force", False),
-                   progress=runner.get("progress", False))
+                   progress=runner.get("progress", False), accel=runner.get("accel", "auto"))

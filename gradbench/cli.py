@@ -45,12 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--estimator", "-e", default="dab", help="NAME or NAME:key=value,... (default: dab)")
     run.add_argument("--task", "-t", default="sort", help="NAME or NAME:key=value,... (default: sort)")
     run.add_argument("--preset", default="quick", help="task preset: quick (CPU, ~1 min) or paper")
-    run.add_argument("--seed", type=int, default=0)
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", help="several seeds, e.g. 0-4 or 0,2,7: one record each (run one after another)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    run.add_argument("--accel", default="auto", help="auto | none | compile: how steps execute (default: auto, "
+                     "eager for now); compile = torch.compile of each step's forward")
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
     run.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
+    run.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine: decay every "
+                     "learning rate to 0 over the --steps budget (part of the run key)")
     run.add_argument("--no-grad-stats", action="store_true", help="skip the gradient statistics")
     run.add_argument("--grad-draws", type=int, help="gradient estimates per checkpoint (default: the preset's)")
     run.add_argument("--grad-checkpoints", type=_fractions, default=(0.0, 0.5, 1.0), metavar="F,F,...",
@@ -78,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw_budget.add_argument("--steps", type=int)
     sw_budget.add_argument("--seconds", type=float)
     sw.add_argument("--no-grad-stats", action="store_true")
+    sw.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine (see run)")
     sw.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
     sw.add_argument("--backend", default="local", choices=["local", "ray"])
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
@@ -116,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard.md from run records")
     lb.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     lb.add_argument("--out", default="leaderboard.md", help="output file (default: ./leaderboard.md)")
+
+    dat = sub.add_parser("data", parents=[common], help="list the image datasets or download one",
+                         description="Where each dataset is found ('list'), or download one with checksums ('fetch').")
+    dsub = dat.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    dsub.add_parser("list", help="each dataset: found where, or how to get it")
+    fetch = dsub.add_parser("fetch", help="download NAME's idx files from the official source, verifying MD5s")
+    fetch.add_argument("name", help="fashion-mnist or mnist")
+    fetch.add_argument("--dir", help="download under DIR/NAME (default: the user cache, ~/.cache/gradbench)")
+    fetch.add_argument("--url", help="base URL to download from instead of the official one (a mirror)")
     return parser
 
 
@@ -144,23 +160,30 @@ def _records_folder(path: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gradbench.runner import execute, resolve
+    from gradbench.sweep import parse_seeds
 
-    spec = resolve(args.task, args.estimator, preset=args.preset, seed=args.seed, steps=args.steps,
-                   seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
-                   grad_draws=args.grad_draws, grad_checkpoints=args.grad_checkpoints)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+    specs = [resolve(args.task, args.estimator, preset=args.preset, seed=seed, steps=args.steps,
+                     seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
+                     grad_draws=args.grad_draws, grad_checkpoints=args.grad_checkpoints,
+                     lr_schedule=args.lr_schedule) for seed in seeds]
     _records_folder(args.runs)
-    record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
-                     progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]])
-    if record.get("reused"):
-        print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
-    if args.json:
-        print(json.dumps(record, indent=2))
-    else:
-        print(format_row(record))
-    if record["status"] != "ok":
-        print(f"gradbench: run {record['status']}: {record['error']}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    code = EXIT_OK
+    done = []
+    for spec in specs:
+        record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
+                         progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]], accel=args.accel)
+        done.append(record)
+        if record.get("reused"):
+            print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
+        if not args.json:
+            print(format_row(record))
+        if record["status"] != "ok":
+            print(f"gradbench: run {record['status']} (seed {spec.seed}): {record['error']}", file=sys.stderr)
+            code = EXIT_FAILED
+    if args.json:  # one record, or a list of them with --seeds
+        print(json.dumps(done if args.seeds is not None else done[0], indent=2))
+    return code
 
 
 def format_row(record: dict[str, Any]) -> str:
@@ -291,7 +314,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)
     grid = expand(args.tasks, args.estimators, parse_seeds(args.seeds), preset=args.preset, steps=args.steps,
-                  seconds=args.seconds, grad_stats=not args.no_grad_stats)
+                  seconds=args.seconds, grad_stats=not args.no_grad_stats, lr_schedule=args.lr_schedule)
     for line in grid.unsupported:
         print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
     _records_folder(args.runs)
@@ -344,9 +367,35 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from gradbench import data
+
+    if args.data_command == "fetch":
+        out = data.fetch(args.name, args.dir, args.url, log=lambda m: print(m, file=sys.stderr))
+        print(out)
+        return EXIT_OK
+    if args.data_command != "list":
+        raise UsageError("gradbench data needs an action: list or fetch")
+    rows = []
+    for name in data.DATASETS:
+        if name == "digits":
+            rows.append([name, "ok", "embedded in scikit-learn"])
+            continue
+        try:
+            rows.append([name, "ok", str(data.locate(name))])
+        except data.DataMissing as e:
+            rows.append([name, "missing", str(e)])
+        except data.DataError as e:
+            rows.append([name, "bad", str(e)])
+    print(tabulate(rows, headers=["dataset", "status", "where / what to do"], tablefmt="github"))
+    return EXIT_OK
+
+
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "rerun": cmd_rerun, "list": cmd_list,
             "validate": cmd_validate, "leaderboard": cmd_leaderboard,
-            "plot": cmd_plot, "compare": cmd_compare}
+            "plot": cmd_plot, "compare": cmd_compare, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

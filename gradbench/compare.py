@@ -89,7 +89,7 @@ def format_comparison(result: dict[str, Any]) -> str:
         gain = "—" if r["gain_pct"] is None else f"{r['gain_pct']:+.1f}%"
         body.append([f"{r['metric']} {arrow}", f"{r['a']:.4g}", f"{r['b']:.4g}", f"{r['diff']:+.4g} ± {r['ci']:.2g}",
                      f"{r['p']:.3g}", gain])
-    budget = ", ".join(f"{k}={v:g}" for k, v in result["budget"].items())
+    budget = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in result["budget"].items())
     head = (f"{result['a']} (A) vs {result['b']} (B) on {result['task']}, preset {result['preset']}, "
             f"budget {budget}, paired over seeds {result['seeds']}")
     table = tabulate(body, headers=["metric", "A mean", "B mean", "A - B (95% CI)", "paired t p", "gain of A"],

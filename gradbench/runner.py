@@ -45,7 +45,7 @@ class RunSpec:
     estimator_config: Any
     preset: str
     seed: int
-    budget: dict[str, float]
+    budget: dict[str, Any]  # {"steps": N} or {"seconds": S}, plus "lr_schedule" when not constant
     eval_every: int
     grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
 
@@ -79,8 +79,12 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
             seconds: float | None = None, eval_every: int | None = None, grad_stats: bool = True,
             grad_draws: int | None = None, grad_checkpoints: tuple[float, ...] = (0.0, 0.5, 1.0),
             task_config: dict[str, Any] | None = None,
-            estimator_config: dict[str, Any] | None = None) -> RunSpec:
-    """Names/specs + overrides -> a RunSpec, or a one-line UsageError."""
+            estimator_config: dict[str, Any] | None = None, lr_schedule: str = "constant") -> RunSpec:
+    """Names/specs + overrides -> a RunSpec, or a one-line UsageError.
+
+    ``lr_schedule="cosine"`` decays every learning rate to 0 over a steps budget; it is stored in the
+    budget (only when not constant, so constant runs keep their ids) and so keys the run and its table.
+    """
     task_name, task_values = _split(task, task_config)
     est_name, est_values = _split(estimator, estimator_config)
     task_cls = get_task_class(task_name)
@@ -102,7 +106,13 @@ def resolve(task: str, estimator: str, preset: str = "quick", seed: int = 0, ste
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")
     p = task_cls.presets[preset]
-    budget: dict[str, float] = {"seconds": float(seconds)} if seconds is not None else {"steps": int(steps or p.steps)}
+    budget: dict[str, Any] = {"seconds": float(seconds)} if seconds is not None else {"steps": int(steps or p.steps)}
+    if lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown --lr-schedule {lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if lr_schedule != "constant":
+        if seconds is not None:
+            raise UsageError(f"--lr-schedule {lr_schedule} needs a --steps budget (its length must be known)")
+        budget["lr_schedule"] = lr_schedule
     every = eval_every if eval_every is not None else p.eval_every
     if every < 1:
         raise UsageError(f"eval_every must be >= 1, got {every}")
@@ -134,6 +144,25 @@ def pick_device(device: str) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+ACCEL = ("auto", "none", "compile")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def pick_accel(accel: str, device: torch.device) -> tuple[str, str]:
+    """(path that will run, why): ``auto`` is eager for now (see the README's GPU section)."""
+    if accel not in ACCEL:
+        raise UsageError(f"unknown --accel {accel!r}; use one of {', '.join(ACCEL)}")
+    if accel == "auto":
+        return "none", ("auto: eager; torch.compile only pays off on long runs (its compile time is "
+                        "seconds to minutes), pass --accel compile to use it")
+    if accel == "compile":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fallback_random = True  # the same random numbers as eager, so the same trajectory
+        return "compile", "asked for"
+    return "none", "asked for"
 
 
 def seed_everything(seed: int) -> None:
@@ -201,8 +230,13 @@ class Diverged(RuntimeError):
 
 
 def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-          ) -> tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]:
-    """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints)."""
+          accel: str = "none") -> tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints).
+
+    ``accel="compile"`` runs each step's forward (batch, estimator, cost) through ``torch.compile``;
+    backward and the optimizer step stay eager. Same computation, so the trajectory matches eager up to
+    float reordering (random numbers follow eager's: inductor's ``fallback_random`` is set).
+    """
     seed_everything(spec.seed)
     task = spec.task_cls(spec.task_config, device)
     task.to(device)
@@ -213,6 +247,11 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     if own:
         groups.append({"params": own, "lr": getattr(spec.estimator_config, "lr", None) or task_lr})
     optimizer = torch.optim.Adam(groups)
+    schedule = None
+    if spec.budget.get("lr_schedule") == "cosine":  # decays each group's lr to 0 at the last step
+        total_steps = spec.budget["steps"]
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
     main = spec.task_cls.main_metric
 
     max_steps = spec.budget.get("steps")
@@ -228,6 +267,7 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     gradient: list[dict[str, Any]] = []
     devices = [device] if device.type == "cuda" else []
     peak_cuda = 0
+    first_step = 0.0
 
     def measure_gradient(key: int, at_step: int) -> None:
         """Measure the checkpoints due at ``key``; a failed measurement is recorded, never fatal."""
@@ -245,22 +285,35 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
+    def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """One training batch through the estimator: (total loss, mean cost, loss, diagnostics)."""
+        logits, cost_fn = task.train_batch()
+        out = estimator(logits, cost_fn)
+        # out.loss is returned as is and detached by the caller: under torch.compile (2.13), returning
+        # loss.detach() beside loss + aux_loss dropped the sum's grad_fn.
+        return out.loss + out.aux_loss, out.cost.detach().mean(), out.loss, out.diagnostics
+
+    step_forward = torch.compile(forward) if accel == "compile" else forward
     measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
     task.train()
     estimator.train()
     while True:
-        logits, cost_fn = task.train_batch()
-        out = estimator(logits, cost_fn)
-        total = out.loss + out.aux_loss
+        total, cost_mean, loss_value, step_diagnostics = step_forward()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         step += 1
         window += 1
+        if step == 1:  # includes torch.compile's compilation under --accel compile
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_step = time.perf_counter() - start
         with torch.no_grad():
-            cost_sum += out.cost.mean()
-            loss_sum += out.loss.detach()
+            cost_sum += cost_mean
+            loss_sum += loss_value.detach()
             bad |= ~torch.isfinite(total.detach())
         elapsed = time.perf_counter() - start
         finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
@@ -277,9 +330,11 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # so the clock covers the queued work (read here only)
                 elapsed = time.perf_counter() - start
-            diagnostics = _floats(out.diagnostics)
+            diagnostics = _floats(step_diagnostics)
             row = {"step": step, "seconds": round(elapsed, 4), "train_cost": float(cost_sum) / window,
                    "loss": float(loss_sum) / window, **diagnostics}
+            if schedule is not None:
+                row["lr"] = optimizer.param_groups[0]["lr"]
             cost_sum.zero_()
             loss_sum.zero_()
             window = 0
@@ -308,7 +363,8 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_process_peak"
     cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
             "steps_per_s": step / train_seconds if train_seconds > 0 else None,
-            "train_seconds": train_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
+            "train_seconds": train_seconds, "first_step_seconds": first_step, "peak_memory_mb": peak,
+            "peak_memory_kind": kind}
     return metrics, cost, diagnostics, gradient
 
 
@@ -346,9 +402,14 @@ def _checkpoint_label(fraction: float) -> str:
 
 
 def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
-            progress: bool = False, argv: list[str] | None = None) -> dict[str, Any]:
-    """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run."""
+            progress: bool = False, argv: list[str] | None = None, accel: str = "auto") -> dict[str, Any]:
+    """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run.
+
+    ``accel`` chooses how steps execute (not what they compute), so like the device it is not part of
+    the run id; the record's ``accel`` block says which path ran and why.
+    """
     dev = pick_device(device)
+    accel_used, accel_reason = pick_accel(accel, dev)
     base = spec.as_dict()
     rid = records.run_id(base)
     path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
@@ -365,11 +426,12 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     prov = {**provenance(dev, argv), "start_utc": _utc()}
     record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": rid, "status": "ok",
                               "error": None, **base, "metrics": {}, "main_metric": spec.task_cls.main_metric,
-                              "gradient": {}, "cost": {}, "diagnostics": {}, "eval_every": spec.eval_every}
+                              "gradient": {}, "cost": {}, "diagnostics": {}, "eval_every": spec.eval_every,
+                              "accel": {"requested": accel, "used": accel_used, "reason": accel_reason}}
     history = records.HistoryWriter(records.history_path(path))
     bar = Progress(spec, progress)
     try:
-        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar)
+        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar, accel_used)
         record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]} for k, v in metrics.items()}
         record["cost"], record["diagnostics"] = cost, diagnostics
         record["gradient"] = {"checkpoints": gradient} if gradient else {}

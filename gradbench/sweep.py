@@ -110,7 +110,8 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
                    preset=record["preset"], seed=record["seed"], steps=budget.get("steps"),
                    seconds=budget.get("seconds"), eval_every=record.get("eval_every"),
                    grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
-                   grad_checkpoints=tuple(grad["checkpoints"]) if grad else (0.0, 0.5, 1.0))
+                   grad_checkpoints=tuple(grad["checkpoints"]) if grad else (0.0, 0.5, 1.0),
+                   lr_schedule=budget.get("lr_schedule", "constant"))
     if spec.run_id != record["run_id"]:
         raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
     return spec
