@@ -42,11 +42,11 @@ def main() -> None:
                     got[accel] = rec
                 eager, comp = steady_rate(got["none"]), steady_rate(got["compile"])
                 rows.append([task, est, round(eager, 1), round(comp, 1), f"{comp / eager:.2f}x",
-                             round(got["compile"]["cost"]["first_step_seconds"], 1)])
+                             round(got["compile"]["cost"]["first_step_seconds"], 1), got["compile"]["accel"]["used"]])
     device = got["none"]["provenance"].get("device")
     print(f"preset {args.preset}, {args.steps} steps, device {device}")
     print(tabulate(rows, headers=["task", "estimator", "eager steps/s", "compile steps/s", "speed-up",
-                                  "compile s (first step)"], tablefmt="github"))
+                                  "compile s (first step)", "path run"], tablefmt="github"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from gradbench.runner import execute, resolve
 
-ESTIMATORS = ["ste", "dab", "gumbel", "reinforce", "reinforce:baseline=rloo,samples=2", "relax", "relax:variant=rebar"]
+ESTIMATORS = ["ste", "dab", "gumbel", "reinforce", "reinforce:baseline=none,samples=1", "relax", "relax:variant=rebar"]
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         for est in ESTIMATORS:
             spec = resolve("vae", est, preset="paper", steps=args.steps, eval_every=10**9, grad_stats=False,
                            task_config={"arch": args.arch, "iw_samples": 1})
-            record = execute(spec, device=args.device, runs_dir=d)
+            record = execute(spec, device=args.device, runs_dir=d, force=True)
             if record["status"] != "ok":
                 rows.append([est, None, None, record["status"]])
                 continue

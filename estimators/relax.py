@@ -57,6 +57,7 @@ class Relax(Estimator):
     supports = frozenset({"bernoulli", "categorical"})
     unbiased = True
     Config = RelaxConfig
+    compilable = False  # the variance objective differentiates a gradient: aot_autograd has no double backward
 
     def __init__(self, node: Node, config: RelaxConfig | None = None) -> None:
         super().__init__(node, config)

@@ -50,6 +50,7 @@ class Estimator(torch.nn.Module):
     Config: ClassVar[type] = NoConfig
     label_fields: ClassVar[tuple[str, ...]] = ()  # config fields shown in the label even at their default
     batch_independent: ClassVar[bool] = True  # each example's estimate ignores the rest of the batch
+    compilable: ClassVar[bool] = True  # False: forward cannot run under torch.compile (e.g. double backward)
 
     def __init__(self, node: Node, config: Any = None) -> None:
         super().__init__()

@@ -150,13 +150,16 @@ ACCEL = ("auto", "none", "compile")
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def pick_accel(accel: str, device: torch.device) -> tuple[str, str]:
-    """(path that will run, why): ``auto`` is eager for now (see the README's GPU section)."""
+def pick_accel(accel: str, estimator_cls: type[Estimator]) -> tuple[str, str]:
+    """(path that will run, why): ``auto`` is eager for now (see the README); ``compile`` falls back to
+    eager for an estimator that declares ``compilable = False``."""
     if accel not in ACCEL:
         raise UsageError(f"unknown --accel {accel!r}; use one of {', '.join(ACCEL)}")
     if accel == "auto":
         return "none", ("auto: eager; torch.compile only pays off on long runs (its compile time is "
                         "seconds to minutes), pass --accel compile to use it")
+    if accel == "compile" and not estimator_cls.compilable:
+        return "none", f"compile: estimator {estimator_cls.name!r} cannot run under torch.compile; eager instead"
     if accel == "compile":
         import torch._inductor.config as inductor_config
 
@@ -409,7 +412,7 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     the run id; the record's ``accel`` block says which path ran and why.
     """
     dev = pick_device(device)
-    accel_used, accel_reason = pick_accel(accel, dev)
+    accel_used, accel_reason = pick_accel(accel, spec.estimator_cls)
     base = spec.as_dict()
     rid = records.run_id(base)
     path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)

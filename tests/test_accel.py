@@ -87,3 +87,10 @@ def test_cosine_schedule_is_part_of_the_run_and_decays_to_zero(tmp_path):
         resolve("toy", "reinforce", seconds=5, lr_schedule="cosine")
     with pytest.raises(UsageError, match="unknown --lr-schedule"):
         resolve("toy", "reinforce", lr_schedule="linear")
+
+
+def test_compile_falls_back_to_eager_for_an_estimator_that_cannot_compile(tmp_path):
+    rec = gradbench.run(task="toy", estimator="relax", steps=5, eval_every=5, device="cpu", runs=str(tmp_path),
+                        grad_stats=False, accel="compile")
+    assert rec["status"] == "ok"
+    assert rec["accel"]["used"] == "none" and "cannot run under torch.compile" in rec["accel"]["reason"]
