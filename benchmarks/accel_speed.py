@@ -2,7 +2,7 @@
 harness (gradient statistics off). The compile column excludes the first step (the compilation), which
 is printed separately: compile pays off only once a run is long enough to amortise it.
 
-    python benchmarks/accel_speed.py [--task sort] [--preset quick] [--steps 300] [--device cpu|cuda]
+    python benchmarks/accel_speed.py [--preset quick] [--steps 300] [--device cpu|cuda]
 """
 
 from __future__ import annotations

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = cmp.add_mutually_exclusive_group()
     which.add_argument("--steps", type=int, help="pair only runs with this step budget")
     which.add_argument("--seconds", type=float, help="pair only runs with this time budget")
+    cmp.add_argument("--lr-schedule", default="constant", help="pair only runs with this schedule (with --steps)")
     cmp.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
@@ -303,6 +304,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from gradbench.compare import compare, format_comparison
 
     budget = {"steps": args.steps} if args.steps else {"seconds": args.seconds} if args.seconds else None
+    if args.lr_schedule != "constant":
+        if not args.steps:
+            raise UsageError("--lr-schedule needs --steps: a schedule runs over a steps budget")
+        budget["lr_schedule"] = args.lr_schedule
     result = compare(args.runs, args.task, args.a, args.b, preset=args.preset, budget=budget)
     print(json.dumps(result, indent=2) if args.json else format_comparison(result))
     return EXIT_OK

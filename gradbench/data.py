@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import urllib.request
@@ -143,7 +144,9 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def check_bytes(raw: bytes, fname: str, name: str, where: object) -> None:
+def check_bytes(raw: bytes, fname: str, name: str, where: object,
+                advice: str = "the file is damaged or not the official one: delete it and run "
+                              "'gradbench data fetch {name}'") -> None:
     """Raise DataError unless ``raw`` matches a known checksum of dataset ``name``'s file ``fname``."""
     remote = REMOTES[name]
     got = _md5(raw)
@@ -157,7 +160,7 @@ def check_bytes(raw: bytes, fname: str, name: str, where: object) -> None:
         except (OSError, EOFError):
             pass
     raise DataError(f"{where}: MD5 {got} does not match {name}'s {fname} ({remote.gz_md5[fname]}); "
-                    f"the file is damaged or not the official one: delete it and run 'gradbench data fetch {name}'")
+                    + advice.format(name=name))
 
 
 def verify(path: Path, name: str) -> None:
@@ -187,7 +190,7 @@ def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None
     """Download ``name``'s four files into ``dest`` (default: the user cache), verifying each MD5.
 
     A file is written under a temporary name and renamed only once it verifies; files already present
-    and valid are kept.
+    and valid are kept. A bad URL is a UsageError; a failed transfer an OSError (a run failure, exit 1).
     """
     if name not in REMOTES:
         raise UsageError(f"nothing to fetch for {name!r}; downloadable: {', '.join(REMOTES)}"
@@ -205,15 +208,22 @@ def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None
                 continue
             except DataError:
                 pass
+        source = url.rstrip("/") + "/" + f
         try:
-            with urllib.request.urlopen(url.rstrip("/") + "/" + f, timeout=60) as r:
+            with urllib.request.urlopen(source, timeout=60) as r:
                 raw = r.read()
-        except OSError as e:
-            raise DataError(f"downloading {f} from {url} failed: {e}") from None
-        check_bytes(raw, f, name, url.rstrip("/") + "/" + f)  # nothing is written unless it verifies
+        except ValueError as e:  # not a URL at all
+            raise UsageError(f"bad --url {url!r}: {e}") from None
+        except (OSError, http.client.HTTPException) as e:  # network, HTTP error, truncated transfer
+            raise OSError(f"downloading {source} failed: {type(e).__name__}: {e}") from None
+        # nothing is written unless it verifies
+        check_bytes(raw, f, name, source, advice="nothing was kept; try again, or another --url")
         part = target.with_name(f".{f}.{os.getpid()}.part")
-        part.write_bytes(raw)
-        os.replace(part, target)
+        try:
+            part.write_bytes(raw)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
         log(f"{target}: downloaded, checksum ok")
     return out
 
@@ -297,10 +307,10 @@ class ImageSet:
 
         grey_train = put(s.train_x)
         self.train_y, self.valid_y, self.test_y = put(s.train_y), put(s.valid_y), put(s.test_y)
-        # what training batches are drawn from: grey for dynamic (sampled per draw) and for None
-        self._train_source = grey_train if binarize in (None, "dynamic") else binarize_fixed(grey_train, binarize)
         fixed_mode = None if binarize is None else ("static" if binarize == "dynamic" else binarize)
         self.train_x = binarize_fixed(grey_train, fixed_mode)  # fixed versions, for evaluation
+        # what training batches are drawn from: grey for dynamic (sampled per draw), else the fixed version
+        self._train_source = grey_train if binarize == "dynamic" else self.train_x
         self.valid_x = binarize_fixed(put(s.valid_x), fixed_mode)
         self.test_x = binarize_fixed(put(s.test_x), fixed_mode)
 

@@ -107,6 +107,10 @@ def flat_events(y: torch.Tensor, node: Node) -> torch.Tensor:
     return y.flatten(start_dim=y.dim() - len(node.shape))
 
 
+class TooManyEvents(ValueError):
+    """A node with more configurations than an enumeration may sum over."""
+
+
 def all_events(node: Node, device: torch.device | str = "cpu", limit: int = 4096) -> torch.Tensor:
     """Every value a stochastic node can take, (M, *shape): for exact expectations by enumeration."""
     n = 1
@@ -114,7 +118,7 @@ def all_events(node: Node, device: torch.device | str = "cpu", limit: int = 4096
         n *= d
     per = node.shape[-1] if node.kind == "categorical" else 2
     if per**n > limit:
-        raise ValueError(f"{per}^{n} configurations exceed the enumeration limit {limit}")
+        raise TooManyEvents(f"{per}^{n} configurations exceed the enumeration limit {limit}")
     digits = torch.cartesian_prod(*[torch.arange(per, device=device)] * n).view(-1, n) if n > 1 else \
         torch.arange(per, device=device).view(-1, 1)
     if node.kind == "bernoulli":

@@ -161,9 +161,6 @@ def pick_accel(accel: str, estimator_cls: type[Estimator]) -> tuple[str, str]:
     if accel == "compile" and not estimator_cls.compilable:
         return "none", f"compile: estimator {estimator_cls.name!r} cannot run under torch.compile; eager instead"
     if accel == "compile":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fallback_random = True  # the same random numbers as eager, so the same trajectory
         return "compile", "asked for"
     return "none", "asked for"
 
@@ -232,14 +229,28 @@ class Diverged(RuntimeError):
     pass
 
 
+Result = tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]
+
+
 def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-          accel: str = "none") -> tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+          accel: str = "none") -> Result:
     """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints).
 
     ``accel="compile"`` runs each step's forward (batch, estimator, cost) through ``torch.compile``;
     backward and the optimizer step stay eager. Same computation, so the trajectory matches eager up to
-    float reordering (random numbers follow eager's: inductor's ``fallback_random`` is set).
+    float reordering: inductor's ``fallback_random`` is on during the run (and restored after), so the
+    random numbers are eager's.
     """
+    if accel != "compile":
+        return _train(spec, device, history, progress, compile_step=False)
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(fallback_random=True):
+        return _train(spec, device, history, progress, compile_step=True)
+
+
+def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
+           compile_step: bool) -> Result:
     seed_everything(spec.seed)
     task = spec.task_cls(spec.task_config, device)
     task.to(device)
@@ -296,7 +307,7 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
         # loss.detach() beside loss + aux_loss dropped the sum's grad_fn.
         return out.loss + out.aux_loss, out.cost.detach().mean(), out.loss, out.diagnostics
 
-    step_forward = torch.compile(forward) if accel == "compile" else forward
+    step_forward = torch.compile(forward) if compile_step else forward
     measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
     task.train()
@@ -307,6 +318,7 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
         total.backward()
         optimizer.step()
         if schedule is not None:
+            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (a Python float: no sync)
             schedule.step()
         step += 1
         window += 1
@@ -337,7 +349,7 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
             row = {"step": step, "seconds": round(elapsed, 4), "train_cost": float(cost_sum) / window,
                    "loss": float(loss_sum) / window, **diagnostics}
             if schedule is not None:
-                row["lr"] = optimizer.param_groups[0]["lr"]
+                row["lr"] = step_lr
             cost_sum.zero_()
             loss_sum.zero_()
             window = 0

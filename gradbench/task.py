@@ -106,7 +106,7 @@ class Task(torch.nn.Module):
         logits, cost_fn = self.fixed_batch()
         try:
             expected = ops.exact_expectation(self.node, logits, cost_fn, limit)
-        except ValueError:  # too many configurations
+        except ops.TooManyEvents:
             return None
         return list(torch.autograd.grad(expected, self.encoder_parameters()))
 

@@ -78,10 +78,12 @@ def test_cosine_schedule_is_part_of_the_run_and_decays_to_zero(tmp_path):
     assert const["budget"] == {"steps": 40} and cos["budget"] == {"steps": 40, "lr_schedule": "cosine"}
     assert const["run_id"] != cos["run_id"]
     lr0 = 1e-2  # the toy quick preset's Adam lr
-    for row in _history(cos):
-        if "lr" in row:
-            assert row["lr"] == pytest.approx(lr0 * 0.5 * (1 + math.cos(math.pi * row["step"] / 40)), abs=1e-12)
-    assert _history(cos)[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    rows = [row for row in _history(cos) if "lr" in row]
+    assert [row["step"] for row in rows] == [10, 20, 30, 40]
+    for row in rows:  # the rate the logged step used: step k (1-based) runs at lr0 * (1 + cos(pi (k-1) / N)) / 2
+        expected = lr0 * 0.5 * (1 + math.cos(math.pi * (row["step"] - 1) / 40))
+        assert row["lr"] == pytest.approx(expected, abs=1e-12)
+    assert rows[-1]["lr"] < 0.01 * lr0  # the last step runs at almost 0
     assert spec_from_record(cos).run_id == cos["run_id"]  # rerun rebuilds it
     with pytest.raises(UsageError, match="--steps"):
         resolve("toy", "reinforce", seconds=5, lr_schedule="cosine")

@@ -208,3 +208,17 @@ def test_real_fashion_mnist_loads_verified():
     s = data.load("fashion-mnist")
     assert s.train_x.shape == (55_000, 784) and s.valid_x.shape == (5_000, 784) and s.test_x.shape == (10_000, 784)
     assert np.bincount(s.test_y).tolist() == [1000] * 10
+
+
+def test_fetch_bad_url_is_a_usage_error_and_a_dead_server_a_failure(tmp_path, capsys):
+    dest = str(tmp_path / "dest")
+    assert main(["data", "fetch", "mnist", "--dir", dest, "--url", "notaurl"]) == 2
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["data", "fetch", "mnist", "--dir", dest, "--url", f"http://127.0.0.1:{port}/"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gradbench: error:")]
+    assert len(errors) == 2 and "bad --url" in errors[0] and "downloading" in errors[1]
+    assert not any((tmp_path / "dest" / "mnist").iterdir())
