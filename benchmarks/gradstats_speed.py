@@ -17,7 +17,8 @@ from gradbench.registry import get_estimator_class, get_task_class
 
 CASES = [("toy", {}, "reinforce", {}), ("toy", {}, "relax", {}), ("toy", {}, "gumbel", {}),
          ("sort", {}, "dab", {}), ("sort", {}, "ste", {}), ("sort", {"node": "bernoulli"}, "reinforce", {}),
-         ("sort", {"node": "bernoulli"}, "relax", {})]
+         ("sort", {"node": "bernoulli"}, "relax", {}), ("vae", {}, "reinforce", {}), ("vae", {}, "gumbel", {}),
+         ("vae", {}, "relax", {})]
 
 
 def timed(est, task, draws: int, batched: bool) -> float:

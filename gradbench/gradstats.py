@@ -4,8 +4,10 @@ At a checkpoint, K draws of the estimator's gradient are taken on one fixed mini
 parameters upstream of the node (the task's encoder). The draws are batched: the minibatch is
 repeated K times along the batch dim (the cost function sees the repeats as a leading sample dim),
 the estimator runs once, and the per-draw logits gradients are pulled back to the parameters in one
-batched backward (``is_grads_batched``). Estimators whose per-example estimate depends on the rest of
-the batch declare ``batch_independent = False`` and are measured with the plain loop of K calls.
+batched backward (``is_grads_batched``). Where the cost also reaches the encoder directly (a VAE's KL
+on the logits), the task's ``repeated_fixed_batch`` builds the repeated batch so that path runs through
+the repeated logits too; a task without that hook is measured with the plain loop of K calls, as are
+estimators whose per-example estimate depends on the rest of the batch (``batch_independent = False``).
 
 Reference gradient: the task's ``exact_gradient`` where it has one (the toy, by closed form);
 otherwise, for stochastic nodes, a high-sample unbiased estimate (REINFORCE with leave-one-out over
@@ -44,14 +46,23 @@ def _repeat_cost(cost_fn: Callable, repeats: int, batch: int, event_dims: int) -
     return cost
 
 
-def _draws_batched(estimator: Estimator, logits: torch.Tensor, cost_fn: Callable, params: list[torch.Tensor],
-                   draws: int) -> torch.Tensor:
-    """(draws, n_params) gradient estimates from one estimator call on the repeated batch."""
+def _repeat(task: Task, cost_direct: bool, draws: int) -> tuple[torch.Tensor, torch.Tensor, Callable]:
+    """(logits, repeated logits leaf, cost of the repeated batch): from the task's own hook where the
+    cost reaches the encoder directly, else by repeating a detached copy of the fixed batch."""
+    if cost_direct:
+        repeated = task.repeated_fixed_batch(draws)
+        assert repeated is not None  # batch_mode checked it
+        return repeated
+    logits, cost_fn = task.fixed_batch()
     batch = logits.shape[0]
-    event_dims = logits.dim() - 1
     rep = logits.detach().unsqueeze(0).expand(draws, *logits.shape).reshape(draws * batch, *logits.shape[1:])
-    rep.requires_grad_(True)
-    out = estimator(rep, _repeat_cost(cost_fn, draws, batch, event_dims))
+    return logits, rep.requires_grad_(True), _repeat_cost(cost_fn, draws, batch, logits.dim() - 1)
+
+
+def _draws_batched(estimator: Estimator, logits: torch.Tensor, rep: torch.Tensor, cost: Callable,
+                   params: list[torch.Tensor], draws: int) -> torch.Tensor:
+    """(draws, n_params) gradient estimates from one estimator call on the repeated batch ``rep``."""
+    out = estimator(rep, cost)
     (g,) = torch.autograd.grad(out.loss, rep)
     g = g.view(draws, *logits.shape) * draws  # the loss averaged over draws * batch
     grads = torch.autograd.grad(logits, params, grad_outputs=g, is_grads_batched=True, retain_graph=True,
@@ -85,33 +96,46 @@ def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batc
     devices = [task.device] if task.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        if batched and can_batch(estimator, task, params):
-            logits, cost_fn = task.fixed_batch()
-            chunk = chunk or max(1, 4096 // logits.shape[0])  # ~4k rows per call: fast on CPU, bounded memory
+        mode = batch_mode(estimator, task, params) if batched else None
+        if mode is not None:
+            batch = task.fixed_batch()[0].shape[0]
+            chunk = chunk or max(1, 4096 // batch)  # ~4k rows per call: fast on CPU, bounded memory
             parts, left = [], draws
             while left > 0:
                 k = min(chunk, left)
-                parts.append(_draws_batched(estimator, logits, cost_fn, params, k))
+                logits, rep, cost = _repeat(task, mode == "task", k)
+                parts.append(_draws_batched(estimator, logits, rep, cost, params, k))
                 left -= k
             return torch.cat(parts), True
         return _draws_loop(estimator, task.fixed_batch, params, draws), False
 
 
-def can_batch(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> bool:
-    """Batching pulls gradients back through the logits only: refuse when the cost itself reaches the
-    encoder by another path (e.g. a KL term on the logits) or the estimator couples examples.
-
-    Probes the cost at an all-zero node output (a legal relaxed value), drawing no random numbers.
-    """
-    if not estimator.batch_independent:
-        return False
+def cost_reaches_encoder(task: Task, params: list[torch.Tensor]) -> bool:
+    """Whether the fixed batch's cost depends on the encoder by a path other than the node's output
+    (e.g. a KL term on the logits). Probes the cost at an all-zero node output (a legal relaxed value),
+    drawing no random numbers."""
     logits, cost_fn = task.fixed_batch()
     with torch.enable_grad():
         cost = cost_fn(torch.zeros_like(logits.detach()))
     if not cost.requires_grad:
-        return True
+        return False
     direct = torch.autograd.grad(cost.sum(), params, allow_unused=True)
-    return all(g is None for g in direct)
+    return any(g is not None for g in direct)
+
+
+def batch_mode(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> str | None:
+    """How draws can be batched: "repeat" (a detached repeated copy of the fixed batch), "task" (the
+    cost reaches the encoder directly and the task provides ``repeated_fixed_batch``), or None (the
+    loop: such a task without the hook, or an estimator that couples the examples of a batch)."""
+    if not estimator.batch_independent:
+        return None
+    if not cost_reaches_encoder(task, params):
+        return "repeat"
+    return "task" if task.repeated_fixed_batch(1) is not None else None
+
+
+def can_batch(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> bool:
+    return batch_mode(estimator, task, params) is not None
 
 
 def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]:

@@ -6,7 +6,8 @@ builds its model and data, hands out ``(logits, cost_fn)`` for a training batch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ class Preset:
 
 
 FIXED_BATCH_SEED = 8_675_309
+RepeatedBatch = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
 class Task(torch.nn.Module):
@@ -75,15 +77,28 @@ class Task(torch.nn.Module):
         """Metrics on held-out data (every name in ``metrics``)."""
         raise NotImplementedError
 
-    def fixed_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-        """One fixed training minibatch (the same on every call), for gradient statistics.
-
-        Drawn by ``train_batch`` under a forked RNG with a fixed seed, so it never perturbs training.
-        """
+    @contextlib.contextmanager
+    def fixed_rng(self) -> Iterator[None]:
+        """A forked RNG seeded with FIXED_BATCH_SEED: draws inside repeat on every call and never
+        perturb training."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(FIXED_BATCH_SEED)
+            yield
+
+    def fixed_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """One fixed training minibatch (the same on every call), for gradient statistics: ``train_batch``
+        under ``fixed_rng``."""
+        with self.fixed_rng():
             return self.train_batch()
+
+    def repeated_fixed_batch(self, repeats: int) -> RepeatedBatch | None:
+        """For batched gradient statistics when the cost reaches the encoder by a path other than the node
+        (e.g. a VAE's KL on the logits): ``(logits, rep, cost)`` where ``logits`` is the fixed batch's,
+        ``rep`` a leaf holding ``logits`` repeated ``repeats`` times along the batch dim, and ``cost``
+        the repeated batch's cost with every logits-dependent term computed from ``rep``. Default: None
+        (the harness then uses the plain loop for such tasks)."""
+        return None
 
     def encoder_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters upstream of the node: those the logits depend on."""

@@ -10,8 +10,8 @@ or, with ``node=categorical``, ``latents`` one-hot variables of ``classes`` clas
 
 Cost per example, for a code b: -log p(x|b) + KL(q(b|x) || p(b)), the negative single-sample ELBO with
 the KL in closed form. The KL depends on the encoder's logits directly (not through b), so estimators
-see it as part of the cost and its gradient flows straight to the encoder; gradient statistics then use
-the plain loop (see gradstats.can_batch).
+see it as part of the cost and its gradient flows straight to the encoder; ``repeated_fixed_batch`` lets
+gradient statistics batch their draws all the same.
 
 Metrics (fixed binarized splits; samples from a fixed generator): ``test_elbo`` (nats, main, one sample
 per image), ``test_iw_bound``: the importance-weighted bound log 1/k sum_i p(x, b_i)/q(b_i|x) with
@@ -125,6 +125,15 @@ class VaeTask(Task):
         logits = self.encoder(x)
         kl = self.kl(logits)
         return logits, lambda code: kl - self.log_likelihood(code, x)
+
+    def repeated_fixed_batch(self, repeats: int):
+        """The fixed batch repeated, with the KL computed from the repeated logits (see Task)."""
+        with self.fixed_rng():  # the same draws as fixed_batch(): the same images
+            x, _ = self.data.batch(self.config.batch_size)
+        logits = self.encoder(x)
+        rep = logits.detach().repeat(repeats, *[1] * len(self.node.shape)).requires_grad_(True)
+        kl, x_rep = self.kl(rep), x.repeat(repeats, 1)
+        return logits, rep, lambda code: kl - self.log_likelihood(code, x_rep)
 
     def exact_gradient(self) -> list[torch.Tensor] | None:
         """By enumeration, for latent spaces of at most 4,096 configurations."""
