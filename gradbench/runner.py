@@ -160,9 +160,7 @@ def pick_accel(accel: str, estimator_cls: type[Estimator]) -> tuple[str, str]:
                         "seconds to minutes), pass --accel compile to use it")
     if accel == "compile" and not estimator_cls.compilable:
         return "none", f"compile: estimator {estimator_cls.name!r} cannot run under torch.compile; eager instead"
-    if accel == "compile":
-        return "compile", "asked for"
-    return "none", "asked for"
+    return accel, "asked for"
 
 
 def seed_everything(seed: int) -> None:
