@@ -26,7 +26,7 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
     ``task``/``estimator`` are names or ``NAME:key=value,...`` specs. ``overrides`` are the runner's
     ``steps``, ``seconds``, ``eval_every``, ``runs`` (records folder, default "runs"), ``force``,
     ``progress``, ``estimator_config`` (dict), ``grad_stats`` (bool, default True), ``grad_draws``,
-    ``grad_checkpoints`` (fractions of the budget), ``accel`` ("auto" | "none" | "compile"),
+    ``grad_checkpoints`` (fractions of the budget), ``accel`` ("auto" | "none" | "graph" | "compile"),
     ``lr_schedule`` ("constant" | "cosine"), and otherwise task config keys (e.g. ``length=5``).
     A run that fails returns a record with status "failed"; bad names or config raise UsageError.
     """

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seed", type=int, default=0)
     seeds.add_argument("--seeds", help="several seeds, e.g. 0-4 or 0,2,7: one record each (run one after another)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    run.add_argument("--accel", default="auto", help="auto | none | compile: how steps execute (default: auto, "
-                     "eager for now); compile = torch.compile of each step's forward")
+    run.add_argument("--accel", default="auto", help="auto | none | graph | compile: how steps execute (default: "
+                     "auto = graph on CUDA, eager on CPU); graph = the whole step captured in a CUDA graph, "
+                     "compile = torch.compile of each step's forward")
     budget = run.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")

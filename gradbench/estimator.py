@@ -51,6 +51,8 @@ class Estimator(torch.nn.Module):
     label_fields: ClassVar[tuple[str, ...]] = ()  # config fields shown in the label even at their default
     batch_independent: ClassVar[bool] = True  # each example's estimate ignores the rest of the batch
     compilable: ClassVar[bool] = True  # False: forward cannot run under torch.compile (e.g. double backward)
+    capturable: ClassVar[bool] = True  # False: a training step cannot be replayed from a CUDA graph (host syncs,
+    # data-dependent control flow, host-side state); the harness then runs it eagerly
 
     def __init__(self, node: Node, config: Any = None) -> None:
         super().__init__()

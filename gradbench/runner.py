@@ -146,18 +146,29 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
-ACCEL = ("auto", "none", "compile")
+ACCEL = ("auto", "none", "graph", "compile")
 LR_SCHEDULES = ("constant", "cosine")
+GRAPH_WARMUP = 3  # eager steps (on a side stream) before capture: autograd and Adam's state must exist first
 
 
-def pick_accel(accel: str, estimator_cls: type[Estimator]) -> tuple[str, str]:
-    """(path that will run, why): ``auto`` is eager for now (see the README); ``compile`` falls back to
-    eager for an estimator that declares ``compilable = False``."""
+def pick_accel(accel: str, estimator_cls: type[Estimator], device: torch.device | None = None) -> tuple[str, str]:
+    """(path that will run, why). ``auto`` is the CUDA graph on a CUDA device and eager elsewhere (on a
+    CPU torch.compile pays off only on long runs); ``graph`` and ``compile`` fall back to eager, with the
+    reason, where they cannot run."""
     if accel not in ACCEL:
         raise UsageError(f"unknown --accel {accel!r}; use one of {', '.join(ACCEL)}")
+    cuda = device is not None and device.type == "cuda"
     if accel == "auto":
-        return "none", ("auto: eager; torch.compile only pays off on long runs (its compile time is "
-                        "seconds to minutes), pass --accel compile to use it")
+        if not cuda:
+            return "none", ("auto: eager on a CPU; torch.compile only pays off on long runs (its compile time "
+                            "is seconds to minutes), pass --accel compile to use it")
+        if not estimator_cls.capturable:
+            return "none", f"auto: estimator {estimator_cls.name!r} cannot be captured in a CUDA graph; eager"
+        return "graph", "auto: whole step captured in a CUDA graph (small models are bound by kernel launches)"
+    if accel == "graph" and not cuda:
+        return "none", "graph: CUDA graphs need a CUDA device; eager instead"
+    if accel == "graph" and not estimator_cls.capturable:
+        return "none", f"graph: estimator {estimator_cls.name!r} cannot be captured in a CUDA graph; eager instead"
     if accel == "compile" and not estimator_cls.compilable:
         return "none", f"compile: estimator {estimator_cls.name!r} cannot run under torch.compile; eager instead"
     return accel, "asked for"
@@ -231,25 +242,82 @@ Result = tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str
 
 
 def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-          accel: str = "none") -> Result:
+          accel: dict[str, str] | None = None) -> Result:
     """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints).
 
-    ``accel="compile"`` runs each step's forward (batch, estimator, cost) through ``torch.compile``;
-    backward and the optimizer step stay eager. Same computation, so the trajectory matches eager up to
-    float reordering: inductor's ``fallback_random`` is on during the run (and restored after), so the
-    random numbers are eager's.
+    ``accel["used"]`` picks how steps execute (see ``pick_accel``); the loop updates ``accel`` if it has to
+    fall back to eager. ``compile`` runs each step's forward (batch, estimator, cost) through
+    ``torch.compile``, with inductor's ``fallback_random`` on during the run so the random numbers are
+    eager's. ``graph`` captures the whole step (batch, sampling, forward, estimator, backward, Adam with
+    ``capturable=True``) in a CUDA graph after ``GRAPH_WARMUP`` eager steps and replays it; evaluation,
+    logging, NaN checks and gradient statistics run between replays. Both compute what eager computes, so
+    trajectories agree up to float reordering.
     """
-    if accel != "compile":
-        return _train(spec, device, history, progress, compile_step=False)
+    accel = accel if accel is not None else {"used": "none"}
+    if accel["used"] != "compile":
+        return _train(spec, device, history, progress, accel)
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(fallback_random=True):
-        return _train(spec, device, history, progress, compile_step=True)
+        return _train(spec, device, history, progress, accel)
+
+
+def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:
+    """Adam over ``groups``. For the CUDA-graph path each learning rate lives in a device tensor, so a
+    schedule can change it between replays (the scheduler fills the tensor in place; a float would be baked
+    into the captured graph), and on CUDA Adam is ``capturable`` (its step count stays on the device)."""
+    if not graph:
+        return torch.optim.Adam(groups)
+    groups = [{**g, "lr": torch.tensor(float(g["lr"]), device=device)} for g in groups]
+    return torch.optim.Adam(groups, capturable=device.type == "cuda")
+
+
+def _cosine(total_steps: int):
+    """The factor on each lr for the step with 0-based index ``s``: decays to 0 at the last step."""
+    return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+
+
+class CudaGraphStep:
+    """The ``graph`` path: warm-up steps run eagerly on a side stream (as CUDA graph capture requires), then
+    one training step is captured and every later step replays it. Nothing runs during capture, so a
+    failed capture leaves parameters and optimizer state as they were."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.side = torch.cuda.Stream(device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: dict[str, Any] = {}
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def warmup(self, eager_step) -> dict[str, Any]:
+        main = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(main)
+        with torch.cuda.stream(self.side):
+            out = eager_step()
+        main.wait_stream(self.side)
+        return out
+
+    def capture(self, step_fn, optimizer: torch.optim.Optimizer) -> None:
+        graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)  # backward in the graph then writes fresh gradients each replay
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph):
+            self.outputs = step_fn()
+        self.graph = graph
+
+    def replay(self) -> dict[str, Any]:
+        """One training step; returns the captured step's outputs, which each replay refreshes in place."""
+        self.graph.replay()
+        return self.outputs
 
 
 def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-           compile_step: bool) -> Result:
+           accel: dict[str, str]) -> Result:
     seed_everything(spec.seed)
+    mode = accel["used"]
     task = spec.task_cls(spec.task_config, device)
     task.to(device)
     estimator = spec.estimator_cls(task.node, spec.estimator_config).to(device)
@@ -258,12 +326,11 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
     own = [p for p in estimator.parameters() if p.requires_grad]
     if own:
         groups.append({"params": own, "lr": getattr(spec.estimator_config, "lr", None) or task_lr})
-    optimizer = torch.optim.Adam(groups)
-    schedule = None
-    if spec.budget.get("lr_schedule") == "cosine":  # decays each group's lr to 0 at the last step
-        total_steps = spec.budget["steps"]
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    optimizer = make_optimizer(groups, device, graph=mode == "graph")
+    schedule = lr_factor = None
+    if spec.budget.get("lr_schedule") == "cosine":
+        lr_factor = _cosine(spec.budget["steps"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     main = spec.task_cls.main_metric
 
     max_steps = spec.budget.get("steps")
@@ -280,6 +347,7 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
     devices = [device] if device.type == "cuda" else []
     peak_cuda = 0
     first_step = 0.0
+    capture_seconds = None
 
     def measure_gradient(key: int, at_step: int) -> None:
         """Measure the checkpoints due at ``key``; a failed measurement is recorded, never fatal."""
@@ -305,18 +373,37 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         # loss.detach() beside loss + aux_loss dropped the sum's grad_fn.
         return out.loss + out.aux_loss, out.cost.detach().mean(), out.loss, out.diagnostics
 
-    step_forward = torch.compile(forward) if compile_step else forward
+    step_forward = torch.compile(forward) if mode == "compile" else forward
+
+    def train_step() -> dict[str, Any]:
+        """Forward, backward, Adam, and the running sums: all on the device, no host sync (capturable)."""
+        total, cost_mean, loss_value, step_diagnostics = step_forward()
+        total.backward()
+        optimizer.step()
+        with torch.no_grad():
+            cost_sum.add_(cost_mean)
+            loss_sum.add_(loss_value.detach())
+            bad.logical_or_(~torch.isfinite(total.detach()))
+        return step_diagnostics
+
+    def eager_step() -> dict[str, Any]:
+        optimizer.zero_grad(set_to_none=True)
+        return train_step()
+
+    graph = CudaGraphStep(device) if mode == "graph" else None
     measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
     task.train()
     estimator.train()
     while True:
-        total, cost_mean, loss_value, step_diagnostics = step_forward()
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        if graph is not None and graph.captured:
+            step_diagnostics = graph.replay()
+        elif graph is not None:
+            step_diagnostics = graph.warmup(eager_step)
+        else:
+            step_diagnostics = eager_step()
         if schedule is not None:
-            step_lr = optimizer.param_groups[0]["lr"]  # the rate this step used (a Python float: no sync)
+            step_lr = task_lr * lr_factor(step)  # the rate this step used (from the schedule: no sync)
             schedule.step()
         step += 1
         window += 1
@@ -324,10 +411,6 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             first_step = time.perf_counter() - start
-        with torch.no_grad():
-            cost_sum += cost_mean
-            loss_sum += loss_value.detach()
-            bad |= ~torch.isfinite(total.detach())
         elapsed = time.perf_counter() - start
         finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
         due = [k for k in (step, END if finished else None) if k in checkpoints]
@@ -368,6 +451,16 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
             history.write(row)
         if finished:
             break
+        if graph is not None and not graph.captured and step >= GRAPH_WARMUP:
+            paused = time.perf_counter()
+            try:
+                graph.capture(train_step, optimizer)
+            except Exception as e:  # e.g. a host sync inside the step: say so, and go on eagerly
+                graph = None
+                optimizer.zero_grad(set_to_none=True)
+                accel.update(used="none", reason=f"graph: capture failed after step {step} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); eager from there")
+            capture_seconds = time.perf_counter() - paused  # stays on the training clock: the path's own cost
     train_seconds = elapsed
     if device.type == "cuda":
         peak = max(peak_cuda, torch.cuda.max_memory_allocated(device)) / 2**20
@@ -376,7 +469,8 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_process_peak"
     cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
             "steps_per_s": step / train_seconds if train_seconds > 0 else None,
-            "train_seconds": train_seconds, "first_step_seconds": first_step, "peak_memory_mb": peak,
+            "train_seconds": train_seconds, "first_step_seconds": first_step, "capture_seconds": capture_seconds,
+            "peak_memory_mb": peak,
             "peak_memory_kind": kind}
     return metrics, cost, diagnostics, gradient
 
@@ -422,7 +516,7 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     the run id; the record's ``accel`` block says which path ran and why.
     """
     dev = pick_device(device)
-    accel_used, accel_reason = pick_accel(accel, spec.estimator_cls)
+    accel_used, accel_reason = pick_accel(accel, spec.estimator_cls, dev)
     base = spec.as_dict()
     rid = records.run_id(base)
     path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
@@ -444,7 +538,7 @@ def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", 
     history = records.HistoryWriter(records.history_path(path))
     bar = Progress(spec, progress)
     try:
-        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar, accel_used)
+        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar, record["accel"])
         record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]} for k, v in metrics.items()}
         record["cost"], record["diagnostics"] = cost, diagnostics
         record["gradient"] = {"checkpoints": gradient} if gradient else {}

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import gradbench
+from gradbench import runner
 from gradbench.cli import main
 from gradbench.errors import UsageError
+from gradbench.registry import get_estimator_class, list_estimators
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def _history(record):
@@ -38,6 +43,119 @@ def test_compile_follows_the_eager_trajectory_on_cpu(tmp_path, task, estimator):
         for key in a:
             if key.startswith("test/"):
                 assert b[key] == pytest.approx(a[key], rel=1e-5)
+
+
+def _same_trajectory(rows_a, rows_b, rel):
+    assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+    for a, b in zip(rows_a, rows_b, strict=True):
+        for key in a:
+            if key == "train_cost" or key == "lr" or key.startswith("test/"):
+                assert b[key] == pytest.approx(a[key], rel=rel), (a["step"], key)
+
+
+class ReplayByRerun:
+    """Stands in for ``runner.CudaGraphStep`` on a CPU: warm-up runs the eager step, 'capture' keeps the step
+    function, and 'replay' reruns it on fresh gradients, as a replayed graph does. It checks the graph
+    path's loop (warm-up, switch to replay, outputs, tensor learning rates under a schedule), not CUDA."""
+
+    def __init__(self, device, fail=False):
+        self.fn = self.optimizer = None
+        self.fail = fail
+        self.warmups = self.replays = 0
+        ReplayByRerun.last = self
+
+    @property
+    def captured(self):
+        return self.fn is not None
+
+    def warmup(self, eager_step):
+        self.warmups += 1
+        return eager_step()
+
+    def capture(self, step_fn, optimizer):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+        self.fn, self.optimizer = step_fn, optimizer
+
+    def replay(self):
+        self.replays += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.fn()
+
+
+def _tensor_lrs(monkeypatch):
+    """Eager with the graph path's tensor learning rates: Adam's float and tensor lr round differently
+    (rel ~1e-5 after 20 steps), which would hide what these tests compare: the loop itself, exactly."""
+    make = runner.make_optimizer
+    monkeypatch.setattr(runner, "make_optimizer", lambda groups, device, graph: make(groups, device, True))
+
+
+@pytest.mark.parametrize("estimator", ["dab", "gumbel"])
+def test_graph_loop_follows_eager_with_a_schedule(tmp_path, monkeypatch, estimator):
+    """The graph path's loop on a CPU (capture stood in by ReplayByRerun): exactly eager's trajectory, with
+    the cosine schedule reaching Adam through tensor learning rates; 3 warm-up steps, then replays."""
+    task = "sort" if estimator == "dab" else "sort:node=bernoulli"
+    kw = dict(task=task, estimator=estimator, steps=40, eval_every=10, device="cpu", grad_stats=False,
+              lr_schedule="cosine")
+    _tensor_lrs(monkeypatch)
+    eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
+    monkeypatch.setattr(runner, "CudaGraphStep", ReplayByRerun)
+    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
+    assert graph["status"] == "ok", graph["error"]
+    assert graph["accel"]["used"] == "graph" and graph["cost"]["capture_seconds"] is not None
+    assert (ReplayByRerun.last.warmups, ReplayByRerun.last.replays) == (runner.GRAPH_WARMUP, 40 - runner.GRAPH_WARMUP)
+    rows_e, rows_g = _history(eager), _history(graph)
+    assert len(rows_e) == len(rows_g) == 4
+    assert rows_g == [{**e, "seconds": g["seconds"]} for e, g in zip(rows_e, rows_g, strict=True)]
+    assert _history(graph)[-1]["lr"] < 1e-5
+
+
+def test_a_failed_capture_goes_on_eagerly_and_says_why(tmp_path, monkeypatch):
+    kw = dict(task="sort", estimator="ste", steps=20, eval_every=10, device="cpu", grad_stats=False)
+    _tensor_lrs(monkeypatch)
+    eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
+    monkeypatch.setattr(runner, "CudaGraphStep", lambda device: ReplayByRerun(device, fail=True))
+    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    rec = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
+    assert rec["status"] == "ok" and rec["accel"]["used"] == "none"
+    assert rec["accel"]["reason"] == ("graph: capture failed after step 3 (RuntimeError: operation not permitted "
+                                      "when stream is capturing); eager from there")
+    assert [r["train_cost"] for r in _history(rec)] == [r["train_cost"] for r in _history(eager)]
+
+
+def test_pick_accel_per_device_and_estimator(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    ste = get_estimator_class("ste")
+    assert runner.pick_accel("auto", ste, cuda)[0] == "graph"
+    assert runner.pick_accel("auto", ste, cpu)[0] == "none"
+    assert runner.pick_accel("graph", ste, cpu) == ("none", "graph: CUDA graphs need a CUDA device; eager instead")
+    assert runner.pick_accel("compile", ste, cuda) == ("compile", "asked for")
+    monkeypatch.setattr(ste, "capturable", False)
+    used, why = runner.pick_accel("auto", ste, cuda)
+    assert used == "none" and "cannot be captured" in why
+
+
+@needs_cuda
+@pytest.mark.parametrize("estimator", list_estimators())
+def test_graph_follows_eager_on_cuda(tmp_path, estimator):
+    """The captured step computes what eager computes: same logged costs and metrics to float tolerance
+    (Adam's capturable bias correction is computed in float32 on the device, hence not bit-equal)."""
+    node = "sort" if "sign" in get_estimator_class(estimator).supports else "sort:node=bernoulli"
+    kw = dict(task=node, estimator=estimator, steps=60, eval_every=20, device="cuda", grad_stats=False)
+    eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
+    graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
+    assert eager["status"] == graph["status"] == "ok", graph["error"]
+    assert graph["accel"]["used"] == "graph", graph["accel"]["reason"]
+    _same_trajectory(_history(eager), _history(graph), rel=1e-3)
+
+
+@needs_cuda
+def test_auto_captures_on_cuda(tmp_path):
+    rec = gradbench.run(task="sort", estimator="dab", steps=30, eval_every=10, device="cuda", runs=str(tmp_path),
+                        grad_stats=True, grad_draws=10)
+    assert rec["status"] == "ok" and rec["accel"]["used"] == "graph", rec["accel"]
+    assert [c["checkpoint"] for c in rec["gradient"]["checkpoints"]] == ["start", "middle", "end"]
 
 
 def test_auto_is_eager_and_says_why(tmp_path):
