@@ -58,6 +58,7 @@ class Relax(Estimator):
     unbiased = True
     Config = RelaxConfig
     compilable = False  # the variance objective differentiates a gradient: aot_autograd has no double backward
+    batchable = False  # ... and torch.autograd.grad cannot run under vmap
 
     def __init__(self, node: Node, config: RelaxConfig | None = None) -> None:
         super().__init__(node, config)

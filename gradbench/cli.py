@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0)
     seeds.add_argument("--seeds", help="several seeds, e.g. 0-4 or 0,2,7: one record each (run one after another)")
+    run.add_argument("--batch-seeds", action="store_true", help="with --seeds: train all seeds at once in one "
+                     "process (stacked replicas, torch.func.vmap); their records name the batch")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     run.add_argument("--accel", default="auto", help="auto | none | graph | compile: how steps execute (default: "
                      "auto = graph on CUDA, eager on CPU); graph = the whole step captured in a CUDA graph, "
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--estimators", default="all",
                     help="comma-separated specs (NAME:k=v,k=v continues a spec), or all (default)")
     sw.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,2,7 (default: 0)")
+    sw.add_argument("--batch-seeds", action="store_true", help="train each (task, estimator)'s seeds at once, "
+                    "in one worker (stacked replicas); estimators that cannot be batched run them one by one")
     sw.add_argument("--preset", default="quick")
     sw_budget = sw.add_mutually_exclusive_group()
     sw_budget.add_argument("--steps", type=int)
@@ -161,9 +165,11 @@ def _records_folder(path: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gradbench.runner import execute, resolve
+    from gradbench.runner import execute_seeds, resolve
     from gradbench.sweep import parse_seeds
 
+    if args.batch_seeds and args.seeds is None:
+        raise UsageError("--batch-seeds needs --seeds (e.g. --seeds 0-4)")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
     specs = [resolve(args.task, args.estimator, preset=args.preset, seed=seed, steps=args.steps,
                      seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
@@ -172,17 +178,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _records_folder(args.runs)
     code = EXIT_OK
     done = []
-    for spec in specs:
-        record = execute(spec, device=args.device, runs_dir=args.runs, force=args.force,
-                         progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]], accel=args.accel)
-        done.append(record)
-        if record.get("reused"):
-            print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
-        if not args.json:
-            print(format_row(record))
-        if record["status"] != "ok":
-            print(f"gradbench: run {record['status']} (seed {spec.seed}): {record['error']}", file=sys.stderr)
-            code = EXIT_FAILED
+    for group in [specs] if args.batch_seeds else [[spec] for spec in specs]:  # rows print as runs finish
+        for record in execute_seeds(group, device=args.device, runs_dir=args.runs, force=args.force,
+                                    progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]],
+                                    accel=args.accel, batch=args.batch_seeds):
+            done.append(record)
+            if record.get("reused"):
+                print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
+            if not args.json:
+                print(format_row(record))
+            if record["status"] != "ok":
+                print(f"gradbench: run {record['status']} (seed {record['seed']}): {record['error']}",
+                      file=sys.stderr)
+                code = EXIT_FAILED
     if args.json:  # one record, or a list of them with --seeds
         print(json.dumps(done if args.seeds is not None else done[0], indent=2))
     return code
@@ -319,7 +327,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from gradbench.sweep import expand, make_executor, parse_seeds, parse_shard, run_sweep
 
     shard = parse_shard(args.shard)
-    grid = expand(args.tasks, args.estimators, parse_seeds(args.seeds), preset=args.preset, steps=args.steps,
+    grid = expand(args.tasks, args.estimators, parse_seeds(args.seeds), preset=args.preset,
+                  batch_seeds=args.batch_seeds, steps=args.steps,
                   seconds=args.seconds, grad_stats=not args.no_grad_stats, lr_schedule=args.lr_schedule)
     for line in grid.unsupported:
         print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)

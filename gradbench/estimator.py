@@ -53,6 +53,8 @@ class Estimator(torch.nn.Module):
     compilable: ClassVar[bool] = True  # False: forward cannot run under torch.compile (e.g. double backward)
     capturable: ClassVar[bool] = True  # False: a training step cannot be replayed from a CUDA graph (host syncs,
     # data-dependent control flow, host-side state); the harness then runs it eagerly
+    batchable: ClassVar[bool] = True  # False: forward cannot run under torch.func.vmap (batched seeds), e.g.
+    # because it calls torch.autograd.grad; seeds then run one after another
 
     def __init__(self, node: Node, config: Any = None) -> None:
         super().__init__()

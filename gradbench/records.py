@@ -44,6 +44,8 @@ def spec_key(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.get("grad_stats"):  # what is measured changes the record, though not the training
         key["grad_stats"] = spec["grad_stats"]
+    if spec.get("seed_batch") is not None:  # batched seeds draw their random numbers together
+        key["seed_batch"] = spec["seed_batch"]
     return key
 
 
@@ -167,3 +169,9 @@ class HistoryWriter:
         if not self._f.closed:
             self._f.close()
             os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        """Close without keeping anything (the run will be made again another way)."""
+        if not self._f.closed:
+            self._f.close()
+            os.unlink(self._tmp)

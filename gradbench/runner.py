@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from gradbench.config import config_dict, parse_spec
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.estimator import Estimator
 from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.replicas import Pair, SeedBatch
 from gradbench.task import Task
 
 LOG_EVERY = 50
@@ -48,8 +49,10 @@ class RunSpec:
     budget: dict[str, Any]  # {"steps": N} or {"seconds": S}, plus "lr_schedule" when not constant
     eval_every: int
     grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
+    seed_batch: tuple[int, ...] | None = None  # the seeds trained together with this one (batched seeds)
 
     def as_dict(self) -> dict[str, Any]:
+        batch = {"seed_batch": list(self.seed_batch)} if self.seed_batch is not None else {}
         return {
             "task": {"name": self.task_cls.name, "version": self.task_cls.version,
                      "config": config_dict(self.task_config),
@@ -59,7 +62,7 @@ class RunSpec:
                           "config": config_dict(self.estimator_config),
                           "label": self.estimator_cls.label_for(self.estimator_config),
                           "unbiased": self.estimator_cls.unbiased},
-            "preset": self.preset, "seed": self.seed, "budget": self.budget, "grad_stats": self.grad,
+            "preset": self.preset, "seed": self.seed, "budget": self.budget, "grad_stats": self.grad, **batch,
         }
 
     @property
@@ -210,14 +213,15 @@ def _floats(d: dict[str, Any]) -> dict[str, float]:
 
 
 class Progress:
-    """A tqdm bar on stderr (steps or seconds), showing the live main metric."""
+    """A tqdm bar on stderr (steps or seconds), showing the live main metric (its mean over a seed batch)."""
 
-    def __init__(self, spec: RunSpec, enabled: bool) -> None:
+    def __init__(self, spec: RunSpec, enabled: bool, replicas: int = 1) -> None:
         from tqdm import tqdm
 
         self.seconds = spec.budget.get("seconds")
         total = self.seconds if self.seconds else spec.budget["steps"]
         desc = f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)}"
+        desc += f" x{replicas} seeds" if replicas > 1 else ""
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if self.seconds else None
         self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False,
                         dynamic_ncols=True, bar_format=fmt, unit="step")
@@ -241,9 +245,11 @@ class Diverged(RuntimeError):
 Result = tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]
 
 
-def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-          accel: dict[str, str] | None = None) -> Result:
-    """The training loop. Returns (final metrics, cost block, last diagnostics, gradient checkpoints).
+def train(specs: list[RunSpec], device: torch.device, histories: list[Any], progress: Progress,
+          accel: dict[str, str] | None = None, batched: bool = False) -> list[Result | Diverged]:
+    """The training loop, for one spec or (``batched``) one spec at several seeds trained as a SeedBatch.
+    Returns, per spec, (final metrics, cost block, last diagnostics, gradient checkpoints) or the
+    Diverged error that ended it (a replica that diverges stops; the others go on).
 
     ``accel["used"]`` picks how steps execute (see ``pick_accel``); the loop updates ``accel`` if it has to
     fall back to eager. ``compile`` runs each step's forward (batch, estimator, cost) through
@@ -255,11 +261,16 @@ def train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, p
     """
     accel = accel if accel is not None else {"used": "none"}
     if accel["used"] != "compile":
-        return _train(spec, device, history, progress, accel)
+        return _train(specs, device, histories, progress, accel, batched)
     import torch._inductor.config as inductor_config
 
     with inductor_config.patch(fallback_random=True):
-        return _train(spec, device, history, progress, accel)
+        return _train(specs, device, histories, progress, accel, batched)
+
+
+class CannotBatch(RuntimeError):
+    """The first batched step failed (e.g. an estimator that differentiates inside its forward, which
+    vmap does not support): the seeds must run one after another."""
 
 
 def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:
@@ -314,16 +325,20 @@ class CudaGraphStep:
         return self.outputs
 
 
-def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, progress: Progress,
-           accel: dict[str, str]) -> Result:
-    seed_everything(spec.seed)
+def _train(specs: list[RunSpec], device: torch.device, histories: list[Any], progress: Progress,
+           accel: dict[str, str], batched: bool) -> list[Result | Diverged]:
+    spec = specs[0]  # the specs differ in their seed only
     mode = accel["used"]
-    task = spec.task_cls(spec.task_config, device)
-    task.to(device)
-    estimator = spec.estimator_cls(task.node, spec.estimator_config).to(device)
+    pairs = []
+    for s in specs:  # each replica is built under its own seed, as its sequential run would be
+        seed_everything(s.seed)
+        task = s.task_cls(s.task_config, device)
+        task.to(device)
+        pairs.append((task, s.estimator_cls(task.node, s.estimator_config).to(device)))
+    model = SeedBatch(pairs) if batched else Pair(*pairs[0])
     task_lr = spec.task_config.lr
-    groups = [{"params": [p for p in task.parameters() if p.requires_grad], "lr": task_lr}]
-    own = [p for p in estimator.parameters() if p.requires_grad]
+    task_params, own = model.parameter_groups()
+    groups = [{"params": task_params, "lr": task_lr}]
     if own:
         groups.append({"params": own, "lr": getattr(spec.estimator_config, "lr", None) or task_lr})
     optimizer = make_optimizer(groups, device, graph=mode == "graph")
@@ -333,52 +348,61 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     main = spec.task_cls.main_metric
 
+    n = len(specs)
     max_steps = spec.budget.get("steps")
     deadline = spec.budget.get("seconds")
-    cost_sum = torch.zeros((), device=device)
-    loss_sum = torch.zeros((), device=device)
-    bad = torch.zeros((), dtype=torch.bool, device=device)
+    cost_sum = torch.zeros(n, device=device)  # per replica, summed over the steps since the last log
+    loss_sum = torch.zeros(n, device=device)
+    bad = torch.zeros(n, dtype=torch.bool, device=device)
     window = 0
-    diagnostics: dict[str, Any] = {}
-    metrics: dict[str, float] = {}
+    alive = list(range(n))
+    ended: dict[int, Diverged] = {}
+    diagnostics: list[dict[str, Any]] = [{} for _ in specs]
+    metrics: list[dict[str, float]] = [{} for _ in specs]
+    gradient: list[list[dict[str, Any]]] = [[] for _ in specs]
     step = 0
     checkpoints = _checkpoint_steps(spec)
-    gradient: list[dict[str, Any]] = []
     devices = [device] if device.type == "cuda" else []
     peak_cuda = 0
     first_step = 0.0
     capture_seconds = None
+
+    def end(r: int, message: str) -> None:
+        ended[r] = Diverged(message)
+        alive.remove(r)
+
+    def check_finite(at: int) -> None:
+        """End every replica whose loss has been non-finite (NaN/inf) since the last check."""
+        flags = bad.tolist()
+        for r in [r for r in alive if flags[r]]:
+            end(r, f"non-finite loss (NaN/inf) at or before step {at}; "
+                   f"try a smaller learning rate or another estimator config")
 
     def measure_gradient(key: int, at_step: int) -> None:
         """Measure the checkpoints due at ``key``; a failed measurement is recorded, never fatal."""
         nonlocal peak_cuda
         if device.type == "cuda":  # the measurement's own memory must not count as the run's peak
             peak_cuda = max(peak_cuda, torch.cuda.max_memory_allocated(device))
+        model.sync()
         for fraction in checkpoints.pop(key, []):
             label = _checkpoint_label(fraction)
-            try:
-                stats = gradstats.measure(estimator, task, spec.grad["draws"], seed=spec.seed + 7919, label=label,
-                                          step=at_step)
-            except Exception as e:
-                stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
-            gradient.append(stats)
+            for r in alive:
+                task, estimator = model.pairs[r]
+                try:
+                    stats = gradstats.measure(estimator, task, spec.grad["draws"], seed=specs[r].seed + 7919,
+                                              label=label, step=at_step)
+                except Exception as e:
+                    stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
+                gradient[r].append(stats)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
-    def forward() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """One training batch through the estimator: (total loss, mean cost, loss, diagnostics)."""
-        logits, cost_fn = task.train_batch()
-        out = estimator(logits, cost_fn)
-        # out.loss is returned as is and detached by the caller: under torch.compile (2.13), returning
-        # loss.detach() beside loss + aux_loss dropped the sum's grad_fn.
-        return out.loss + out.aux_loss, out.cost.detach().mean(), out.loss, out.diagnostics
-
-    step_forward = torch.compile(forward) if mode == "compile" else forward
+    step_forward = torch.compile(model.forward) if mode == "compile" else model.forward
 
     def train_step() -> dict[str, Any]:
         """Forward, backward, Adam, and the running sums: all on the device, no host sync (capturable)."""
         total, cost_mean, loss_value, step_diagnostics = step_forward()
-        total.backward()
+        (total.sum() if total.dim() else total).backward()  # replicas are independent: sum their losses
         optimizer.step()
         with torch.no_grad():
             cost_sum.add_(cost_mean)
@@ -391,17 +415,23 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         return train_step()
 
     graph = CudaGraphStep(device) if mode == "graph" else None
+
+    def run_step() -> dict[str, Any]:
+        if graph is not None and graph.captured:
+            return graph.replay()
+        return graph.warmup(eager_step) if graph is not None else eager_step()
+
     measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
-    task.train()
-    estimator.train()
-    while True:
-        if graph is not None and graph.captured:
-            step_diagnostics = graph.replay()
-        elif graph is not None:
-            step_diagnostics = graph.warmup(eager_step)
+    model.train()
+    while alive:
+        if step == 0 and batched:
+            try:
+                step_diagnostics = run_step()
+            except Exception as e:
+                raise CannotBatch(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
         else:
-            step_diagnostics = eager_step()
+            step_diagnostics = run_step()
         if schedule is not None:
             step_lr = task_lr * lr_factor(step)  # the rate this step used (from the schedule: no sync)
             schedule.step()
@@ -415,41 +445,47 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         finished = (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
         due = [k for k in (step, END if finished else None) if k in checkpoints]
         if due:
-            _check_finite(bad, step)  # never measure (or crash) on parameters that are already NaN
+            check_finite(step)  # never measure (or crash) on parameters that are already NaN
             paused = time.perf_counter()
             for key in due:
                 measure_gradient(key, step)
             start += time.perf_counter() - paused  # measuring does not count as training
         evaluate_now = finished or step % spec.eval_every == 0
         if finished or evaluate_now or step % LOG_EVERY == 0:
-            _check_finite(bad, step)
+            check_finite(step)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # so the clock covers the queued work (read here only)
                 elapsed = time.perf_counter() - start
-            diagnostics = _floats(step_diagnostics)
-            row = {"step": step, "seconds": round(elapsed, 4), "train_cost": float(cost_sum) / window,
-                   "loss": float(loss_sum) / window, **diagnostics}
-            if schedule is not None:
-                row["lr"] = step_lr
+            costs, losses = cost_sum.tolist(), loss_sum.tolist()
+            rows = {}
+            for r in alive:
+                diagnostics[r] = _floats(_replica(step_diagnostics, r, batched))
+                rows[r] = {"step": step, "seconds": round(elapsed, 4), "train_cost": costs[r] / window,
+                           "loss": losses[r] / window, **diagnostics[r]}
+                if schedule is not None:
+                    rows[r]["lr"] = step_lr
             cost_sum.zero_()
             loss_sum.zero_()
             window = 0
             if evaluate_now:
-                task.eval()
-                estimator.eval()
-                with torch.random.fork_rng(devices=devices):  # evaluation never perturbs training's RNG
-                    metrics = task.evaluate()
-                task.train()
-                estimator.train()
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    raise Diverged(f"non-finite test metrics at step {step}: {metrics}")
-                row.update({f"test/{k}": v for k, v in metrics.items()})
+                model.sync()
+                model.train(False)
+                for r in list(alive):
+                    with torch.random.fork_rng(devices=devices):  # evaluation never perturbs training's RNG
+                        metrics[r] = model.pairs[r][0].evaluate()
+                    if all(math.isfinite(v) for v in metrics[r].values()):
+                        rows[r].update({f"test/{k}": v for k, v in metrics[r].items()})
+                    else:
+                        end(r, f"non-finite test metrics at step {step}: {metrics[r]}")
+                model.train()
                 start = time.perf_counter() - elapsed  # evaluation time does not count as training
-                progress.update(step, elapsed, {main: metrics[main]})
+                shown = [metrics[r][main] for r in alive]
+                progress.update(step, elapsed, {main: sum(shown) / len(shown)} if shown else None)
             else:
                 progress.update(step, elapsed)
-            history.write(row)
-        if finished:
+            for r in alive:
+                histories[r].write(rows[r])
+        if finished or not alive:
             break
         if graph is not None and not graph.captured and step >= GRAPH_WARMUP:
             paused = time.perf_counter()
@@ -467,21 +503,22 @@ def _train(spec: RunSpec, device: torch.device, history: records.HistoryWriter, 
         kind = "cuda_max_allocated (training only)"
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_process_peak"
-    cost = {"cost_evals_per_step": diagnostics.get("cost_evals"), "steps": step,
-            "steps_per_s": step / train_seconds if train_seconds > 0 else None,
+    cost = {"steps": step, "steps_per_s": step / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "first_step_seconds": first_step, "capture_seconds": capture_seconds,
-            "peak_memory_mb": peak,
-            "peak_memory_kind": kind}
-    return metrics, cost, diagnostics, gradient
+            "peak_memory_mb": peak, "peak_memory_kind": kind}
+    return [ended[r] if r in ended else
+            (metrics[r], {"cost_evals_per_step": diagnostics[r].get("cost_evals"), **cost}, diagnostics[r],
+             gradient[r]) for r in range(n)]
+
+
+def _replica(diagnostics: dict[str, Any], r: int, batched: bool) -> dict[str, Any]:
+    """Replica ``r``'s diagnostics: batched tensors carry a leading replica dim."""
+    if not batched:
+        return diagnostics
+    return {k: v[r] if isinstance(v, torch.Tensor) else v for k, v in diagnostics.items()}
 
 
 END = -1  # checkpoint key: after the last step of a seconds budget
-
-
-def _check_finite(bad: torch.Tensor, step: int) -> None:
-    if bool(bad):
-        raise Diverged(f"non-finite loss (NaN/inf) at or before step {step}; "
-                       f"try a smaller learning rate or another estimator config")
 
 
 def _checkpoint_steps(spec: RunSpec) -> dict[int, list[float]]:
@@ -508,52 +545,127 @@ def _checkpoint_label(fraction: float) -> str:
     return {0.0: "start", 0.5: "middle", 1.0: "end"}.get(fraction, f"{fraction:g}")
 
 
+def _finished(spec: RunSpec, runs_dir: str | Path, force: bool) -> tuple[Path, dict[str, Any] | None]:
+    """(where the spec's record goes, its finished record to reuse unless ``force``)."""
+    path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, spec.run_id)
+    if force:
+        return path, None
+    try:
+        existing = records.load_finished(path)
+    except records.CorruptRecord as e:
+        print(f"gradbench: re-running over a corrupt record: {e}", file=sys.stderr)
+        return path, None
+    if existing is not None:
+        existing["reused"] = True
+        existing["path"] = os.fspath(path)
+    return path, existing
+
+
+class _Discard:
+    """History of a replica whose record already exists: trained again with its batch, logged nowhere."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
 def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
             progress: bool = False, argv: list[str] | None = None, accel: str = "auto") -> dict[str, Any]:
     """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run.
 
     ``accel`` chooses how steps execute (not what they compute), so like the device it is not part of
-    the run id; the record's ``accel`` block says which path ran and why.
+    the run id; the record's ``accel`` block says which path ran and why. A spec from a batched run
+    (``seed_batch``) is re-run with its whole batch, since its random numbers depend on the batch.
     """
-    dev = pick_device(device)
-    accel_used, accel_reason = pick_accel(accel, spec.estimator_cls, dev)
-    base = spec.as_dict()
-    rid = records.run_id(base)
-    path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
-    if not force:
+    if spec.seed_batch is not None:
+        specs = [replace(spec, seed=s, seed_batch=None) for s in spec.seed_batch]
+        done = execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=True)
+        return done[spec.seed_batch.index(spec.seed)]
+    return _execute([spec], device, runs_dir, force, progress, argv, accel)[0]
+
+
+def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
+                  progress: bool = False, argv: list[str] | None = None, accel: str = "auto",
+                  batch: bool = False) -> list[dict[str, Any]]:
+    """Run one spec at several seeds: one after another, or (``batch``) all at once as a SeedBatch whose
+    records name the batch (``seed_batch``). Falls back to one after another, saying why on stderr,
+    where the estimator cannot be batched."""
+    if not batch or not specs:
+        return [_execute([s], device, runs_dir, force, progress, argv, accel)[0] for s in specs]
+    base = {**specs[0].as_dict(), "seed": None}
+    seeds = tuple(s.seed for s in specs)
+    if any({**s.as_dict(), "seed": None} != base for s in specs) or len(set(seeds)) < len(seeds):
+        raise UsageError("batched seeds train one spec at several distinct seeds; these specs differ otherwise")
+    why = None if specs[0].estimator_cls.batchable else f"estimator {specs[0].estimator_cls.name!r} is not batchable"
+    if why is None:
         try:
-            existing = records.load_finished(path)
-        except records.CorruptRecord as e:
-            print(f"gradbench: re-running over a corrupt record: {e}", file=sys.stderr)
-            existing = None
-        if existing is not None:
-            existing["reused"] = True
-            existing["path"] = os.fspath(path)
-            return existing
+            return _execute([replace(s, seed_batch=seeds) for s in specs], device, runs_dir, force, progress,
+                            argv, accel)
+        except CannotBatch as e:
+            why = f"the batched step failed ({e})"
+    print(f"gradbench: seeds {','.join(map(str, seeds))} run one after another: {why}", file=sys.stderr)
+    return execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=False)
+
+
+def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: bool, progress: bool,
+             argv: list[str] | None, accel: str) -> list[dict[str, Any]]:
+    """Train ``specs`` (one spec, or a seed batch) and write their records; finished ones are reused (a
+    batch with any left to run trains whole, and writes only those). Raises CannotBatch only before any
+    record is written."""
+    dev = pick_device(device)
+    accel_used, accel_reason = pick_accel(accel, specs[0].estimator_cls, dev)
+    found = [_finished(s, runs_dir, force) for s in specs]
+    if all(existing is not None for _, existing in found):
+        return [existing for _, existing in found]
     prov = {**provenance(dev, argv), "start_utc": _utc()}
-    record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": rid, "status": "ok",
-                              "error": None, **base, "metrics": {}, "main_metric": spec.task_cls.main_metric,
-                              "gradient": {}, "cost": {}, "diagnostics": {}, "eval_every": spec.eval_every,
-                              "accel": {"requested": accel, "used": accel_used, "reason": accel_reason}}
-    history = records.HistoryWriter(records.history_path(path))
-    bar = Progress(spec, progress)
+    accel_block = {"requested": accel, "used": accel_used, "reason": accel_reason}
+    histories = [records.HistoryWriter(records.history_path(path)) if existing is None else _Discard()
+                 for path, existing in found]
+    bar = Progress(specs[0], progress, len(specs))
+    outcomes: list[Any]
     try:
-        metrics, cost, diagnostics, gradient = train(spec, dev, history, bar, record["accel"])
-        record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]} for k, v in metrics.items()}
-        record["cost"], record["diagnostics"] = cost, diagnostics
-        record["gradient"] = {"checkpoints": gradient} if gradient else {}
-    except Diverged as e:
-        record["status"], record["error"] = "diverged", str(e)
+        outcomes = train(specs, dev, histories, bar, accel_block, batched=specs[0].seed_batch is not None)
+    except CannotBatch:
+        for h in histories:
+            h.discard()
+        raise
     except (KeyboardInterrupt, SystemExit):
         raise  # no record: only complete runs are written (``finally`` still closes the history)
     except Exception as e:
-        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
-        history.write({"traceback": traceback.format_exc()})
+        outcomes = [e] * len(specs)
+        for h in histories:
+            h.write({"traceback": traceback.format_exc()})
     finally:
-        history.close()
+        for h in histories:
+            h.close()
         bar.close()
     prov["end_utc"] = _utc()
-    record["provenance"] = prov
-    records.atomic_write_json(path, record)
-    record["path"] = os.fspath(path)
-    return record
+    done = []
+    for spec, (path, existing), outcome in zip(specs, found, outcomes, strict=True):
+        if existing is not None:
+            done.append(existing)
+            continue
+        record: dict[str, Any] = {"schema_version": records.SCHEMA_VERSION, "run_id": spec.run_id, "status": "ok",
+                                  "error": None, **spec.as_dict(), "metrics": {},
+                                  "main_metric": spec.task_cls.main_metric, "gradient": {}, "cost": {},
+                                  "diagnostics": {}, "eval_every": spec.eval_every, "accel": dict(accel_block)}
+        if isinstance(outcome, Diverged):
+            record["status"], record["error"] = "diverged", str(outcome)
+        elif isinstance(outcome, Exception):
+            record["status"], record["error"] = "failed", f"{type(outcome).__name__}: {outcome}"
+        else:
+            metrics, cost, diagnostics, gradient = outcome
+            record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]}
+                                 for k, v in metrics.items()}
+            record["cost"], record["diagnostics"] = cost, diagnostics
+            record["gradient"] = {"checkpoints": gradient} if gradient else {}
+        record["provenance"] = prov
+        records.atomic_write_json(path, record)
+        record["path"] = os.fspath(path)
+        done.append(record)
+    return done

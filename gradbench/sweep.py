@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradbench import records
@@ -78,8 +78,11 @@ class Grid:
     unsupported: list[str] = field(default_factory=list)  # one line per skipped (task, estimator) pair
 
 
-def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick", **run_options: Any) -> Grid:
-    """The grid, in a stable order; pairs whose node the estimator cannot run are listed once."""
+def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick", batch_seeds: bool = False,
+           **run_options: Any) -> Grid:
+    """The grid, in a stable order; pairs whose node the estimator cannot run are listed once. With
+    ``batch_seeds`` each pair's seeds form one seed batch (trained at once by one worker), except for
+    estimators that cannot be batched, whose seeds stay separate runs."""
     task_specs = list_tasks() if tasks == "all" else split_specs(tasks)
     est_specs = list_estimators() if estimators == "all" else split_specs(estimators)
     if not task_specs or not est_specs:
@@ -92,6 +95,8 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
             except UnsupportedError as err:
                 grid.unsupported.append(f"{t} x {e}: {err}")
                 continue
+            if batch_seeds and len(specs) > 1 and specs[0].estimator_cls.batchable:
+                specs = [replace(spec, seed_batch=tuple(seeds)) for spec in specs]
             grid.specs.extend(specs)
     return grid
 
@@ -112,6 +117,8 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
                    grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
                    grad_checkpoints=tuple(grad["checkpoints"]) if grad else (0.0, 0.5, 1.0),
                    lr_schedule=budget.get("lr_schedule", "constant"))
+    if record.get("seed_batch") is not None:
+        spec = replace(spec, seed_batch=tuple(record["seed_batch"]))
     if spec.run_id != record["run_id"]:
         raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
     return spec
@@ -120,16 +127,22 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
 # -------------------------------------------------------------------------------------- executors
 
 
-def _run_one(spec_dict: dict[str, Any], eval_every: int, device: str, runs_dir: str, plugins: list[str],
-             ) -> dict[str, Any]:
-    """Worker entry point: rebuild the spec from plain data and run it (one run per call)."""
+def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, runs_dir: str,
+               plugins: list[str]) -> list[dict[str, Any]]:
+    """Worker entry point: rebuild the specs from plain data and run them: one run, or one seed batch."""
     for plugin in plugins:
         load_plugin(plugin)
-    from gradbench.runner import execute
+    from gradbench.runner import execute_seeds
 
-    spec = spec_from_record({**spec_dict, "run_id": records.run_id(spec_dict), "eval_every": eval_every})
-    record = execute(spec, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"])
-    return {"run_id": record["run_id"], "status": record["status"], "error": record.get("error")}
+    specs = [spec_from_record({**d, "run_id": records.run_id(d), "eval_every": eval_every}) for d in spec_dicts]
+    seeds = specs[0].seed_batch
+    if seeds is None:
+        done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"])
+    else:  # the whole batch trains (its finished records are kept); report the runs asked for
+        whole = execute_seeds([replace(specs[0], seed=s, seed_batch=None) for s in seeds], device=device,
+                              runs_dir=runs_dir, argv=["gradbench", "sweep"], batch=True)
+        done = [whole[seeds.index(s.seed)] for s in specs]
+    return [{"run_id": r["run_id"], "status": r["status"], "error": r.get("error")} for r in done]
 
 
 def _init_worker(queue: Any, threads: int, parent: int) -> None:
@@ -189,7 +202,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run_one)
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run_group)
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         return self.remote.remote(*args).future()
@@ -211,14 +224,21 @@ class SweepResult:
     errors: list[str] = field(default_factory=list)
 
 
+def group_key(spec: RunSpec) -> str:
+    """What one worker runs at once: the run itself, or its whole seed batch (an id over the spec without
+    its seed)."""
+    if spec.seed_batch is None:
+        return spec.run_id
+    return records.run_id({**spec.as_dict(), "seed": None})
+
+
 def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpec], int, list[str]]:
     """(specs still to run in this shard, how many are finished, corrupt records found)."""
     pending, finished, corrupt = [], 0, []
     for spec in grid.specs:
-        rid = spec.run_id
-        if not in_shard(rid, shard):
+        if not in_shard(group_key(spec), shard):  # a seed batch stays in one shard
             continue
-        path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid)
+        path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, spec.run_id)
         try:
             if records.load_finished(path) is not None:
                 finished += 1
@@ -238,26 +258,30 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     result = SweepResult(total=len(pending) + finished, skipped=finished, corrupt=corrupt)
     for line in corrupt:
         print(f"gradbench: corrupt record, re-running: {line}", file=sys.stderr)
-    futures = {executor.submit(_run_one, spec.as_dict(), spec.eval_every, device, runs_dir, plugins or []): spec
-               for spec in pending}
-    bar = tqdm(total=len(futures), desc="sweep", file=sys.stderr, disable=not progress, unit="run")
+    groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
+    for spec in pending:
+        groups.setdefault(group_key(spec), []).append(spec)
+    futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
+                               plugins or []): group for group in groups.values()}
+    bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress, unit="run")
     start = time.perf_counter()
     try:
         for future in cf.as_completed(futures):
-            spec = futures[future]
+            group = futures[future]
             try:
-                outcome = future.result()
+                outcomes = future.result()
             except Exception as e:  # a worker that died (killed, out of memory): no record, counted
-                outcome = {"run_id": spec.run_id, "status": "failed", "error": f"worker died: {e}"}
-            if outcome["status"] == "ok":
-                result.ok += 1
-            else:
-                result.failed += 1
-                result.errors.append(f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)} "
-                                     f"seed {spec.seed}: {outcome['status']}: {outcome['error']}")
-            bar.set_postfix(done=result.ok, failed=result.failed, remaining=len(futures) - result.ok - result.failed,
-                            refresh=False)
-            bar.update(1)
+                outcomes = [{"run_id": s.run_id, "status": "failed", "error": f"worker died: {e}"} for s in group]
+            for spec, outcome in zip(group, outcomes, strict=True):
+                if outcome["status"] == "ok":
+                    result.ok += 1
+                else:
+                    result.failed += 1
+                    result.errors.append(f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)} "
+                                         f"seed {spec.seed}: {outcome['status']}: {outcome['error']}")
+            bar.set_postfix(done=result.ok, failed=result.failed,
+                            remaining=len(pending) - result.ok - result.failed, refresh=False)
+            bar.update(len(group))
     except KeyboardInterrupt:
         bar.close()
         executor.shutdown(cancel=True)

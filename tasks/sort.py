@@ -87,7 +87,8 @@ class SortTask(Task):
         self.decoder = nn.Linear(c.code, c.length * c.length)
         self.to(self.device)
         if c.train_size:
-            self.train_x = torch.rand(c.train_size, c.length, device=self.device)  # from the run's seed
+            # from the run's seed; a buffer, so batched seeds stack each replica's own set
+            self.register_buffer("train_x", torch.rand(c.train_size, c.length, device=self.device), persistent=False)
         g = torch.Generator(device="cpu").manual_seed(c.test_seed)
         self.test_x = torch.rand(c.test_size, c.length, generator=g).to(self.device)
         self.eval_generator = torch.Generator(device=self.device)

@@ -188,3 +188,26 @@ def test_ray_backend_runs_the_grid(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = _ok_records(runs)
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs)
+
+
+def test_batch_seeds_sweep_trains_each_batch_in_one_worker_and_resumes(tmp_path, capsys):
+    """--batch-seeds: gumbel's seeds are one batch (records name it), relax's run one by one (not
+    batchable); a batch never straddles shards; a second sweep finds everything finished."""
+    from gradbench.sweep import group_key
+
+    grid = expand("toy", "gumbel,relax", [0, 1, 2], batch_seeds=True, steps=60)
+    keys = {s.estimator_cls.name: {group_key(x) for x in grid.specs if x.estimator_cls is s.estimator_cls}
+            for s in grid.specs}
+    assert len(keys["gumbel"]) == 1 and len(keys["relax"]) == 3
+    runs = tmp_path / "runs"
+    args = ["sweep", "--tasks", "toy", "--estimators", "gumbel,relax", "--seeds", "0-2", "--steps", "60",
+            "--batch-seeds", "--workers", "2", "--no-grad-stats", "--no-progress", "--runs", str(runs),
+            "--out", str(tmp_path / "lb.md")]
+    assert main(args) == 0
+    recs = _ok_records(runs)
+    assert sorted((r["estimator"]["name"], r["seed"], tuple(r.get("seed_batch") or ())) for r in recs) == [
+        ("gumbel", s, (0, 1, 2)) for s in range(3)] + [("relax", s, ()) for s in range(3)]
+    assert all(r["status"] == "ok" for r in recs)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "6 already finished" in capsys.readouterr().out

@@ -1,0 +1,181 @@
+"""Batched seeds (runner.execute_seeds(batch=True), --batch-seeds): S replicas of one spec trained at once.
+
+A batch of one draws exactly the random numbers of its sequential run (vmap's batched draw of one
+replica is the unbatched draw), so it must follow that run's trajectory: this checks the stacking,
+functional_call, vmap, per-replica gradients and the one Adam over stacked tensors, for every batchable
+estimator in the registry. Larger batches draw differently, so their replicas are checked for what
+must still hold: each starts from its own seed's initialisation, and ends on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import gradbench
+from gradbench.cli import main
+from gradbench.registry import get_estimator_class
+from gradbench.runner import execute, execute_seeds, resolve
+from gradbench.sweep import spec_from_record
+
+CONFIGS = {"reinforce": [{"baseline": "ema", "samples": 1}], "gumbel": [{"anneal_rate": 1e-2}]}  # device state
+
+
+def _history(record):
+    with open(record["path"].replace(".json", ".history.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _cases():
+    for name in gradbench.list_estimators():
+        cls = get_estimator_class(name)
+        if not cls.batchable or name.startswith("test_"):
+            continue
+        for values in [{}, *CONFIGS.get(name, [])]:
+            yield pytest.param(name, values, id=",".join([name, *(f"{k}={v}" for k, v in values.items())]))
+
+
+@pytest.mark.parametrize("name,values", list(_cases()))
+def test_a_batch_of_one_follows_its_sequential_run(tmp_path, name, values):
+    task = "sort" if "sign" in get_estimator_class(name).supports else "sort:node=bernoulli"
+    spec = resolve(task, name, seed=3, steps=40, eval_every=20, grad_stats=False, estimator_config=values)
+    (seq,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "seq")
+    (bat,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "bat", batch=True)
+    assert seq["status"] == bat["status"] == "ok", bat["error"]
+    assert bat["seed_batch"] == [3] and "seed_batch" not in seq and bat["run_id"] != seq["run_id"]
+    rows_s, rows_b = _history(seq), _history(bat)
+    assert [r["step"] for r in rows_s] == [r["step"] for r in rows_b] == [20, 40]
+    for a, b in zip(rows_s, rows_b, strict=True):
+        # float reordering only (batched matmuls): rel 1e-4; the test rates count argmax hits, of which
+        # such differences flip a handful in 50,000 (abs 1e-3 allows 50)
+        for key, value in a.items():
+            if key != "seconds":
+                tol = 1e-3 if key in ("test/all_or_none", "test/per_element") else 1e-6
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=tol), (a["step"], key)
+
+
+def test_a_batch_of_one_follows_its_sequential_run_on_an_image_task(tmp_path):
+    spec = resolve("vae", "reinforce:baseline=ema,samples=1", seed=1, steps=30, eval_every=30, grad_stats=False)
+    (seq,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "seq")
+    (bat,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "bat", batch=True)
+    for key, metric in seq["metrics"].items():
+        assert bat["metrics"][key]["value"] == pytest.approx(metric["value"], rel=1e-4)
+
+
+def test_replicas_start_from_their_own_seeds_and_are_written_as_ordinary_records(tmp_path):
+    """Gradient statistics at the start (before any step) see each replica's initial parameters: they
+    equal those of the seed's own sequential run exactly."""
+    specs = [resolve("sort:node=bernoulli", "gumbel", seed=s, steps=30, eval_every=15, grad_draws=20)
+             for s in (0, 1, 2)]
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert [r["seed"] for r in done] == [0, 1, 2] and all(r["seed_batch"] == [0, 1, 2] for r in done)
+    assert all(r["status"] == "ok" for r in done)
+    assert len({r["run_id"] for r in done}) == 3
+    for spec, record in zip(specs, done, strict=True):
+        (alone,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "alone")
+        start_b, start_s = record["gradient"]["checkpoints"][0], alone["gradient"]["checkpoints"][0]
+        assert start_b["checkpoint"] == "start" and start_b["variance"] == start_s["variance"]
+        assert len(_history(record)) == 2 and os.path.exists(record["path"])
+    finals = [r["metrics"]["test_loss"]["value"] for r in done]
+    assert len(set(finals)) == 3  # three different trainings, not one copied
+    assert [r["reused"] for r in execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)] == [True] * 3
+
+
+def test_a_missing_record_retrains_its_batch_and_keeps_the_others(tmp_path):
+    specs = [resolve("toy", "gumbel", seed=s, steps=20, eval_every=10, grad_stats=False) for s in (0, 1)]
+    first = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    os.unlink(first[1]["path"])
+    kept = open(first[0]["path"]).read()
+    again = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert again[0].get("reused") and not again[1].get("reused")
+    assert open(first[0]["path"]).read() == kept
+    assert again[1]["metrics"] == first[1]["metrics"]  # the batch is deterministic: same replica again
+    rebuilt = spec_from_record(again[1])
+    assert rebuilt.seed_batch == (0, 1) and rebuilt.run_id == again[1]["run_id"]
+    rerun = execute(rebuilt, device="cpu", runs_dir=tmp_path / "rerun", force=True)  # reruns the whole batch
+    assert rerun["metrics"] == again[1]["metrics"]
+    assert sorted(p.name for p in (tmp_path / "rerun" / "toy" / "gumbel").glob("*.json")) == sorted(
+        os.path.basename(r["path"]) for r in again)
+
+
+@dataclass(frozen=True)
+class _NoConfig:
+    pass
+
+
+@gradbench.register_estimator("test_poisoned_seeds")
+class PoisonedSeeds(gradbench.Estimator):
+    """Straight-through whose loss is NaN from the start for about half the seeds (a buffer drawn at
+    construction, so it depends on the seed): one diverged replica must not end the others."""
+
+    supports = frozenset({"threshold", "sign", "bernoulli", "categorical", "argmax"})
+    Config = _NoConfig
+
+    def __init__(self, node, config=None):
+        super().__init__(node, config)
+        self.register_buffer("poisoned", (torch.rand(()) < 0.5).float())
+
+    def forward(self, logits, cost_fn):
+        est = get_estimator_class("ste")(self.node)
+        out = est(logits, cost_fn)
+        out.loss = out.loss / (1 - self.poisoned)  # inf, then NaN, where poisoned
+        return out
+
+
+def test_a_diverged_replica_ends_alone(tmp_path):
+    seeds = list(range(6))
+    specs = [resolve("toy", "test_poisoned_seeds", seed=s, steps=20, eval_every=10, grad_stats=False) for s in seeds]
+    poisoned = []
+    for s in seeds:  # build each replica as the harness does, to read its flag
+        gradbench.runner.seed_everything(s)
+        task = specs[0].task_cls(specs[0].task_config)
+        poisoned.append(bool(PoisonedSeeds(task.node).poisoned))
+    assert 0 < sum(poisoned) < len(seeds)  # the seeds give both kinds
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert [r["status"] for r in done] == ["diverged" if p else "ok" for p in poisoned]
+    for record, p in zip(done, poisoned, strict=True):
+        assert ("non-finite loss" in record["error"]) if p else (record["metrics"]["expected_cost"]["value"] > 0)
+
+
+@gradbench.register_estimator("test_grad_in_forward")
+class GradInForward(gradbench.Estimator):
+    """Calls torch.autograd.grad in its forward (as RELAX does) without declaring batchable = False:
+    vmap refuses it at the first step, and the seeds must then run one after another."""
+
+    supports = frozenset({"bernoulli"})
+    Config = _NoConfig
+
+    def forward(self, logits, cost_fn):
+        x = logits.detach().requires_grad_()
+        (g,) = torch.autograd.grad(x.sigmoid().sum(), x)
+        est = get_estimator_class("ste")(self.node)
+        out = est(logits + 0 * g, cost_fn)
+        return out
+
+
+def test_an_estimator_that_cannot_be_batched_runs_its_seeds_one_after_another(tmp_path, capsys):
+    specs = [resolve("toy", "test_grad_in_forward", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    err = capsys.readouterr().err
+    assert "seeds 0,1 run one after another: the batched step failed" in err
+    assert all(r["status"] == "ok" and "seed_batch" not in r for r in done)
+    assert [r["run_id"] for r in done] == [s.run_id for s in specs]  # ordinary sequential records
+    assert not list(tmp_path.rglob("*.tmp")) and len(list(tmp_path.rglob("*.json"))) == 2
+    specs = [resolve("toy", "relax", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert "estimator 'relax' is not batchable" in capsys.readouterr().err
+    assert all(r["status"] == "ok" and "seed_batch" not in r for r in done)
+
+
+def test_cli_batch_seeds(tmp_path, capsys):
+    args = ["run", "--task", "toy", "--estimator", "gumbel", "--steps", "20", "--eval-every", "10",
+            "--no-grad-stats", "--no-progress", "--device", "cpu", "--runs", str(tmp_path)]
+    assert main([*args, "--seeds", "0-2", "--batch-seeds", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["seed_batch"] for r in records] == [[0, 1, 2]] * 3
+    assert main([*args, "--batch-seeds"]) == 2
+    assert "--batch-seeds needs --seeds" in capsys.readouterr().err
