@@ -287,6 +287,13 @@ def binarize_fixed(x: torch.Tensor, mode: str | None) -> torch.Tensor:
     return torch.bernoulli(x.cpu(), generator=g).to(x.device)
 
 
+@functools.lru_cache(maxsize=2)
+def image_set(name: str, binarize: str | None, device: torch.device) -> ImageSet:
+    """The ImageSet of ``name`` on ``device``, shared by every task that asks in this process (seeds run
+    one after another, the replicas of a seed batch): it is never written to."""
+    return ImageSet(name, binarize, device)
+
+
 class ImageSet:
     """A dataset's splits on one device (moved once), batches drawn without host sync, and binarization.
 

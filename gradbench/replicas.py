@@ -26,6 +26,24 @@ from gradbench.task import Task
 StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 
 
+def state_ids(module: nn.Module) -> dict[str, int]:
+    """``id()`` of everything a module tree holds (parameters, buffers, plain attributes). An entry that
+    changes across a training step was rebound rather than updated in place: state that a replayed CUDA
+    graph would freeze, and that ``functional_call`` under ``vmap`` would drop."""
+    out = {}
+    for prefix, m in module.named_modules():
+        for key, value in vars(m).items():
+            if key in ("_parameters", "_buffers"):
+                out.update({f"{prefix}.{k}".lstrip("."): id(v) for k, v in value.items()})
+            elif not key.startswith("_") and not isinstance(value, nn.Module):
+                out[f"{prefix}.{key}".lstrip(".")] = id(value)
+    return out
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 class _Step(nn.Module):
     """A (task, estimator) pair as one module whose forward is a training step's forward."""
 
@@ -61,6 +79,9 @@ class Pair:
         return ([p for p in self.step.task.parameters() if p.requires_grad],
                 [p for p in self.step.estimator.parameters() if p.requires_grad])
 
+    def state_ids(self) -> dict[str, int]:
+        return state_ids(self.step)
+
     def sync(self) -> None:
         """Nothing to do: the pair's modules are what trains."""
 
@@ -92,6 +113,26 @@ class SeedBatch:
     @property
     def pairs(self) -> list[tuple[Task, Estimator]]:
         return [(s.task, s.estimator) for s in self.steps]
+
+    def state_ids(self) -> dict[str, int]:
+        return state_ids(self.steps[0])
+
+    def probe(self) -> None:
+        """Raise what batching cannot run, before anything is measured or trained, changing nothing: one
+        forward and backward of the batch on copies of the buffers, from a forked RNG (vmap refuses e.g.
+        ``torch.autograd.grad`` inside a forward), and one plain forward of the first replica's own
+        modules, whose buffers must be updated in place (``functional_call`` would drop a rebinding).
+        The replicas' own modules are overwritten by ``sync`` before any use, so that forward is harmless."""
+        device = next(iter(self.params.values())).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            total = self._forward(self.params, {k: v.clone() for k, v in self.buffers.items()})[0]
+            torch.autograd.grad(total.sum(), [p for p in self.params.values() if p.requires_grad],
+                                allow_unused=True)
+            before = {name: id(b) for name, b in self.steps[0].named_buffers()}
+            self.steps[0]()
+            rebound = [name for name, b in self.steps[0].named_buffers() if id(b) != before.get(name)]
+        if rebound:
+            raise ValueError(f"the step rebinds buffer {rebound[0]!r} instead of updating it in place")
 
     def parameter_groups(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         def group(prefix: str) -> list[torch.Tensor]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from gradbench.config import config_dict, parse_spec
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.estimator import Estimator
 from gradbench.registry import get_estimator_class, get_task_class
-from gradbench.replicas import Pair, SeedBatch
+from gradbench.replicas import Pair, SeedBatch, changed
 from gradbench.task import Task
 
 LOG_EVERY = 50
@@ -269,8 +270,8 @@ def train(specs: list[RunSpec], device: torch.device, histories: list[Any], prog
 
 
 class CannotBatch(RuntimeError):
-    """The first batched step failed (e.g. an estimator that differentiates inside its forward, which
-    vmap does not support): the seeds must run one after another."""
+    """A trial batched step failed (e.g. an estimator that differentiates inside its forward, which vmap
+    does not support): the seeds must run one after another."""
 
 
 def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:
@@ -298,25 +299,48 @@ class CudaGraphStep:
         self.side = torch.cuda.Stream(device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: dict[str, Any] = {}
+        self.host_sync: str | None = None  # what the checked warm-up step synchronised on, if it did
 
     @property
     def captured(self) -> bool:
         return self.graph is not None
 
-    def warmup(self, eager_step) -> dict[str, Any]:
+    def warmup(self, eager_step, check: bool = False) -> dict[str, Any]:
+        """One eager step on the side stream; ``check``: with CUDA's sync debug mode on, so a host sync in
+        the step (illegal during capture, and a failed capture can leave CUDA's state unusable) is found
+        before capture is tried."""
         main = torch.cuda.current_stream(self.device)
         self.side.wait_stream(main)
         with torch.cuda.stream(self.side):
-            out = eager_step()
+            if not check:
+                out = eager_step()
+            else:
+                mode = torch.cuda.get_sync_debug_mode()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        out = eager_step()
+                    finally:
+                        torch.cuda.set_sync_debug_mode(mode)
+                syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+                self.host_sync = syncs[0].splitlines()[0] if syncs else None
         main.wait_stream(self.side)
         return out
 
     def capture(self, step_fn, optimizer: torch.optim.Optimizer) -> None:
+        if self.host_sync:
+            raise RuntimeError(f"the step synchronises with the host: {self.host_sync}")
         graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)  # backward in the graph then writes fresh gradients each replay
         torch.cuda.synchronize(self.device)
-        with torch.cuda.graph(graph):
-            self.outputs = step_fn()
+        main = torch.cuda.current_stream(self.device)
+        try:
+            with torch.cuda.graph(graph):
+                self.outputs = step_fn()
+        except BaseException:
+            torch.cuda.set_stream(main)  # a failed capture_end skips torch.cuda.graph's stream restore
+            raise
         self.graph = graph
 
     def replay(self) -> dict[str, Any]:
@@ -415,23 +439,30 @@ def _train(specs: list[RunSpec], device: torch.device, histories: list[Any], pro
         return train_step()
 
     graph = CudaGraphStep(device) if mode == "graph" else None
+    rebound: list[str] = []  # state the last warm-up step rebound: a replayed graph would freeze it
 
     def run_step() -> dict[str, Any]:
-        if graph is not None and graph.captured:
+        if graph is None:
+            return eager_step()
+        if graph.captured:
             return graph.replay()
-        return graph.warmup(eager_step) if graph is not None else eager_step()
+        if step != GRAPH_WARMUP - 1:
+            return graph.warmup(eager_step)
+        before = model.state_ids()
+        out = graph.warmup(eager_step, check=True)
+        rebound.extend(changed(before, model.state_ids()))
+        return out
 
+    if batched:
+        try:
+            model.probe()
+        except Exception as e:
+            raise CannotBatch(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
     measure_gradient(0, 0)  # also resets the CUDA peak, so the run's peak starts here
     start = time.perf_counter()
     model.train()
     while alive:
-        if step == 0 and batched:
-            try:
-                step_diagnostics = run_step()
-            except Exception as e:
-                raise CannotBatch(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from e
-        else:
-            step_diagnostics = run_step()
+        step_diagnostics = run_step()
         if schedule is not None:
             step_lr = task_lr * lr_factor(step)  # the rate this step used (from the schedule: no sync)
             schedule.step()
@@ -490,6 +521,9 @@ def _train(specs: list[RunSpec], device: torch.device, histories: list[Any], pro
         if graph is not None and not graph.captured and step >= GRAPH_WARMUP:
             paused = time.perf_counter()
             try:
+                if rebound:
+                    raise RuntimeError(f"the step rebinds {rebound[0]!r} instead of updating it in place, "
+                                       f"which a replay would freeze")
                 graph.capture(train_step, optimizer)
             except Exception as e:  # e.g. a host sync inside the step: say so, and go on eagerly
                 graph = None
@@ -503,7 +537,8 @@ def _train(specs: list[RunSpec], device: torch.device, histories: list[Any], pro
         kind = "cuda_max_allocated (training only)"
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_process_peak"
-    cost = {"steps": step, "steps_per_s": step / train_seconds if train_seconds > 0 else None,
+    cost = {**({"replicas": n} if batched else {}),  # a batched record's figures are its whole batch's
+            "steps": step, "steps_per_s": step / train_seconds if train_seconds > 0 else None,
             "train_seconds": train_seconds, "first_step_seconds": first_step, "capture_seconds": capture_seconds,
             "peak_memory_mb": peak, "peak_memory_kind": kind}
     return [ended[r] if r in ended else

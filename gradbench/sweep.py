@@ -95,7 +95,7 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
             except UnsupportedError as err:
                 grid.unsupported.append(f"{t} x {e}: {err}")
                 continue
-            if batch_seeds and len(specs) > 1 and specs[0].estimator_cls.batchable:
+            if batch_seeds and specs[0].estimator_cls.batchable:
                 specs = [replace(spec, seed_batch=tuple(seeds)) for spec in specs]
             grid.specs.extend(specs)
     return grid
@@ -238,9 +238,11 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpe
     for spec in grid.specs:
         if not in_shard(group_key(spec), shard):  # a seed batch stays in one shard
             continue
-        path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, spec.run_id)
+        # a seed batch whose first step could not be batched was run seed by seed: its ordinary records count
+        ids = [spec.run_id] + ([replace(spec, seed_batch=None).run_id] if spec.seed_batch is not None else [])
         try:
-            if records.load_finished(path) is not None:
+            if any(records.load_finished(records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name,
+                                                             rid)) is not None for rid in ids):
                 finished += 1
                 continue
         except records.CorruptRecord as e:

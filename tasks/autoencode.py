@@ -92,7 +92,7 @@ class AutoencodeTask(Task):
     def __init__(self, config: AutoencodeConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
         c = config
-        self.data = data.ImageSet(c.dataset, c.binarize, self.device)
+        self.data = data.image_set(c.dataset, c.binarize, self.device)
         width = c.latents * (c.classes if c.node in ("categorical", "argmax") else 1)
         self.encoder = nn.Sequential(nn.Linear(self.data.dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, width),
                                      nn.Unflatten(-1, self.node.shape))

@@ -71,7 +71,7 @@ class ClassifyTask(Task):
     def __init__(self, config: ClassifyConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
         c = config
-        self.data = data.ImageSet(c.dataset, None, self.device)
+        self.data = data.image_set(c.dataset, None, self.device)
         layers = [nn.Linear(self.data.dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.code)]
         if c.node == "sign":
             layers.append(nn.Tanh())

@@ -94,7 +94,7 @@ class VaeTask(Task):
     def __init__(self, config: VaeConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
         c = config
-        self.data = data.ImageSet(c.dataset, c.binarize, self.device)
+        self.data = data.image_set(c.dataset, c.binarize, self.device)
         width = c.latents * (c.classes if c.node == "categorical" else 1)
         mid = [c.hidden, c.hidden] if c.arch == "nonlinear" else []
         self.encoder = nn.Sequential(_mlp([self.data.dim, *mid, width]), nn.Unflatten(-1, self.node.shape))

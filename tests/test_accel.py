@@ -46,11 +46,14 @@ def test_compile_follows_the_eager_trajectory_on_cpu(tmp_path, task, estimator):
 
 
 def _same_trajectory(rows_a, rows_b, rel):
+    """Same logged costs and metrics; accuracies count argmax hits, a few of which float differences flip
+    (abs 2e-3: 20 of sort quick's 10,000 test sequences)."""
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
     for a, b in zip(rows_a, rows_b, strict=True):
         for key in a:
             if key == "train_cost" or key == "lr" or key.startswith("test/"):
-                assert b[key] == pytest.approx(a[key], rel=rel), (a["step"], key)
+                tol = 2e-3 if key in ("test/all_or_none", "test/per_element") else 0
+                assert b[key] == pytest.approx(a[key], rel=rel, abs=tol), (a["step"], key)
 
 
 class ReplayByRerun:
@@ -68,7 +71,7 @@ class ReplayByRerun:
     def captured(self):
         return self.fn is not None
 
-    def warmup(self, eager_step):
+    def warmup(self, eager_step, check=False):
         self.warmups += 1
         return eager_step()
 
@@ -124,6 +127,32 @@ def test_a_failed_capture_goes_on_eagerly_and_says_why(tmp_path, monkeypatch):
     assert [r["train_cost"] for r in _history(rec)] == [r["train_cost"] for r in _history(eager)]
 
 
+@gradbench.register_estimator("test_counts_in_python")
+class CountsInPython(gradbench.Estimator):
+    """Straight-through that counts its calls in a Python int: a replayed graph would never count."""
+
+    supports = frozenset({"bernoulli"})
+    Config = get_estimator_class("ste").Config
+
+    def __init__(self, node, config=None):
+        super().__init__(node, config)
+        self.calls = 0
+
+    def forward(self, logits, cost_fn):
+        self.calls += 1
+        return get_estimator_class("ste")(self.node, self.config)(logits, cost_fn)
+
+
+def test_state_a_replay_would_freeze_is_not_captured(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "CudaGraphStep", ReplayByRerun)
+    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    rec = gradbench.run(task="toy", estimator="test_counts_in_python", steps=10, eval_every=5, device="cpu",
+                        runs=str(tmp_path), grad_stats=False, accel="graph")
+    assert rec["status"] == "ok" and rec["accel"]["used"] == "none"
+    assert "the step rebinds 'estimator.calls' instead of updating it in place" in rec["accel"]["reason"]
+    assert ReplayByRerun.last.replays == 0
+
+
 def test_pick_accel_per_device_and_estimator(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     ste = get_estimator_class("ste")
@@ -137,7 +166,7 @@ def test_pick_accel_per_device_and_estimator(monkeypatch):
 
 
 @needs_cuda
-@pytest.mark.parametrize("estimator", list_estimators())
+@pytest.mark.parametrize("estimator", [n for n in list_estimators() if not n.startswith("test_")])
 def test_graph_follows_eager_on_cuda(tmp_path, estimator):
     """The captured step computes what eager computes: same logged costs and metrics to float tolerance
     (Adam's capturable bias correction is computed in float32 on the device, hence not bit-equal)."""

@@ -20,11 +20,11 @@ from gradbench.cli import main
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    data.load.cache_clear()
-    data._verified.cache_clear()
+    for cache in (data.load, data._verified, data.image_set):
+        cache.cache_clear()
     yield
-    data.load.cache_clear()
-    data._verified.cache_clear()
+    for cache in (data.load, data._verified, data.image_set):
+        cache.cache_clear()
 
 
 @pytest.mark.parametrize("compress", [True, False])

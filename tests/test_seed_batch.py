@@ -18,7 +18,9 @@ import torch
 
 import gradbench
 from gradbench.cli import main
+from gradbench.errors import UnsupportedError
 from gradbench.registry import get_estimator_class
+from gradbench.replicas import Pair, changed
 from gradbench.runner import execute, execute_seeds, resolve
 from gradbench.sweep import spec_from_record
 
@@ -165,6 +167,11 @@ def test_an_estimator_that_cannot_be_batched_runs_its_seeds_one_after_another(tm
     assert all(r["status"] == "ok" and "seed_batch" not in r for r in done)
     assert [r["run_id"] for r in done] == [s.run_id for s in specs]  # ordinary sequential records
     assert not list(tmp_path.rglob("*.tmp")) and len(list(tmp_path.rglob("*.json"))) == 2
+    from gradbench.sweep import expand, todo
+
+    grid = expand("toy", "test_grad_in_forward", [0, 1], batch_seeds=True, steps=10, eval_every=5, grad_stats=False)
+    assert all(s.seed_batch == (0, 1) for s in grid.specs)
+    assert todo(grid, str(tmp_path), (0, 1))[:2] == ([], 2)  # a sweep counts the seed-by-seed records as done
     specs = [resolve("toy", "relax", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
     done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
     assert "estimator 'relax' is not batchable" in capsys.readouterr().err
@@ -179,3 +186,52 @@ def test_cli_batch_seeds(tmp_path, capsys):
     assert [r["seed_batch"] for r in records] == [[0, 1, 2]] * 3
     assert main([*args, "--batch-seeds"]) == 2
     assert "--batch-seeds needs --seeds" in capsys.readouterr().err
+
+
+@gradbench.register_estimator("test_rebinds_state")
+class RebindsState(gradbench.Estimator):
+    """Counts its calls by rebinding a buffer (``self.calls = self.calls + 1``) instead of updating it in
+    place: under functional_call/vmap the count would be silently dropped, so batching must refuse it."""
+
+    supports = frozenset({"bernoulli"})
+    Config = _NoConfig
+
+    def __init__(self, node, config=None):
+        super().__init__(node, config)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, logits, cost_fn):
+        self.calls = self.calls + 1
+        return get_estimator_class("ste")(self.node)(logits, cost_fn)
+
+
+def test_an_estimator_that_rebinds_its_state_is_not_batched(tmp_path, capsys):
+    specs = [resolve("toy", "test_rebinds_state", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert "the step rebinds buffer 'estimator.calls' instead of updating it in place" in capsys.readouterr().err
+    assert all(r["status"] == "ok" and "seed_batch" not in r for r in done)
+
+
+@pytest.mark.parametrize("task", ["sort", "sort:node=bernoulli", "toy", "classify", "autoencode", "vae"])
+def test_built_in_steps_update_their_state_in_place(task):
+    """What batching and CUDA graphs rely on: no built-in task or estimator rebinds a buffer or attribute
+    in a training step (they update in place), so nothing would be dropped or frozen."""
+    tried = 0
+    for name in gradbench.list_estimators():
+        cls = get_estimator_class(name)
+        if name.startswith("test_"):
+            continue
+        try:
+            spec = resolve(task, name, steps=2, grad_stats=False)
+        except UnsupportedError:
+            continue
+        tried += 1
+        t = spec.task_cls(spec.task_config)
+        model = Pair(t, cls(t.node, spec.estimator_config))
+        model.forward()  # lazy state, if any, exists after the first step
+        before = model.state_ids()
+        for _ in range(2):
+            total = model.forward()[0]
+            total.backward()
+        assert changed(before, model.state_ids()) == [], (task, name)
+    assert tried >= 2
