@@ -233,3 +233,21 @@ def test_built_in_steps_update_their_state_in_place(task):
             total.backward()
         assert changed(before, model.state_ids()) == [], (task, name)
     assert tried >= 2
+
+
+@pytest.mark.parametrize("task,name", [("sort", "dab"), ("sort:node=bernoulli", "gumbel"),
+                                       ("sort:node=bernoulli", "reinforce:baseline=ema,samples=1")])
+def test_a_replica_ignores_the_other_replicas_of_its_batch(tmp_path, task, name):
+    """Batches (0, 5) and (3, 5): the generator's state when training starts is the same (the last replica
+    built is seed 5's) and replica 1 draws the same share of each batched draw, so seed 5's replica sees
+    the same random numbers in both. Its trajectory must then be the same whatever the other replica is:
+    any cross-talk (in gradients, Adam, buffers or evaluation) would make it depend on seed 0 vs 3."""
+    def batch(first):
+        specs = [resolve(task, name, seed=s, steps=40, eval_every=20, grad_stats=False) for s in (first, 5)]
+        return execute_seeds(specs, device="cpu", runs_dir=tmp_path / str(first), batch=True)
+
+    a, b = batch(0), batch(3)
+    assert a[1]["seed_batch"] == [0, 5] and b[1]["seed_batch"] == [3, 5]
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in _history(a[1])]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in _history(b[1])]
+    assert a[0]["metrics"] != b[0]["metrics"]  # the other replicas did differ
