@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from gradbench.runner import execute, execute_seeds, pick_device, resolve
+from gradbench.execution import pick_device
+from gradbench.runner import execute, execute_seeds, resolve
 
 ESTIMATORS = {"sort": ["dab", "ste"], "sort:node=bernoulli": ["gumbel", "reinforce", "relax"]}
 

@@ -20,7 +20,8 @@ from torch import nn
 from torch.func import functional_call
 
 from gradbench import records
-from gradbench.runner import Progress, resolve, train
+from gradbench.spec import resolve
+from gradbench.training import Progress, train
 
 L, B, H, D, LR = 5, 256, 128, 256, 3e-3  # the quick preset's sizes
 
@@ -38,7 +39,7 @@ class _NullHistory(records.HistoryWriter):
 
 def harness_step_time(task: str, estimator: str, steps: int) -> float:
     spec = resolve(task, estimator, steps=steps, eval_every=steps, grad_stats=False)
-    _, cost, _, _ = train(spec, torch.device("cpu"), _NullHistory(), Progress(spec, enabled=False))
+    _, cost, _, _ = train([spec], torch.device("cpu"), [_NullHistory()], Progress(spec, enabled=False))[0]
     return cost["train_seconds"] / cost["steps"]
 
 

@@ -150,6 +150,21 @@ def iter_records(runs_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any] | 
             yield path, None, str(e)
 
 
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a history file ([] when there is none); a torn last line (a crash mid-write) is skipped."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except OSError:
+        return []
+    return rows
+
+
 class HistoryWriter:
     """Appends one JSON line per logged step to a file of this process's own, flushed so a crash keeps
     what was logged; ``close`` renames it over the final name, so two processes running the same

@@ -64,8 +64,6 @@ class _Step(nn.Module):
 class Pair:
     """One (task, estimator) pair, trained as is."""
 
-    batched = False
-
     def __init__(self, task: Task, estimator: Estimator) -> None:
         self.step = _Step(task, estimator)
         self.forward = self.step.forward
@@ -91,8 +89,6 @@ class Pair:
 
 class SeedBatch:
     """S replicas of one (task, estimator) spec, stacked and run by one vmapped step."""
-
-    batched = True
 
     def __init__(self, pairs: list[tuple[Task, Estimator]]) -> None:
         self.steps = [_Step(task, estimator) for task, estimator in pairs]

@@ -19,8 +19,8 @@ from typing import Any
 
 from gradbench import records
 from gradbench.errors import UnsupportedError, UsageError
-from gradbench.registry import get_estimator_class, get_task_class, list_estimators, list_tasks, load_plugin
-from gradbench.runner import RunSpec, resolve
+from gradbench.registry import list_estimators, list_tasks, load_plugin
+from gradbench.spec import RunOptions, RunSpec, resolve, spec_from_record
 
 # ------------------------------------------------------------------------------------------- grid
 
@@ -79,7 +79,7 @@ class Grid:
 
 
 def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick", batch_seeds: bool = False,
-           **run_options: Any) -> Grid:
+           options: RunOptions | None = None, **option_values: Any) -> Grid:
     """The grid, in a stable order; pairs whose node the estimator cannot run are listed once. With
     ``batch_seeds`` each pair's seeds form one seed batch (trained at once by one worker), except for
     estimators that cannot be batched, whose seeds stay separate runs."""
@@ -91,7 +91,7 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
     for t in task_specs:
         for e in est_specs:
             try:
-                specs = [resolve(t, e, preset=preset, seed=s, **run_options) for s in seeds]
+                specs = [resolve(t, e, preset=preset, seed=s, options=options, **option_values) for s in seeds]
             except UnsupportedError as err:
                 grid.unsupported.append(f"{t} x {e}: {err}")
                 continue
@@ -101,34 +101,11 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
     return grid
 
 
-def spec_from_record(record: dict[str, Any]) -> RunSpec:
-    """Rebuild the exact RunSpec of a record (the record holds the fully resolved spec)."""
-    for part in ("task", "estimator"):
-        cls = (get_task_class if part == "task" else get_estimator_class)(record[part]["name"])
-        if cls.version != record[part]["version"]:
-            raise UsageError(f"record {record['run_id']} was made with {part} {cls.name!r} version "
-                             f"{record[part]['version']}; this gradbench has version {cls.version}")
-    budget = record["budget"]
-    grad = record.get("grad_stats")
-    spec = resolve((record["task"]["name"], record["task"]["config"]),
-                   (record["estimator"]["name"], record["estimator"]["config"]),
-                   preset=record["preset"], seed=record["seed"], steps=budget.get("steps"),
-                   seconds=budget.get("seconds"), eval_every=record.get("eval_every"),
-                   grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
-                   grad_checkpoints=tuple(grad["checkpoints"]) if grad else (0.0, 0.5, 1.0),
-                   lr_schedule=budget.get("lr_schedule", "constant"))
-    if record.get("seed_batch") is not None:
-        spec = replace(spec, seed_batch=tuple(record["seed_batch"]))
-    if spec.run_id != record["run_id"]:
-        raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
-    return spec
-
-
 # -------------------------------------------------------------------------------------- executors
 
 
 def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, runs_dir: str,
-               plugins: list[str]) -> list[dict[str, Any]]:
+               plugins: list[str], accel: str = "auto") -> list[dict[str, Any]]:
     """Worker entry point: rebuild the specs from plain data and run them: one run, or one seed batch."""
     for plugin in plugins:
         load_plugin(plugin)
@@ -137,10 +114,10 @@ def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, r
     specs = [spec_from_record({**d, "run_id": records.run_id(d), "eval_every": eval_every}) for d in spec_dicts]
     seeds = specs[0].seed_batch
     if seeds is None:
-        done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"])
+        done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel)
     else:  # the whole batch trains (its finished records are kept); report the runs asked for
         whole = execute_seeds([replace(specs[0], seed=s, seed_batch=None) for s in seeds], device=device,
-                              runs_dir=runs_dir, argv=["gradbench", "sweep"], batch=True)
+                              runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel, batch=True)
         done = [whole[seeds.index(s.seed)] for s in specs]
     return [{"run_id": r["run_id"], "status": r["status"], "error": r.get("error")} for r in done]
 
@@ -220,7 +197,6 @@ class SweepResult:
     skipped: int  # finished before this sweep
     ok: int = 0
     failed: int = 0  # failed or diverged
-    corrupt: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -252,19 +228,19 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpe
 
 
 def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", shard: tuple[int, int] = (0, 1),
-              plugins: list[str] | None = None, progress: bool = True) -> SweepResult:
+              plugins: list[str] | None = None, progress: bool = True, accel: str = "auto") -> SweepResult:
     """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay)."""
     from tqdm import tqdm
 
     pending, finished, corrupt = todo(grid, runs_dir, shard)
-    result = SweepResult(total=len(pending) + finished, skipped=finished, corrupt=corrupt)
+    result = SweepResult(total=len(pending) + finished, skipped=finished)
     for line in corrupt:
         print(f"gradbench: corrupt record, re-running: {line}", file=sys.stderr)
     groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
     for spec in pending:
         groups.setdefault(group_key(spec), []).append(spec)
     futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
-                               plugins or []): group for group in groups.values()}
+                               plugins or [], accel): group for group in groups.values()}
     bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress, unit="run")
     start = time.perf_counter()
     try:

@@ -6,20 +6,15 @@ import json
 
 import pytest
 import torch
+from helpers import CountsInPython, history, register
 
 import gradbench
-from gradbench import runner
+from gradbench import execution
 from gradbench.cli import main
 from gradbench.errors import UsageError
 from gradbench.registry import get_estimator_class, list_estimators
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def _history(record):
-    path = record["path"].replace(".json", ".history.jsonl")
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 @pytest.mark.parametrize("task,estimator", [("toy", "gumbel"), ("classify", "ste")])
@@ -36,10 +31,12 @@ def test_compile_follows_the_eager_trajectory_on_cpu(tmp_path, task, estimator):
     assert eager["status"] == compiled["status"] == "ok", compiled["error"]
     assert compiled["accel"]["used"] == "compile" and eager["accel"]["used"] == "none"
     assert eager["run_id"] == compiled["run_id"]  # how steps execute is not part of what a run is
-    rows_e, rows_c = _history(eager), _history(compiled)
+    rows_e, rows_c = history(eager), history(compiled)
     assert [r["step"] for r in rows_e] == [r["step"] for r in rows_c]
+    assert rows_e[0]["step"] == 0 and "train_cost" not in rows_e[0]  # the evaluation before training
     for a, b in zip(rows_e, rows_c, strict=True):
-        assert b["train_cost"] == pytest.approx(a["train_cost"], rel=1e-5)
+        if "train_cost" in a:
+            assert b["train_cost"] == pytest.approx(a["train_cost"], rel=1e-5)
         for key in a:
             if key.startswith("test/"):
                 assert b[key] == pytest.approx(a[key], rel=1e-5)
@@ -57,7 +54,7 @@ def _same_trajectory(rows_a, rows_b, rel):
 
 
 class ReplayByRerun:
-    """Stands in for ``runner.CudaGraphStep`` on a CPU: warm-up runs the eager step, 'capture' keeps the step
+    """Stands in for ``execution.CudaGraphStep`` on a CPU: warm-up runs the eager step, 'capture' keeps the step
     function, and 'replay' reruns it on fresh gradients, as a replayed graph does. It checks the graph
     path's loop (warm-up, switch to replay, outputs, tensor learning rates under a schedule), not CUDA."""
 
@@ -89,8 +86,8 @@ class ReplayByRerun:
 def _tensor_lrs(monkeypatch):
     """Eager with the graph path's tensor learning rates: Adam's float and tensor lr round differently
     (rel ~1e-5 after 20 steps), which would hide what these tests compare: the loop itself, exactly."""
-    make = runner.make_optimizer
-    monkeypatch.setattr(runner, "make_optimizer", lambda groups, device, graph: make(groups, device, True))
+    make = execution.make_optimizer
+    monkeypatch.setattr(execution, "make_optimizer", lambda groups, device, graph: make(groups, device, True))
 
 
 @pytest.mark.parametrize("estimator", ["dab", "gumbel"])
@@ -102,50 +99,41 @@ def test_graph_loop_follows_eager_with_a_schedule(tmp_path, monkeypatch, estimat
               lr_schedule="cosine")
     _tensor_lrs(monkeypatch)
     eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
-    monkeypatch.setattr(runner, "CudaGraphStep", ReplayByRerun)
-    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "CudaGraphStep", ReplayByRerun)
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
     graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert graph["status"] == "ok", graph["error"]
     assert graph["accel"]["used"] == "graph" and graph["cost"]["capture_seconds"] is not None
-    assert (ReplayByRerun.last.warmups, ReplayByRerun.last.replays) == (runner.GRAPH_WARMUP, 40 - runner.GRAPH_WARMUP)
-    rows_e, rows_g = _history(eager), _history(graph)
-    assert len(rows_e) == len(rows_g) == 4
+    warmup = execution.GRAPH_WARMUP
+    assert (ReplayByRerun.last.warmups, ReplayByRerun.last.replays) == (warmup, 40 - warmup)
+    rows_e, rows_g = history(eager), history(graph)
+    assert len(rows_e) == len(rows_g) == 5  # step 0 (before training), then every 10 steps
     assert rows_g == [{**e, "seconds": g["seconds"]} for e, g in zip(rows_e, rows_g, strict=True)]
-    assert _history(graph)[-1]["lr"] < 1e-5
+    assert history(graph)[-1]["lr"] < 1e-5
 
 
 def test_a_failed_capture_goes_on_eagerly_and_says_why(tmp_path, monkeypatch):
     kw = dict(task="sort", estimator="ste", steps=20, eval_every=10, device="cpu", grad_stats=False)
     _tensor_lrs(monkeypatch)
     eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
-    monkeypatch.setattr(runner, "CudaGraphStep", lambda device: ReplayByRerun(device, fail=True))
-    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "CudaGraphStep", lambda device: ReplayByRerun(device, fail=True))
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
     rec = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert rec["status"] == "ok" and rec["accel"]["used"] == "none"
     assert rec["accel"]["reason"] == ("graph: capture failed after step 3 (RuntimeError: operation not permitted "
                                       "when stream is capturing); eager from there")
-    assert [r["train_cost"] for r in _history(rec)] == [r["train_cost"] for r in _history(eager)]
+    assert [r.get("train_cost") for r in history(rec)] == [r.get("train_cost") for r in history(eager)]
 
 
-@gradbench.register_estimator("test_counts_in_python")
-class CountsInPython(gradbench.Estimator):
-    """Straight-through that counts its calls in a Python int: a replayed graph would never count."""
-
-    supports = frozenset({"bernoulli"})
-    Config = get_estimator_class("ste").Config
-
-    def __init__(self, node, config=None):
-        super().__init__(node, config)
-        self.calls = 0
-
-    def forward(self, logits, cost_fn):
-        self.calls += 1
-        return get_estimator_class("ste")(self.node, self.config)(logits, cost_fn)
+@pytest.fixture
+def counts_in_python(isolated_registry):
+    register(CountsInPython)
 
 
+@pytest.mark.usefixtures("counts_in_python")
 def test_state_a_replay_would_freeze_is_not_captured(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "CudaGraphStep", ReplayByRerun)
-    monkeypatch.setattr(runner, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "CudaGraphStep", ReplayByRerun)
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
     rec = gradbench.run(task="toy", estimator="test_counts_in_python", steps=10, eval_every=5, device="cpu",
                         runs=str(tmp_path), grad_stats=False, accel="graph")
     assert rec["status"] == "ok" and rec["accel"]["used"] == "none"
@@ -156,17 +144,17 @@ def test_state_a_replay_would_freeze_is_not_captured(tmp_path, monkeypatch):
 def test_pick_accel_per_device_and_estimator(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     ste = get_estimator_class("ste")
-    assert runner.pick_accel("auto", ste, cuda)[0] == "graph"
-    assert runner.pick_accel("auto", ste, cpu)[0] == "none"
-    assert runner.pick_accel("graph", ste, cpu) == ("none", "graph: CUDA graphs need a CUDA device; eager instead")
-    assert runner.pick_accel("compile", ste, cuda) == ("compile", "asked for")
+    assert execution.pick_accel("auto", ste, cuda)[0] == "graph"
+    assert execution.pick_accel("auto", ste, cpu)[0] == "none"
+    assert execution.pick_accel("graph", ste, cpu) == ("none", "graph: CUDA graphs need a CUDA device; eager instead")
+    assert execution.pick_accel("compile", ste, cuda) == ("compile", "asked for")
     monkeypatch.setattr(ste, "capturable", False)
-    used, why = runner.pick_accel("auto", ste, cuda)
+    used, why = execution.pick_accel("auto", ste, cuda)
     assert used == "none" and "cannot be captured" in why
 
 
 @needs_cuda
-@pytest.mark.parametrize("estimator", [n for n in list_estimators() if not n.startswith("test_")])
+@pytest.mark.parametrize("estimator", list_estimators())
 def test_graph_follows_eager_on_cuda(tmp_path, estimator):
     """The captured step computes what eager computes: same logged costs and metrics to float tolerance
     (Adam's capturable bias correction is computed in float32 on the device, hence not bit-equal)."""
@@ -176,7 +164,7 @@ def test_graph_follows_eager_on_cuda(tmp_path, estimator):
     graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert eager["status"] == graph["status"] == "ok", graph["error"]
     assert graph["accel"]["used"] == "graph", graph["accel"]["reason"]
-    _same_trajectory(_history(eager), _history(graph), rel=1e-3)
+    _same_trajectory(history(eager), history(graph), rel=1e-3)
 
 
 @needs_cuda
@@ -225,7 +213,7 @@ def test_cosine_schedule_is_part_of_the_run_and_decays_to_zero(tmp_path):
     assert const["budget"] == {"steps": 40} and cos["budget"] == {"steps": 40, "lr_schedule": "cosine"}
     assert const["run_id"] != cos["run_id"]
     lr0 = 1e-2  # the toy quick preset's Adam lr
-    rows = [row for row in _history(cos) if "lr" in row]
+    rows = [row for row in history(cos) if "lr" in row]
     assert [row["step"] for row in rows] == [10, 20, 30, 40]
     for row in rows:  # the rate the logged step used: step k (1-based) runs at lr0 * (1 + cos(pi (k-1) / N)) / 2
         expected = lr0 * 0.5 * (1 + math.cos(math.pi * (row["step"] - 1) / 40))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import NaNAfterFive, Raises, register, run_toy
 
 import gradbench
 from gradbench import records
@@ -14,45 +14,9 @@ from gradbench.errors import UsageError
 from gradbench.runner import resolve
 
 
-@dataclass(frozen=True)
-class _NoConfig:
-    pass
-
-
-@gradbench.register_estimator("test_nan_after_5")
-class NaNAfterFive(gradbench.Estimator):
-    """Straight-through whose loss turns NaN at the sixth call: the run must end 'diverged'."""
-
-    supports = frozenset({"bernoulli"})
-    Config = _NoConfig
-
-    def __init__(self, node, config=None):
-        super().__init__(node, config)
-        self.register_buffer("calls", torch.zeros(()))
-
-    def forward(self, logits, cost_fn):
-        self.calls += 1
-        b = (torch.rand_like(logits) < torch.sigmoid(logits)).float()
-        cost = cost_fn(b + logits - logits.detach())
-        poison = torch.where(self.calls > 5, torch.tensor(float("nan")), torch.tensor(0.0))
-        return gradbench.EstimatorOutput(b, cost.detach(), cost.mean() + poison, self.zero(logits), {"cost_evals": 1})
-
-
-@gradbench.register_estimator("test_raises")
-class Raises(gradbench.Estimator):
-    supports = frozenset({"bernoulli"})
-    Config = _NoConfig
-
-    def forward(self, logits, cost_fn):
-        raise RuntimeError("boom in forward")
-
-
-def run_toy(tmp_path, **kw):
-    kw.setdefault("steps", 30)
-    kw.setdefault("eval_every", 10)
-    kw.setdefault("device", "cpu")
-    return gradbench.run(task=kw.pop("task", "toy"), estimator=kw.pop("estimator", "reinforce"),
-                         runs=str(tmp_path), **kw)
+@pytest.fixture
+def stand_ins(isolated_registry):
+    register(NaNAfterFive, Raises)
 
 
 def test_record_has_every_field_and_history(tmp_path):
@@ -72,7 +36,8 @@ def test_record_has_every_field_and_history(tmp_path):
                 "argv", "start_utc", "end_utc"):
         assert key in prov, key
     lines = [json.loads(x) for x in records.history_path(path).read_text().splitlines()]
-    assert [r["step"] for r in lines if "test/gap" in r] == [10, 20, 30]
+    # the first evaluation is of the initial parameters
+    assert [r["step"] for r in lines if "test/gap" in r] == [0, 10, 20, 30]
     assert not list(path.parent.glob("*.tmp"))
 
 
@@ -97,6 +62,7 @@ def test_same_seed_same_metrics_and_reuse_unless_forced(tmp_path):
     assert other["metrics"] != a["metrics"]
 
 
+@pytest.mark.usefixtures("stand_ins")
 def test_nan_loss_ends_the_run_as_diverged(tmp_path):
     rec = run_toy(tmp_path, estimator="test_nan_after_5")
     assert rec["status"] == "diverged"
@@ -105,6 +71,7 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path):
     assert again.get("reused")  # a diverged run is finished: same spec, same outcome
 
 
+@pytest.mark.usefixtures("stand_ins")
 def test_exception_gives_a_failed_record_that_is_retried(tmp_path):
     rec = run_toy(tmp_path, estimator="test_raises")
     assert rec["status"] == "failed" and "boom in forward" in rec["error"]
@@ -164,7 +131,7 @@ def test_runs_on_cuda(tmp_path):
 
 @pytest.mark.parametrize("device", ["meta", "mps", "cuda:7", "nonsense"])
 def test_bad_devices_are_usage_errors(device):
-    from gradbench.runner import pick_device
+    from gradbench.execution import pick_device
 
     with pytest.raises(UsageError):
         pick_device(device)

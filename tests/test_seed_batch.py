@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 
 import pytest
-import torch
+from helpers import GradInForward, PoisonedSeeds, RebindsState, history, register
 
 import gradbench
 from gradbench.cli import main
@@ -27,15 +26,10 @@ from gradbench.sweep import spec_from_record
 CONFIGS = {"reinforce": [{"baseline": "ema", "samples": 1}], "gumbel": [{"anneal_rate": 1e-2}]}  # device state
 
 
-def _history(record):
-    with open(record["path"].replace(".json", ".history.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 def _cases():
     for name in gradbench.list_estimators():
         cls = get_estimator_class(name)
-        if not cls.batchable or name.startswith("test_"):
+        if not cls.batchable:
             continue
         for values in [{}, *CONFIGS.get(name, [])]:
             yield pytest.param(name, values, id=",".join([name, *(f"{k}={v}" for k, v in values.items())]))
@@ -49,8 +43,8 @@ def test_a_batch_of_one_follows_its_sequential_run(tmp_path, name, values):
     (bat,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "bat", batch=True)
     assert seq["status"] == bat["status"] == "ok", bat["error"]
     assert bat["seed_batch"] == [3] and "seed_batch" not in seq and bat["run_id"] != seq["run_id"]
-    rows_s, rows_b = _history(seq), _history(bat)
-    assert [r["step"] for r in rows_s] == [r["step"] for r in rows_b] == [20, 40]
+    rows_s, rows_b = history(seq), history(bat)
+    assert [r["step"] for r in rows_s] == [r["step"] for r in rows_b] == [0, 20, 40]
     for a, b in zip(rows_s, rows_b, strict=True):
         # float reordering only (batched matmuls): rel 1e-4; the test rates count argmax hits, of which
         # such differences flip a handful in 50,000 (abs 1e-3 allows 50)
@@ -81,7 +75,7 @@ def test_replicas_start_from_their_own_seeds_and_are_written_as_ordinary_records
         (alone,) = execute_seeds([spec], device="cpu", runs_dir=tmp_path / "alone")
         start_b, start_s = record["gradient"]["checkpoints"][0], alone["gradient"]["checkpoints"][0]
         assert start_b["checkpoint"] == "start" and start_b["variance"] == start_s["variance"]
-        assert len(_history(record)) == 2 and os.path.exists(record["path"])
+        assert len(history(record)) == 3 and os.path.exists(record["path"])  # steps 0, 15, 30
     finals = [r["metrics"]["test_loss"]["value"] for r in done]
     assert len(set(finals)) == 3  # three different trainings, not one copied
     assert [r["reused"] for r in execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)] == [True] * 3
@@ -104,36 +98,18 @@ def test_a_missing_record_retrains_its_batch_and_keeps_the_others(tmp_path):
         os.path.basename(r["path"]) for r in again)
 
 
-@dataclass(frozen=True)
-class _NoConfig:
-    pass
+@pytest.fixture
+def stand_ins(isolated_registry):
+    register(PoisonedSeeds, GradInForward, RebindsState)
 
 
-@gradbench.register_estimator("test_poisoned_seeds")
-class PoisonedSeeds(gradbench.Estimator):
-    """Straight-through whose loss is NaN from the start for about half the seeds (a buffer drawn at
-    construction, so it depends on the seed): one diverged replica must not end the others."""
-
-    supports = frozenset({"threshold", "sign", "bernoulli", "categorical", "argmax"})
-    Config = _NoConfig
-
-    def __init__(self, node, config=None):
-        super().__init__(node, config)
-        self.register_buffer("poisoned", (torch.rand(()) < 0.5).float())
-
-    def forward(self, logits, cost_fn):
-        est = get_estimator_class("ste")(self.node)
-        out = est(logits, cost_fn)
-        out.loss = out.loss / (1 - self.poisoned)  # inf, then NaN, where poisoned
-        return out
-
-
+@pytest.mark.usefixtures("stand_ins")
 def test_a_diverged_replica_ends_alone(tmp_path):
     seeds = list(range(6))
     specs = [resolve("toy", "test_poisoned_seeds", seed=s, steps=20, eval_every=10, grad_stats=False) for s in seeds]
     poisoned = []
     for s in seeds:  # build each replica as the harness does, to read its flag
-        gradbench.runner.seed_everything(s)
+        gradbench.execution.seed_everything(s)
         task = specs[0].task_cls(specs[0].task_config)
         poisoned.append(bool(PoisonedSeeds(task.node).poisoned))
     assert 0 < sum(poisoned) < len(seeds)  # the seeds give both kinds
@@ -143,22 +119,7 @@ def test_a_diverged_replica_ends_alone(tmp_path):
         assert ("non-finite loss" in record["error"]) if p else (record["metrics"]["expected_cost"]["value"] > 0)
 
 
-@gradbench.register_estimator("test_grad_in_forward")
-class GradInForward(gradbench.Estimator):
-    """Calls torch.autograd.grad in its forward (as RELAX does) without declaring batchable = False:
-    vmap refuses it at the first step, and the seeds must then run one after another."""
-
-    supports = frozenset({"bernoulli"})
-    Config = _NoConfig
-
-    def forward(self, logits, cost_fn):
-        x = logits.detach().requires_grad_()
-        (g,) = torch.autograd.grad(x.sigmoid().sum(), x)
-        est = get_estimator_class("ste")(self.node)
-        out = est(logits + 0 * g, cost_fn)
-        return out
-
-
+@pytest.mark.usefixtures("stand_ins")
 def test_an_estimator_that_cannot_be_batched_runs_its_seeds_one_after_another(tmp_path, capsys):
     specs = [resolve("toy", "test_grad_in_forward", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
     done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
@@ -188,23 +149,7 @@ def test_cli_batch_seeds(tmp_path, capsys):
     assert "--batch-seeds needs --seeds" in capsys.readouterr().err
 
 
-@gradbench.register_estimator("test_rebinds_state")
-class RebindsState(gradbench.Estimator):
-    """Counts its calls by rebinding a buffer (``self.calls = self.calls + 1``) instead of updating it in
-    place: under functional_call/vmap the count would be silently dropped, so batching must refuse it."""
-
-    supports = frozenset({"bernoulli"})
-    Config = _NoConfig
-
-    def __init__(self, node, config=None):
-        super().__init__(node, config)
-        self.register_buffer("calls", torch.zeros(()))
-
-    def forward(self, logits, cost_fn):
-        self.calls = self.calls + 1
-        return get_estimator_class("ste")(self.node)(logits, cost_fn)
-
-
+@pytest.mark.usefixtures("stand_ins")
 def test_an_estimator_that_rebinds_its_state_is_not_batched(tmp_path, capsys):
     specs = [resolve("toy", "test_rebinds_state", seed=s, steps=10, eval_every=5, grad_stats=False) for s in (0, 1)]
     done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
@@ -217,7 +162,7 @@ def test_built_in_steps_update_their_state_in_place(task):
     """What batching and CUDA graphs rely on: no built-in task or estimator rebinds a buffer or attribute
     in a training step (they update in place), so nothing would be dropped or frozen."""
     tried = 0
-    for name in BUILTIN_ESTIMATORS:  # not list_estimators(): other tests register plugins that raise
+    for name in BUILTIN_ESTIMATORS:
         cls = get_estimator_class(name)
         try:
             spec = resolve(task, name, steps=2, grad_stats=False)
@@ -248,6 +193,6 @@ def test_a_replica_ignores_the_other_replicas_of_its_batch(tmp_path, task, name)
 
     a, b = batch(0), batch(3)
     assert a[1]["seed_batch"] == [0, 5] and b[1]["seed_batch"] == [3, 5]
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in _history(a[1])]
-    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in _history(b[1])]
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in history(a[1])]
+    assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in history(b[1])]
     assert a[0]["metrics"] != b[0]["metrics"]  # the other replicas did differ

@@ -1,0 +1,214 @@
+"""The run spec: what defines a run (and so its id), how it is resolved from names and options, and how
+it is rebuilt from a record.
+
+``RunOptions`` is the one options object shared by the CLI, the Python API and sweeps. Some options
+change the result (budget, schedule, gradient statistics) and go into the ``RunSpec``; the others say
+how and where the run executes (device, accel, records folder) and never change its id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gradbench import records
+from gradbench.config import config_dict, format_value, non_default, parse_spec
+from gradbench.errors import UnsupportedError, UsageError
+from gradbench.estimator import Estimator
+from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.task import Task
+
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_CHECKPOINTS = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: the budget and measurement (part of the run id) and the execution (not part of it)."""
+
+    steps: int | None = None  # training steps (default: the preset's)
+    seconds: float | None = None  # train for this long instead of a step count
+    lr_schedule: str = "constant"  # constant | cosine (decays every learning rate to 0 over --steps)
+    eval_every: int | None = None  # evaluate every N steps (default: the preset's)
+    grad_stats: bool = True  # measure gradient statistics at the checkpoints
+    grad_draws: int | None = None  # gradient estimates per checkpoint (default: the preset's)
+    grad_checkpoints: tuple[float, ...] = DEFAULT_CHECKPOINTS  # fractions of the budget
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    accel: str = "auto"  # auto | none | graph | compile: how steps execute
+    runs: str = "runs"  # the records folder
+    force: bool = False  # re-run even when a finished record exists
+    progress: bool = False  # a progress bar on stderr
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def split(cls, values: dict[str, Any]) -> tuple[RunOptions, dict[str, Any]]:
+        """(options from the keys that name an option, the remaining keys): for ``gradbench.run(**kw)``."""
+        mine = {k: v for k, v in values.items() if k in cls.names()}
+        points = mine.get("grad_checkpoints")
+        if isinstance(points, (int, float)):
+            mine["grad_checkpoints"] = (float(points),)
+        elif points is not None:
+            mine["grad_checkpoints"] = tuple(points)
+        return cls(**mine), {k: v for k, v in values.items() if k not in mine}
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run, resolved (names, versions, full configs, seed, budget)."""
+
+    task_cls: type[Task]
+    task_config: Any
+    estimator_cls: type[Estimator]
+    estimator_config: Any
+    preset: str
+    seed: int
+    budget: dict[str, Any]  # {"steps": N} or {"seconds": S}, plus "lr_schedule" when not constant
+    eval_every: int
+    grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
+    seed_batch: tuple[int, ...] | None = None  # the seeds trained together with this one (batched seeds)
+
+    def as_dict(self) -> dict[str, Any]:
+        batch = {"seed_batch": list(self.seed_batch)} if self.seed_batch is not None else {}
+        return {
+            "task": {"name": self.task_cls.name, "version": self.task_cls.version,
+                     "config": config_dict(self.task_config),
+                     "label": self.task_cls.label_for(self.task_config, self.preset),
+                     "node": self.task_cls.node_of(self.task_config).to_dict()},
+            "estimator": {"name": self.estimator_cls.name, "version": self.estimator_cls.version,
+                          "config": config_dict(self.estimator_config),
+                          "label": self.estimator_cls.label_for(self.estimator_config),
+                          "unbiased": self.estimator_cls.unbiased},
+            "preset": self.preset, "seed": self.seed, "budget": self.budget, "grad_stats": self.grad, **batch,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return records.run_id(self.as_dict())
+
+
+def _split(spec: str | tuple[str, dict[str, Any]], extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, tuple):
+        name, values = spec
+    else:
+        name, values = parse_spec(spec)
+    return name, {**values, **(extra or {})}
+
+
+def resolve(task: str | tuple[str, dict[str, Any]], estimator: str | tuple[str, dict[str, Any]],
+            preset: str = "quick", seed: int = 0, options: RunOptions | None = None,
+            task_config: dict[str, Any] | None = None, estimator_config: dict[str, Any] | None = None,
+            **option_values: Any) -> RunSpec:
+    """Names/specs + options -> a RunSpec, or a one-line UsageError.
+
+    ``option_values`` are ``RunOptions`` fields given as keywords (``resolve("toy", "ste", steps=50)``),
+    on top of ``options``. ``lr_schedule="cosine"`` is stored in the budget only when not constant, so
+    constant runs keep their ids.
+    """
+    opts = replace(options or RunOptions(), **option_values)
+    task_name, task_values = _split(task, task_config)
+    est_name, est_values = _split(estimator, estimator_config)
+    task_cls = get_task_class(task_name)
+    est_cls = get_estimator_class(est_name)
+    task_cfg = task_cls.make_config(task_values, preset)
+    task_cls.check_config(task_cfg)
+    est_cfg = est_cls.make_config(est_values)
+    _check_supported(task_cls, task_cfg, est_cls, est_cfg, preset)
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    p = task_cls.presets[preset]
+    every = opts.eval_every if opts.eval_every is not None else p.eval_every
+    if every < 1:
+        raise UsageError(f"eval_every must be >= 1, got {every}")
+    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), _budget(opts, p.steps), every,
+                   _grad(opts, p.grad_draws))
+
+
+def _check_supported(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], est_cfg: Any,
+                     preset: str) -> None:
+    """Refuse a pair whose node the estimator cannot run, naming a task setting that would work."""
+    node = task_cls.node_of(task_cfg)
+    if node.kind not in est_cls.supports:
+        hint = _working_setting(task_cls, task_cfg, est_cls, preset)
+        raise UnsupportedError(
+            f"estimator {est_cls.name!r} does not support the {node.kind!r} node of task {task_cls.name!r} "
+            f"(it supports: {', '.join(sorted(est_cls.supports))})" + (f"; try --task {hint}" if hint else ""))
+    est_cls(node, est_cfg)  # constructor-level checks (e.g. a variant undefined for this node)
+
+
+def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], preset: str) -> str | None:
+    """``sort:node=bernoulli``: the first value of the task's ``node`` setting whose node the estimator
+    supports (None when the task has no such setting or none works)."""
+    hint = typing.get_type_hints(task_cls.Config).get("node")
+    if typing.get_origin(hint) is not typing.Literal:
+        return None
+    for value in typing.get_args(hint):
+        try:
+            cfg = replace(task_cfg, node=value)
+            if task_cls.node_of(cfg).kind in est_cls.supports:
+                changed = non_default(cfg, task_cls.make_config(None, preset))
+                settings = ",".join(f"{k}={format_value(v)}" for k, v in changed.items())
+                return f"{task_cls.name}:{settings}" if settings else task_cls.name
+        except (UsageError, ValueError, TypeError):
+            continue
+    return None
+
+
+def _budget(opts: RunOptions, preset_steps: int) -> dict[str, Any]:
+    if opts.steps is not None and opts.seconds is not None:
+        raise UsageError("give a budget of either --steps or --seconds, not both")
+    if opts.steps is not None and opts.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {opts.steps}")
+    if opts.seconds is not None and not opts.seconds > 0:
+        raise UsageError(f"--seconds must be > 0, got {opts.seconds}")
+    budget: dict[str, Any] = ({"seconds": float(opts.seconds)} if opts.seconds is not None
+                              else {"steps": int(opts.steps or preset_steps)})
+    if opts.lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown --lr-schedule {opts.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if opts.lr_schedule != "constant":
+        if opts.seconds is not None:
+            raise UsageError(f"--lr-schedule {opts.lr_schedule} needs a --steps budget (its length must be known)")
+        budget["lr_schedule"] = opts.lr_schedule
+    return budget
+
+
+def _grad(opts: RunOptions, preset_draws: int) -> dict[str, Any] | None:
+    if not opts.grad_stats:
+        return None
+    draws = opts.grad_draws if opts.grad_draws is not None else preset_draws
+    if draws < 2:
+        raise UsageError(f"--grad-draws must be >= 2, got {draws}")
+    points = sorted(set(float(c) for c in opts.grad_checkpoints))
+    if not points or any(not 0 <= c <= 1 for c in points):
+        raise UsageError(f"--grad-checkpoints are fractions of the budget in [0, 1], got {opts.grad_checkpoints}")
+    return {"draws": int(draws), "checkpoints": points}
+
+
+def options_of(record: dict[str, Any]) -> RunOptions:
+    """The result-changing options a record was made with."""
+    budget, grad = record["budget"], record.get("grad_stats")
+    return RunOptions(steps=budget.get("steps"), seconds=budget.get("seconds"),
+                      lr_schedule=budget.get("lr_schedule", "constant"), eval_every=record.get("eval_every"),
+                      grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
+                      grad_checkpoints=tuple(grad["checkpoints"]) if grad else DEFAULT_CHECKPOINTS)
+
+
+def spec_from_record(record: dict[str, Any]) -> RunSpec:
+    """Rebuild the exact RunSpec of a record (the record holds the fully resolved spec)."""
+    for part in ("task", "estimator"):
+        cls = (get_task_class if part == "task" else get_estimator_class)(record[part]["name"])
+        if cls.version != record[part]["version"]:
+            raise UsageError(f"record {record['run_id']} was made with {part} {cls.name!r} version "
+                             f"{record[part]['version']}; this gradbench has version {cls.version}")
+    spec = resolve((record["task"]["name"], record["task"]["config"]),
+                   (record["estimator"]["name"], record["estimator"]["config"]),
+                   preset=record["preset"], seed=record["seed"], options=options_of(record))
+    if record.get("seed_batch") is not None:
+        spec = replace(spec, seed_batch=tuple(record["seed_batch"]))
+    if spec.run_id != record["run_id"]:
+        raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
+    return spec
