@@ -1,23 +1,28 @@
 """``gradbench compare``: a paired comparison of two estimators over the seeds they share.
 
 For every metric: the mean of A - B over shared seeds with its 95% t confidence interval, the paired
-t-test p-value (scipy.stats.ttest_rel), and the relative gain of A over B in % of B's mean, signed so
+t-test p-value (``gradbench.stats.paired_t``: scipy.stats.ttest_rel, with identical runs at p = 1 and a
+constant non-zero difference at p = 0), and the relative gain of A over B in % of B's mean, signed so
 that a positive gain means A is better (the form in which the DAB paper states its claims).
+
+Records are matched by the label the registry gives their config today (``registry_label``), not the
+label stored when they ran, so a change of label rule does not orphan old runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from gradbench.config import parse_spec
 from gradbench.errors import UsageError
 from gradbench.leaderboard import collect
 from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.stats import paired_t
 
 
 def task_label(spec: str, preset: str) -> tuple[str, str]:
@@ -33,6 +38,25 @@ def estimator_label(spec: str) -> str:
     return cls.label_for(cls.make_config(values))
 
 
+def registry_label(record: Mapping[str, Any]) -> str:
+    """The label the registry gives a record's estimator config today, so records stored under an older
+    label rule (``ste(variant=identity)``) land in the row of the current one (``ste``).
+
+    Falls back to the stored label when the estimator is not registered here, the record has no config,
+    or the config no longer builds (a key that was renamed or removed).
+    """
+    est = record.get("estimator") or {}
+    stored = str(est.get("label") or est.get("name") or "")
+    config = est.get("config")
+    if not est.get("name") or not isinstance(config, Mapping):
+        return stored
+    try:
+        cls = get_estimator_class(str(est["name"]))
+        return str(cls.label_for(cls.make_config(dict(config)))) or stored
+    except (UsageError, AttributeError, TypeError, ValueError):
+        return stored
+
+
 def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
             budget: dict[str, float] | None = None) -> dict[str, Any]:
     """The paired comparison as a dict; UsageError when there are fewer than 2 shared seeds.
@@ -42,7 +66,7 @@ def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
     """
     name, t_label = task_label(task, preset)
     la, lb = estimator_label(a), estimator_label(b)
-    records, _ = collect(runs_dir)
+    records, _ = collect(runs_dir, relabel=registry_label)
     found: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}  # budget -> label -> seed -> record
     for r in records:
         if (r["status"] == "ok" and r["task"]["name"] == name and r["task"].get("label") == t_label
@@ -66,15 +90,12 @@ def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
     for metric, info in first["metrics"].items():
         va = np.array([by[la][s]["metrics"][metric]["value"] for s in shared], float)
         vb = np.array([by[lb][s]["metrics"][metric]["value"] for s in shared], float)
-        d = va - vb
-        n = len(d)
-        mean = float(d.mean())
-        half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
-        p = float(stats.ttest_rel(va, vb).pvalue) if d.std() > 0 else (1.0 if mean == 0 else 0.0)
+        test = paired_t(va, vb)
         sign = 1 if info["higher_is_better"] else -1
-        gain = sign * mean / abs(vb.mean()) * 100 if vb.mean() != 0 else None
+        gain = sign * test.diff / abs(vb.mean()) * 100 if vb.mean() != 0 else None
         rows.append({"metric": metric, "higher_is_better": info["higher_is_better"], "a": float(va.mean()),
-                     "b": float(vb.mean()), "diff": mean, "ci": half, "p": p, "gain_pct": gain})
+                     "b": float(vb.mean()), "diff": test.diff, "ci": math.nan if test.ci is None else test.ci,
+                     "p": test.p, "gain_pct": gain})
     return {"task": t_label, "preset": preset, "budget": json.loads(shared_budgets[0]), "a": la, "b": lb,
             "seeds": shared, "rows": rows,
             "main_metric": first["main_metric"]}

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from scipy.stats import t as t_dist
 
 from gradbench.estimator import Estimator
+from gradbench.stats import bonferroni_p, z_scores
 from gradbench.task import Task
 
 REFERENCE_SAMPLES = 64  # RLOO samples per draw for the sampled reference
@@ -86,7 +86,7 @@ def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Ten
 def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
                    chunk: int | None = None) -> tuple[torch.Tensor, bool]:
     """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch, (K, n_params),
-    and whether they were batched: when asked and possible (see ``can_batch``), else the loop; both give
+    and whether they were batched: when asked and possible (see ``batch_mode``), else the loop; both give
     draws from the same distribution.
     """
     params = [p for p in task.encoder_parameters() if p.requires_grad]
@@ -132,10 +132,6 @@ def batch_mode(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> 
     if not cost_reaches_encoder(task, params):
         return "repeat"
     return "task" if task.repeated_fixed_batch(1) is not None else None
-
-
-def can_batch(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> bool:
-    return batch_mode(estimator, task, params) is not None
 
 
 def reference_gradient(task: Task, seed: int) -> tuple[torch.Tensor | None, str]:
@@ -187,14 +183,12 @@ def summarize(draws: torch.Tensor, reference: torch.Tensor | None, exact: bool =
         stats["bias_sq_noise"] = float(var.sum()) / d.shape[0]
         if exact:
             se = std / math.sqrt(d.shape[0])
-            diff = bias.abs()
-            z = torch.where(se > 0, diff / se.clamp_min(1e-300),
-                            torch.where(diff <= 1e-9 * (1 + ref.abs()), torch.zeros_like(diff),
-                                        torch.full_like(diff, float("inf"))))
+            # a parameter whose K draws all agree has se = 0: exact up to rounding scores 0, else inf
+            z = z_scores(bias.cpu().numpy(), se.cpu().numpy(), ref.cpu().numpy())
             z_max = float(z.max())
             stats["bias_z_max"] = z_max
             # the standard errors come from K draws: Student t tails with K - 1 degrees of freedom
-            stats["bias_p"] = min(1.0, d.shape[1] * 2 * float(t_dist.sf(z_max, d.shape[0] - 1)))
+            stats["bias_p"] = bonferroni_p(z_max, d.shape[1], df=d.shape[0] - 1)
     return stats
 
 

@@ -6,7 +6,15 @@ bold, and so is every row that is statistically tied with it: a paired t-test ov
 there are at least 3 of them, otherwise overlapping CIs. Only the block between the markers in the
 output file is rewritten, so prose written around it survives.
 
-No torch and no registry import: the caller passes in which estimator/task pairs are unsupported.
+Two layers: ``decide`` turns records into per-table statistics and verdicts (which row is best in each
+column, which rows are tied with it) as plain data, and ``format_table``/``render`` turn those into
+markdown. The statistics themselves live in ``gradbench.stats``.
+
+steps/s is a mean over runs of one execution path only (``accel.used``: eager, CUDA graph or
+torch.compile; records without an ``accel`` block ran eagerly), never a blend of paths.
+
+No torch and no registry import: the caller passes in which estimator/task pairs are unsupported, and
+optionally how to relabel a record (``collect``'s ``relabel``).
 """
 
 from __future__ import annotations
@@ -15,25 +23,31 @@ import json
 import math
 import os
 import re
-import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
 from tabulate import tabulate
 
+from gradbench.errors import UsageError
 from gradbench.records import atomic_write_text, iter_records
+from gradbench.stats import mean_ci, paired_t
+
+__all__ = ["BEGIN", "END", "ALPHA", "MIN_PAIRED", "TableKey", "Ranking", "RowStats", "TableStats", "collect",
+           "mean_ci", "is_tied", "format_mean_ci", "format_sig", "table_key", "table_slug", "plot_links", "group",
+           "accel_path", "decide", "decide_table", "format_table", "render", "write", "build"]
 
 BEGIN = "<!-- gradbench:leaderboard:begin -->"
 END = "<!-- gradbench:leaderboard:end -->"
 ALPHA = 0.05  # paired-test level below which a row is "worse than best", not "tied"
 MIN_PAIRED = 3  # fewer shared seeds than this: fall back to CI overlap
+EAGER = "none"  # accel.used of a run without CUDA graph or torch.compile (and of records older than accel)
+PATH_NAMES = {"none": "eager", "graph": "graph", "compile": "compile"}  # accel.used -> how a cell names it
 
 TableKey = tuple[str, str, str, str]  # (task name, preset, task label, budget json)
+Relabel = Callable[[dict[str, Any]], str]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -52,10 +66,23 @@ def _unusable(record: dict[str, Any]) -> str | None:
     return None
 
 
-def collect(runs_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+def _relabelled(record: dict[str, Any], relabel: Relabel | None) -> dict[str, Any]:
+    """``record`` with ``estimator.label`` replaced by its display label (a shallow copy; the file's
+    record is untouched). An empty display label keeps the stored one."""
+    if relabel is None:
+        return record
+    label = relabel(record)
+    if not label or label == record["estimator"].get("label"):
+        return record
+    return {**record, "estimator": {**record["estimator"], "label": label}}
+
+
+def collect(runs_dir: str | Path, relabel: Relabel | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """All readable records under ``runs_dir`` plus one line per file that had to be skipped.
 
     A truncated or invalid file must not silently shrink a table, so every skip is reported.
+    ``relabel`` maps a record to the label its row is shown under (default: the label stored in it),
+    so records written under an older label rule join the rows of the current one.
     """
     records: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -68,46 +95,25 @@ def collect(runs_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         if why:
             problems.append(f"{path}: {why}")
             continue
-        records.append(record)
+        records.append(_relabelled(record, relabel))
     return records, problems
 
 
 # ----------------------------------------------------------------------------------------------
-# Statistics
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float, float | None, int]:
-    """(mean, 95% CI half-width over seeds or None when n < 2, n) of the finite values."""
-    arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    n = int(arr.size)
-    if n == 0:
-        return math.nan, None, 0
-    mean = float(arr.mean())
-    if n < 2:
-        return mean, None, n
-    h = float(stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / math.sqrt(n))
-    return mean, h, n
+# Ties
 
 
 def is_tied(best: Mapping[Any, float], other: Mapping[Any, float]) -> bool:
     """Whether ``other`` (seed -> value) is statistically indistinguishable from ``best``.
 
     Paired over shared seeds when there are enough of them (seed pairs remove the shared
-    task noise, so this is the sharper test); otherwise 95% CI overlap, and with a single seed
-    on either side only an exactly equal mean counts, since there is no spread to judge by.
+    task noise, so this is the sharper test; see ``gradbench.stats.paired_t`` for identical and
+    constant-offset pairs); otherwise 95% CI overlap, and with a single seed on either side only an
+    exactly equal mean counts, since there is no spread to judge by.
     """
     shared = sorted(set(best) & set(other), key=str)
     if len(shared) >= MIN_PAIRED:
-        a = np.array([best[s] for s in shared], dtype=float)
-        b = np.array([other[s] for s in shared], dtype=float)
-        diff = a - b
-        if np.all(diff == 0):
-            return True
-        if np.all(diff == diff[0]):  # constant non-zero difference: t is infinite, not a tie
-            return False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.ttest_rel(a, b).pvalue)
+        p = paired_t([best[s] for s in shared], [other[s] for s in shared]).p
         return bool(math.isfinite(p) and p >= ALPHA)
     m_a, h_a, n_a = mean_ci(best.values())
     m_b, h_b, n_b = mean_ci(other.values())
@@ -261,97 +267,224 @@ def _arrow(hib: bool | None) -> str:
     return " ↑" if hib else " ↓"
 
 
-def _render_table(key: TableKey, rows: dict[str, _Row], unsupported: Iterable[str],
-                  links: list[tuple[str, str]] = ()) -> str:
-    name, preset, task_label, budget = key
+# ----------------------------------------------------------------------------------------------
+# Deciding: per-row statistics and per-column verdicts, as plain data
+
+Stat = tuple[float, float | None, int]  # (mean, 95% CI half-width or None, n), as stats.mean_ci
+GRADIENT_KEYS = ("log10_variance", "cosine")  # end-of-training gradient statistics shown as columns
+
+
+def accel_path(record: Mapping[str, Any]) -> str:
+    """How a record's training steps executed: its ``accel.used`` ("none" = eager, "graph", "compile");
+    records written before the ``accel`` block existed ran eagerly."""
+    accel = record.get("accel")
+    used = accel.get("used") if isinstance(accel, Mapping) else None
+    return str(used) if used else EAGER
+
+
+def _path_order(path: str) -> tuple[int, str]:
+    return (list(PATH_NAMES).index(path) if path in PATH_NAMES else len(PATH_NAMES), path)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One column's verdict: the best row and the rows statistically tied with it (best excluded)."""
+
+    best: str | None = None
+    tied: frozenset[str] = frozenset()
+
+    @property
+    def bold(self) -> frozenset[str]:
+        """Rows shown in bold: the best and those tied with it."""
+        return self.tied | {self.best} if self.best is not None else frozenset()
+
+
+@dataclass
+class RowStats:
+    """Everything one table row shows, before formatting."""
+
+    label: str
+    unsupported: bool = False
+    n_ok: int = 0  # status-ok runs (the ``n`` column)
+    metrics: dict[str, Stat] = field(default_factory=dict)
+    gradient: dict[str, Stat] = field(default_factory=dict)  # GRADIENT_KEYS at the last checkpoint
+    evals_per_step: float | None = None
+    steps_per_s: dict[str, float] = field(default_factory=dict)  # execution path -> mean over its runs
+    failed: dict[str, int] = field(default_factory=dict)  # non-ok status -> count
+
+
+@dataclass
+class TableStats:
+    """One table: its metric columns, rows in display order with their statistics, and the verdicts."""
+
+    key: TableKey
+    main: str | None
+    specs: list[tuple[str, bool | None]]  # (metric, higher_is_better) with the main metric first
+    order: list[str]
+    rows: dict[str, RowStats]
+    rankings: dict[str, Ranking]  # metric -> verdict
+    nodes: list[str]  # node kinds of the records
+    has_gradient: bool = False
+    has_failed: bool = False
+
+    @property
+    def paths(self) -> list[str]:
+        """Execution paths behind the table's steps/s figures, eager first."""
+        return sorted({p for r in self.rows.values() for p in r.steps_per_s}, key=_path_order)
+
+    @property
+    def eager_only(self) -> bool:
+        """Whether every steps/s figure came from eager runs (then cells show plain numbers)."""
+        return set(self.paths) <= {EAGER}
+
+
+def _numbers(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float))]
+
+
+def _steps_per_s(ok: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean steps/s per execution path: a figure never averages runs of different paths."""
+    by_path: dict[str, list[float]] = {}
+    for r in ok:
+        v = (r.get("cost") or {}).get("steps_per_s")
+        if isinstance(v, (int, float)):
+            by_path.setdefault(accel_path(r), []).append(float(v))
+    out = {}
+    for path in sorted(by_path, key=_path_order):
+        mean, _, n = mean_ci(by_path[path])
+        if n:
+            out[path] = mean
+    return out
+
+
+def _row_stats(row: _Row, specs: list[tuple[str, bool | None]], has_gradient: bool) -> RowStats:
+    if row.unsupported:
+        return RowStats(row.label, unsupported=True, metrics={m: mean_ci([]) for m, _ in specs})
+    ok = row.ok()
+    stats = RowStats(row.label, n_ok=len(ok), metrics={m: mean_ci(row.values(m).values()) for m, _ in specs})
+    if has_gradient:
+        stats.gradient = {k: mean_ci(_numbers(_end_gradient(r).get(k) for r in ok)) for k in GRADIENT_KEYS}
+    evals, _, n_evals = mean_ci(_numbers((r.get("cost") or {}).get("cost_evals_per_step") for r in ok))
+    stats.evals_per_step = evals if n_evals else None
+    stats.steps_per_s = _steps_per_s(ok)
+    stats.failed = dict(Counter(str(r.get("status")) for r in row.records.values() if r.get("status") != "ok"))
+    return stats
+
+
+def _rank(metric: str, hib: bool | None, order: list[str], rows: Mapping[str, _Row],
+          stats: Mapping[str, RowStats]) -> Ranking:
+    """The best mean of a column (in its better direction) and the rows tied with it (``is_tied``)."""
+    scored = [lbl for lbl in order if not stats[lbl].unsupported and stats[lbl].metrics[metric][2] > 0]
+    if hib is None or not scored:
+        return Ranking()
+    pick = max if hib else min
+    best = pick(scored, key=lambda lbl: stats[lbl].metrics[metric][0])
+    ref = rows[best].values(metric)
+    return Ranking(best, frozenset(lbl for lbl in scored if lbl != best and is_tied(ref, rows[lbl].values(metric))))
+
+
+def decide_table(key: TableKey, rows: Mapping[str, _Row], unsupported: Iterable[str] = ()) -> TableStats:
+    """One table's statistics and verdicts; ``unsupported`` estimators without runs get n/a rows."""
     rows = dict(rows)
     for est in unsupported:
         if est not in rows:
             rows[est] = _Row(est, unsupported=True)
     main, specs = _metric_specs(rows.values())
+    records = [r for row in rows.values() for r in row.records.values()]
+    has_gradient = any(_end_gradient(r) for row in rows.values() for r in row.ok())
+    stats = {label: _row_stats(row, specs, has_gradient) for label, row in rows.items()}
     hib_main = dict(specs).get(main) if main else None
 
-    stats_by: dict[str, dict[str, tuple[float, float | None, int]]] = {}
-    vals_by: dict[str, dict[str, dict[Any, float]]] = {}
-    for label, row in rows.items():
-        vals_by[label] = {m: row.values(m) for m, _ in specs}
-        stats_by[label] = {m: mean_ci(v.values()) for m, v in vals_by[label].items()}
-
     def sort_key(label: str) -> tuple[int, float, str]:
-        row = rows[label]
-        if row.unsupported or main is None or stats_by[label][main][2] == 0:
-            return (2 if row.unsupported else 1, 0.0, label)
-        m = stats_by[label][main][0]
+        s = stats[label]
+        if s.unsupported or main is None or s.metrics[main][2] == 0:
+            return (2 if s.unsupported else 1, 0.0, label)
+        m = s.metrics[main][0]
         return (0, -m if hib_main else m, label)
 
-    ordered = sorted(rows, key=sort_key)
+    order = sorted(rows, key=sort_key)
+    return TableStats(
+        key=key, main=main, specs=specs, order=order, rows=stats,
+        rankings={m: _rank(m, hib, order, rows, stats) for m, hib in specs},
+        nodes=sorted({str(((r.get("task") or {}).get("node") or {}).get("kind", "?")) for r in records}),
+        has_gradient=has_gradient, has_failed=any(r.get("status") != "ok" for r in records))
 
-    bold: dict[str, set[str]] = {}
-    for metric, hib in specs:
-        scored = [lbl for lbl in ordered if not rows[lbl].unsupported and stats_by[lbl][metric][2] > 0]
-        if hib is None or not scored:
-            bold[metric] = set()
-            continue
-        pick = max if hib else min
-        best = pick(scored, key=lambda lbl: stats_by[lbl][metric][0])
-        bold[metric] = {lbl for lbl in scored
-                        if lbl == best or is_tied(vals_by[best][metric], vals_by[lbl][metric])}
 
-    has_failed = any(r.get("status") != "ok" for row in rows.values() for r in row.records.values())
-    has_grad = any(_end_gradient(r) for row in rows.values() for r in row.ok())
-    grad_headers = ["log10 var (end)", "cos ref (end)"] if has_grad else []
-    headers = (["estimator"] + [f"{m}{_arrow(h)}" for m, h in specs] + grad_headers
-               + ["n", "cost evals/step", "steps/s"])
-    if has_failed:
-        headers.append("failed")
-    body = []
-    for label in ordered:
-        row = rows[label]
-        if row.unsupported:
-            line = [_cell(label)] + ["n/a"] * (len(specs) + len(grad_headers)) + ["n/a", "n/a", "n/a"]
-            body.append(line + ([""] if has_failed else []))
-            continue
-        ok = row.ok()
-        n_row = len(ok)
-        cells = [_cell(label)]
-        for metric, _ in specs:
-            mean, h, n = stats_by[label][metric]
-            if n == 0:
-                cells.append("—" if n_row == 0 else "— (non-finite)")
-                continue
-            text = format_mean_ci(mean, h)
-            if n == 1:
-                text += " (n=1, no CI)"
-            elif n != n_row:
-                text += f" (n={n})"
-            cells.append(f"**{text}**" if label in bold[metric] else text)
-        if has_grad:
-            for key in ("log10_variance", "cosine"):
-                vals = [_end_gradient(r).get(key) for r in ok]
-                mean, h, n = mean_ci(float(v) for v in vals if isinstance(v, (int, float)))
-                cells.append(format_mean_ci(mean, h) if n else "—")
-        costs = [r.get("cost") or {} for r in ok]
-        evals = [c.get("cost_evals_per_step") for c in costs]
-        speed = [c.get("steps_per_s") for c in costs]
-        evals_mean, _, n_evals = mean_ci(float(v) for v in evals if isinstance(v, (int, float)))
-        speed_mean, _, n_speed = mean_ci(float(v) for v in speed if isinstance(v, (int, float)))
-        cells.append(str(n_row))
-        cells.append(f"{evals_mean:g}" if n_evals else "—")
-        cells.append(format_sig(speed_mean) if n_speed else "—")
-        if has_failed:
-            bad = Counter(str(r.get("status")) for r in row.records.values() if r.get("status") != "ok")
-            cells.append(", ".join(f"{c} {s}" for s, c in sorted(bad.items())))
-        body.append(cells)
+def decide(records: Iterable[dict[str, Any]],
+           unsupported: Mapping[str, Iterable[str]] | None = None) -> dict[TableKey, TableStats]:
+    """Every table's statistics and verdicts, sorted by table key: the leaderboard without its markdown.
 
-    node = sorted({str(((r.get("task") or {}).get("node") or {}).get("kind", "?"))
-                   for row in rows.values() for r in row.records.values()})
-    main_text = f"{main}{_arrow(hib_main)}" if main else "none"
+    ``unsupported`` maps a node kind to estimator names that can't run it (rows shown as n/a).
+    """
+    unsupported = unsupported or {}
+    tables = group(records)
+    return {key: decide_table(key, tables[key], unsupported.get(_node_kind(tables[key]), []))
+            for key in sorted(tables)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting a decided table
+
+
+def _metric_cell(stat: Stat, n_ok: int, bold: bool) -> str:
+    mean, h, n = stat
+    if n == 0:
+        return "—" if n_ok == 0 else "— (non-finite)"
+    text = format_mean_ci(mean, h)
+    if n == 1:
+        text += " (n=1, no CI)"
+    elif n != n_ok:
+        text += f" (n={n})"
+    return f"**{text}**" if bold else text
+
+
+def speed_cell(steps_per_s: Mapping[str, float], plain: bool) -> str:
+    """The steps/s cell: a plain number when the whole table ran eagerly, else each path's figure
+    named, e.g. ``136 (eager) / 2400 (graph)``."""
+    if not steps_per_s:
+        return "—"
+    if plain:
+        return format_sig(steps_per_s[EAGER])
+    paths = sorted(steps_per_s, key=_path_order)
+    return " / ".join(f"{format_sig(steps_per_s[p])} ({PATH_NAMES.get(p, p)})" for p in paths)
+
+
+def _headers(table: TableStats) -> list[str]:
+    grad = ["log10 var (end)", "cos ref (end)"] if table.has_gradient else []
+    return (["estimator"] + [f"{m}{_arrow(h)}" for m, h in table.specs] + grad
+            + ["n", "cost evals/step", "steps/s"] + (["failed"] if table.has_failed else []))
+
+
+def _row_cells(table: TableStats, label: str) -> list[str]:
+    s = table.rows[label]
+    if s.unsupported:
+        width = len(table.specs) + (len(GRADIENT_KEYS) if table.has_gradient else 0) + 3
+        return [_cell(label)] + ["n/a"] * width + ([""] if table.has_failed else [])
+    cells = [_cell(label)]
+    cells += [_metric_cell(s.metrics[m], s.n_ok, label in table.rankings[m].bold) for m, _ in table.specs]
+    if table.has_gradient:
+        cells += [format_mean_ci(mean, h) if n else "—" for mean, h, n in (s.gradient[k] for k in GRADIENT_KEYS)]
+    cells.append(str(s.n_ok))
+    cells.append("—" if s.evals_per_step is None else f"{s.evals_per_step:g}")
+    cells.append(speed_cell(s.steps_per_s, table.eager_only))
+    if table.has_failed:
+        cells.append(", ".join(f"{c} {st}" for st, c in sorted(s.failed.items())))
+    return cells
+
+
+def format_table(table: TableStats, links: Iterable[tuple[str, str]] = ()) -> str:
+    """One decided table as markdown: heading, the table, and links to its plots."""
+    _, preset, task_label, budget = table.key
+    hib_main = dict(table.specs).get(table.main) if table.main else None
+    main_text = f"{table.main}{_arrow(hib_main)}" if table.main else "none"
     heading = (f"### {task_label} (preset: {preset}; budget: {_budget_text(budget)}; "
-               f"node: {', '.join(node) or '?'}; main metric: {main_text})")
-    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+               f"node: {', '.join(table.nodes) or '?'}; main metric: {main_text})")
+    body = [_row_cells(table, label) for label in table.order]
+    text = tabulate(body, headers=_headers(table), tablefmt="github", disable_numparse=True)
+    links = list(links)
     if links:
-        table += "\n\nPlots: " + ", ".join(f"[{title}]({link})" for title, link in links)
-    return f"{heading}\n\n{table}"
+        text += "\n\nPlots: " + ", ".join(f"[{title}]({link})" for title, link in links)
+    return f"{heading}\n\n{text}"
 
 
 def _end_gradient(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -360,25 +493,28 @@ def _end_gradient(record: Mapping[str, Any]) -> dict[str, Any]:
     return points[-1] if points and isinstance(points[-1], dict) else {}
 
 
+def _listed(values: Iterable[Any]) -> str:
+    found = sorted({str(v) for v in values if v not in (None, "")})
+    return ", ".join(found) or "unknown"
+
+
 def _header(records: list[dict[str, Any]], problems: Iterable[str]) -> str:
     counts = Counter(str(r.get("status")) for r in records)
     detail = ", ".join(f"{counts[s]} {s}" for s in ("ok", "diverged", "failed") if counts[s])
     lines = [f"Built from {len(records)} run records" + (f" ({detail})" if detail else "") + "."]
-    ok = [r.get("provenance") or {} for r in records if r.get("status") == "ok"]
-
-    def listed(values: Iterable[Any]) -> str:
-        found = sorted({str(v) for v in values if v not in (None, "")})
-        return ", ".join(found) or "unknown"
-
+    ok_records = [r for r in records if r.get("status") == "ok"]
+    ok = [r.get("provenance") or {} for r in ok_records]
     if ok:
+        paths = sorted({accel_path(r) for r in ok_records}, key=_path_order)
         lines += [
             "",
             "Numbers below come from ok runs made with:",
             "",
-            f"- gradbench: {listed(p.get('gradbench_version') for p in ok)}",
-            f"- git: {listed(_short_sha(p) for p in ok)}",
-            f"- torch: {listed(p.get('torch') for p in ok)}",
-            f"- devices: {listed(p.get('device_name') or p.get('device') for p in ok)}",
+            f"- gradbench: {_listed(p.get('gradbench_version') for p in ok)}",
+            f"- git: {_listed(_short_sha(p) for p in ok)}",
+            f"- torch: {_listed(p.get('torch') for p in ok)}",
+            f"- devices: {_listed(p.get('device_name') or p.get('device') for p in ok)}",
+            f"- execution path (steps/s): {', '.join(PATH_NAMES.get(p, p) for p in paths)}",
         ]
     problems = list(problems)
     if problems:
@@ -398,6 +534,12 @@ LEGEND = (
     "parameters) and the cosine between the mean estimate and the reference gradient (exact where the task "
     "has one, else a many-sample RLOO estimate; — where there is no reference, e.g. deterministic nodes)."
 )
+LEGEND_PATHS = (
+    "steps/s: mean over the runs of one execution path, never a blend. A plain number: every run of that "
+    "table ran eagerly; otherwise each figure names its path (eager: plain PyTorch; graph: the whole step "
+    "replayed as a CUDA graph; compile: torch.compile), and a row whose runs used several paths shows each, "
+    "e.g. `136 (eager) / 2400 (graph)`."
+)
 
 
 def _node_kind(rows: Mapping[str, _Row]) -> str:
@@ -407,23 +549,21 @@ def _node_kind(rows: Mapping[str, _Row]) -> str:
     return ""
 
 
-def render(records: list[dict[str, Any]], unsupported: Mapping[str, list[str]] | None = None,
+def render(records: list[dict[str, Any]], unsupported: Mapping[str, Iterable[str]] | None = None,
            problems: Iterable[str] = (), links: Mapping[TableKey, list[tuple[str, str]]] | None = None) -> str:
     """The markdown between the markers: provenance header, one table per task setting, legend.
 
     ``unsupported`` maps a node kind to estimator names that can't run it; the caller computes it
     from the registry so this module stays free of torch.
     """
-    unsupported = unsupported or {}
     parts = [_header(records, problems)]
-    tables = group(records)
+    tables = decide(records, unsupported)
     if not tables:
         parts.append("No runs recorded yet.")
-    for key in sorted(tables):
-        parts.append(_render_table(key, tables[key], unsupported.get(_node_kind(tables[key]), []),
-                                   (links or {}).get(key, [])))
+    parts += [format_table(table, (links or {}).get(key, [])) for key, table in tables.items()]
     if tables:
-        parts.append(LEGEND)
+        mixed = not all(t.eager_only for t in tables.values())
+        parts.append(LEGEND + (" " + LEGEND_PATHS if mixed else ""))
     return "\n\n".join(parts) + "\n"
 
 
@@ -450,10 +590,16 @@ def write(out_path: str | Path, text: str) -> None:
     ))
 
 
-def build(runs_dir: str | Path, out_path: str | Path,
-          unsupported: Mapping[str, list[str]] | None = None) -> tuple[str, list[str]]:
-    """Collect, render and write the leaderboard; returns (rendered block, problems)."""
-    records, problems = collect(runs_dir)
+def build(runs_dir: str | Path, out_path: str | Path, unsupported: Mapping[str, Iterable[str]] | None = None,
+          relabel: Relabel | None = None) -> tuple[str, list[str]]:
+    """Collect, render and write the leaderboard; returns (rendered block, problems).
+
+    A missing ``runs_dir`` is a UsageError rather than an empty leaderboard written over a real one.
+    """
+    if not Path(runs_dir).is_dir():
+        what = "is not a folder" if Path(runs_dir).exists() else "does not exist"
+        raise UsageError(f"runs folder {os.fspath(runs_dir)!r} {what}; pass --runs DIR with the run records")
+    records, problems = collect(runs_dir, relabel)
     links = {key: plot_links(runs_dir, out_path, key) for key in group(records)}
     text = render(records, unsupported, problems, links)
     write(out_path, text)

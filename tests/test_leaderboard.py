@@ -245,3 +245,99 @@ def test_no_torch_import() -> None:
     code = "import sys, gradbench.leaderboard; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------------
+# Deciding apart from formatting, relabelling, a missing runs folder, execution paths
+
+
+def test_decide_returns_verdicts_and_row_statistics_without_markdown(tmp_path: Path) -> None:
+    noise = [0.001, -0.002, 0.0005, -0.001, 0.0015, -0.0012]
+    recs = ([make_record("best", s, v) for s, v in enumerate(BASE)]
+            + [make_record("twin", s, v + e) for s, (v, e) in enumerate(zip(BASE, noise, strict=True))]
+            + [make_record("worse", s, v - 0.2 + e) for s, (v, e) in enumerate(zip(BASE, noise, strict=True))])
+    tables = lb.decide(recs, {"bernoulli": ["gumbel"]})
+    (key, table), = tables.items()
+    assert key == lb.table_key(recs[0])
+    assert table.main == "acc" and table.order == ["best", "twin", "worse", "gumbel"]
+    acc = table.rankings["acc"]
+    assert acc.best == "best" and acc.tied == {"twin"} and acc.bold == {"best", "twin"}
+    mean, h, n = table.rows["best"].metrics["acc"]
+    assert (mean, h, n) == lb.mean_ci(BASE)
+    assert table.rows["best"].n_ok == 6 and table.rows["best"].steps_per_s == {"none": 812.34}
+    assert table.rows["gumbel"].unsupported
+    # the verdicts are what the markdown shows
+    text = lb.format_table(table)
+    assert row(text, "twin")[1].startswith("**") and not row(text, "worse")[1].startswith("**")
+
+
+def test_build_refuses_a_missing_runs_folder(tmp_path: Path) -> None:
+    from gradbench.errors import UsageError
+
+    out = tmp_path / "leaderboard.md"
+    with pytest.raises(UsageError, match="does not exist") as info:
+        lb.build(tmp_path / "nope", out)
+    assert "\n" not in str(info.value)
+    assert not out.exists()  # nothing written over a real leaderboard
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a folder"):
+        lb.build(tmp_path / "file", out)
+
+
+def test_relabel_joins_old_labels_to_the_current_row(tmp_path: Path) -> None:
+    save(tmp_path, make_record("ste(variant=identity)", 0, 0.5))  # stored under the old label rule
+    save(tmp_path, make_record("ste(variant=identity)", 1, 0.6))
+    save(tmp_path, make_record("ste", 2, 0.7))  # stored under the new one
+    save(tmp_path, make_record("ste(variant=clipped)", 0, 0.1))
+
+    def relabel(record: dict[str, Any]) -> str:
+        return record["estimator"]["label"].replace("(variant=identity)", "")
+
+    recs, _ = lb.collect(tmp_path, relabel=relabel)
+    assert sorted(r["estimator"]["label"] for r in recs) == ["ste", "ste", "ste", "ste(variant=clipped)"]
+    text = lb.render(recs)
+    assert row(text, "ste")[header(text).index("n")] == "3"
+    assert "ste(variant=identity)" not in text
+    # without relabel the stored labels stand, and the files are untouched
+    plain, _ = lb.collect(tmp_path)
+    assert sorted({r["estimator"]["label"] for r in plain}) == ["ste", "ste(variant=clipped)", "ste(variant=identity)"]
+    out = tmp_path / "lb.md"
+    lb.build(tmp_path, out, relabel=relabel)
+    assert "| ste " in out.read_text() and "variant=identity" not in out.read_text()
+
+
+def _timed(est: str, seed: int, steps_per_s: float, used: str | None) -> dict[str, Any]:
+    rec = make_record(est, seed, 0.5 + seed / 100)
+    rec["cost"]["steps_per_s"] = steps_per_s
+    if used is not None:
+        rec["accel"] = {"requested": "auto", "used": used, "reason": "test"}
+    return rec
+
+
+def test_steps_per_s_never_mixes_execution_paths() -> None:
+    recs = [_timed("a", 0, 130.0, None), _timed("a", 1, 142.0, "none"),  # no accel block = eager
+            _timed("a", 2, 2300.0, "graph"), _timed("a", 3, 2500.0, "graph"),
+            _timed("b", 0, 800.0, "none"), _timed("b", 1, 900.0, "none"),
+            _timed("c", 0, 3000.0, "compile")]
+    table = lb.decide(recs)[lb.table_key(recs[0])]
+    assert table.rows["a"].steps_per_s == {"none": 136.0, "graph": 2400.0}
+    assert not table.eager_only and table.paths == ["none", "graph", "compile"]
+    text = lb.render(recs)
+    speed = header(text).index("steps/s")
+    assert row(text, "a")[speed] == "136 (eager) / 2400 (graph)"
+    assert row(text, "b")[speed] == "850 (eager)"  # named: other rows of this table ran another path
+    assert row(text, "c")[speed] == "3000 (compile)"
+    assert "- execution path (steps/s): eager, graph, compile" in text
+    assert "never a blend" in text  # the legend explains the named figures
+
+
+def test_all_eager_tables_show_plain_steps_per_s() -> None:
+    eager = [_timed("a", s, 800.0 + s, None) for s in range(2)] + [_timed("b", 0, 500.0, "none")]
+    fast = [{**_timed("a", 0, 2000.0, "graph"), "preset": "full"}]
+    text = lb.render(eager + fast)
+    full, quick = text.split("### toy (preset: quick")  # tables sorted by key: full before quick
+    assert row(quick, "a")[header(quick).index("steps/s")] == "800"
+    assert row(quick, "b")[header(quick).index("steps/s")] == "500"
+    assert row(full, "a")[header(full).index("steps/s")] == "2000 (graph)"
+    only_eager = lb.render(eager)
+    assert "- execution path (steps/s): eager" in only_eager and "never a blend" not in only_eager

@@ -1,0 +1,130 @@
+"""The statistics gradbench reports, in one place, so the leaderboard, ``compare``, the gradient
+statistics and the conformance checks cannot drift apart.
+
+- ``mean_ci``: the mean over seeds with its t confidence interval (seeds are the independent units).
+- ``paired_t``: the paired t-test over shared seeds (seed pairs share the task's noise), with the
+  degenerate cases decided instead of left to scipy's nan: identical values give p = 1, a constant
+  non-zero difference gives p = 0.
+- ``z_scores``: |difference| / standard error where a zero standard error has a rule too: a score of 0
+  when the difference is exact up to rounding (``within_rounding``), infinity otherwise.
+- ``bonferroni_critical`` / ``bonferroni_p``: the two-sided test of the largest of many such scores.
+
+No torch here (the leaderboard imports this module and must stay torch-free): callers pass numpy
+arrays, or anything ``np.asarray`` accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats as _sp
+
+LEVEL = 0.95  # confidence level of every interval gradbench prints
+
+# A zero standard error means every draw gave the same number; the difference to the reference is then
+# either exact (rounding only) or a real offset. Draws and references are often float32 sums of
+# thousands of terms, so "exact" allows float32 rounding: |diff| <= EXACT_ATOL + EXACT_RTOL * |ref|.
+EXACT_RTOL = 1e-6
+EXACT_ATOL = 1e-6
+
+
+def finite(values: Iterable[float | None]) -> np.ndarray:
+    """The finite values as a float array: a missing (None) or non-finite value is not a measurement."""
+    return np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+
+
+def t_half_width(std: float, n: int, level: float = LEVEL) -> float:
+    """Half-width ``t((1+level)/2, n-1) * std / sqrt(n)`` of the t interval of a mean of ``n`` values
+    with sample standard deviation ``std`` (ddof=1); needs n >= 2."""
+    return float(_sp.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+
+
+def mean_ci(values: Iterable[float | None], level: float = LEVEL) -> tuple[float, float | None, int]:
+    """(mean, CI half-width, n) of the finite ``values``: a t interval, since n is a handful of seeds.
+
+    The half-width is None when n < 2 (no spread to judge by), the mean nan when n == 0.
+    """
+    arr = finite(values)
+    n = int(arr.size)
+    if n == 0:
+        return math.nan, None, 0
+    mean = float(arr.mean())
+    if n < 2:
+        return mean, None, n
+    return mean, t_half_width(float(arr.std(ddof=1)), n, level), n
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison of A and B: n pairs, mean of A - B, its CI half-width, two-sided p."""
+
+    n: int
+    diff: float
+    ci: float | None
+    p: float
+
+
+def paired_t(a: ArrayLike, b: ArrayLike, level: float = LEVEL) -> Paired:
+    """The paired t-test of ``a`` against ``b`` (same seeds, same order), as scipy.stats.ttest_rel.
+
+    Where the differences have no spread scipy's t is 0/0 or x/0: all differences exactly zero means
+    identical runs (p = 1), a constant non-zero difference is as certain as a difference gets (p = 0).
+    A non-finite value, or fewer than 2 pairs, gives p = nan (no test), which never counts as a tie.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired_t needs two 1-d arrays of one length, got shapes {x.shape} and {y.shape}")
+    d = x - y
+    n = int(d.size)
+    mean = float(d.mean()) if n else math.nan
+    if n < 2 or not np.all(np.isfinite(d)):
+        return Paired(n, mean, None, math.nan)
+    ci = t_half_width(float(d.std(ddof=1)), n, level)
+    if np.all(d == 0):
+        return Paired(n, mean, ci, 1.0)
+    if np.all(d == d[0]):
+        return Paired(n, mean, ci, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(_sp.ttest_rel(x, y).pvalue)
+    return Paired(n, mean, ci, p)
+
+
+def within_rounding(diff: ArrayLike, ref: ArrayLike, rtol: float = EXACT_RTOL,
+                    atol: float = EXACT_ATOL) -> np.ndarray:
+    """Whether each |diff| is rounding error of ``ref``: |diff| <= atol + rtol * |ref| (see EXACT_RTOL)."""
+    return np.abs(np.asarray(diff, dtype=float)) <= atol + rtol * np.abs(np.asarray(ref, dtype=float))
+
+
+def z_scores(diff: ArrayLike, se: ArrayLike, ref: ArrayLike, rtol: float = EXACT_RTOL,
+             atol: float = EXACT_ATOL) -> np.ndarray:
+    """|diff| / se elementwise, for ``diff = estimate - ref`` with standard error ``se``.
+
+    A zero standard error has no spread to scale by: the score is 0 when the difference is within
+    rounding of exact (``within_rounding``), and infinity otherwise (every draw agrees on an offset).
+    """
+    d = np.abs(np.asarray(diff, dtype=float))
+    s = np.broadcast_to(np.asarray(se, dtype=float), d.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = d / np.where(s > 0, s, 1.0)
+    degenerate = np.where(within_rounding(d, ref, rtol, atol), 0.0, math.inf)
+    return np.where(s > 0, scaled, degenerate)
+
+
+def bonferroni_critical(alpha: float, tests: int, df: float | None = None) -> float:
+    """The two-sided critical score for ``tests`` simultaneous tests at family level ``alpha``: normal
+    when ``df`` is None (many draws), else Student t with ``df`` degrees of freedom (few draws)."""
+    q = 1 - alpha / (2 * tests)
+    return float(_sp.norm.ppf(q) if df is None else _sp.t.ppf(q, df))
+
+
+def bonferroni_p(score: float, tests: int, df: float | None = None) -> float:
+    """The family-wise two-sided p of the largest of ``tests`` scores (normal, or t with ``df``); the
+    dual of ``bonferroni_critical``: ``bonferroni_p(s) < alpha`` exactly when s exceeds the critical."""
+    tail = _sp.norm.sf(score) if df is None else _sp.t.sf(score, df)
+    return min(1.0, tests * 2 * float(tail))

@@ -1,0 +1,129 @@
+"""gradbench.stats: each function against scipy or its closed form, the zero-variance rules, and the
+paired test's false-alarm rate under the null."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from gradbench import stats
+
+T_975_DF3 = 3.182446305284263  # t quantile for 4 values, from tables (not from scipy)
+
+
+def test_mean_ci_is_the_t_interval() -> None:
+    mean, h, n = stats.mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert (mean, n) == (2.5, 4)
+    assert h == pytest.approx(T_975_DF3 * math.sqrt(5 / 3) / 2, rel=1e-12)
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=7)
+    lo, hi = sp.t.interval(0.95, 6, loc=x.mean(), scale=sp.sem(x))
+    mean, h, n = stats.mean_ci(x)
+    assert n == 7 and mean == pytest.approx(x.mean()) and h == pytest.approx((hi - lo) / 2, rel=1e-12)
+    _, h90, _ = stats.mean_ci(x, level=0.9)
+    lo, hi = sp.t.interval(0.9, 6, loc=x.mean(), scale=sp.sem(x))
+    assert h90 == pytest.approx((hi - lo) / 2, rel=1e-12)
+
+
+def test_mean_ci_small_and_non_finite() -> None:
+    mean, h, n = stats.mean_ci([])
+    assert math.isnan(mean) and h is None and n == 0
+    assert stats.mean_ci([0.75]) == (0.75, None, 1)
+    assert stats.mean_ci([1.0, None, math.nan, math.inf, 3.0])[::2] == (2.0, 2)  # only the finite values
+    assert stats.mean_ci([2.0, 2.0, 2.0]) == (2.0, 0.0, 3)
+
+
+def test_paired_t_matches_ttest_rel() -> None:
+    rng = np.random.default_rng(1)
+    shared = rng.normal(size=6)
+    a, b = shared + rng.normal(0.3, 0.2, 6), shared + rng.normal(0.0, 0.2, 6)
+    test = stats.paired_t(a, b)
+    assert test.n == 6
+    assert test.p == pytest.approx(sp.ttest_rel(a, b).pvalue, rel=1e-12)
+    assert test.diff == pytest.approx(float(np.mean(a - b)))
+    lo, hi = sp.t.interval(0.95, 5, loc=np.mean(a - b), scale=sp.sem(a - b))
+    assert test.ci == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert stats.paired_t(a, b).p == stats.paired_t(b, a).p  # two-sided
+
+
+def test_paired_t_zero_variance_rules() -> None:
+    same = stats.paired_t([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert (same.p, same.diff, same.ci) == (1.0, 0.0, 0.0)  # identical runs: no evidence of a difference
+    offset = stats.paired_t([1.5, 2.5, 3.5], [1.0, 2.0, 3.0])
+    assert (offset.p, offset.diff) == (0.0, 0.5)  # every seed agrees on the offset
+    # an offset that is constant only up to rounding goes through scipy and still comes out decisive
+    assert stats.paired_t([1.0, 2.0, 3.0], [0.9, 1.9, 2.9]).p < 1e-10
+
+
+def test_paired_t_degenerate_inputs() -> None:
+    assert math.isnan(stats.paired_t([1.0], [2.0]).p)  # one pair: no test
+    assert math.isnan(stats.paired_t([1.0, math.nan, 2.0], [1.0, 2.0, 3.0]).p)
+    with pytest.raises(ValueError):
+        stats.paired_t([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_z_scores_closed_form_and_zero_se() -> None:
+    z = stats.z_scores([0.3, -0.2], [0.1, 0.4], [1.0, 1.0])
+    assert z == pytest.approx([3.0, 0.5])
+    # zero standard error: 0 within rounding of exact, infinity beyond
+    z = stats.z_scores([0.0, 5e-7, 2e-6, 5e-4, 5e-4], [0.0] * 5, [0.0, 0.0, 0.0, 1e3, 1.0])
+    assert z.tolist() == [0.0, 0.0, math.inf, 0.0, math.inf]
+    assert stats.z_scores([1e-9], [0.0], [0.0], rtol=0.0, atol=0.0).tolist() == [math.inf]
+
+
+def test_within_rounding_rule() -> None:
+    tol = stats.EXACT_ATOL + stats.EXACT_RTOL * 10.0
+    assert stats.within_rounding([tol, -tol], [10.0, -10.0]).tolist() == [True, True]
+    assert stats.within_rounding([tol * 1.01], [10.0]).tolist() == [False]
+
+
+def test_bonferroni_critical_and_p_are_duals() -> None:
+    assert stats.bonferroni_critical(0.05, 1) == pytest.approx(sp.norm.ppf(0.975))
+    assert stats.bonferroni_critical(1e-3, 20, df=19) == pytest.approx(sp.t.ppf(1 - 1e-3 / 40, 19))
+    for df in (None, 9):
+        crit = stats.bonferroni_critical(1e-3, 12, df)
+        assert stats.bonferroni_p(crit, 12, df) == pytest.approx(1e-3, rel=1e-9)
+    assert stats.bonferroni_p(0.0, 12) == 1.0  # capped
+    assert stats.bonferroni_p(math.inf, 12, df=4) == 0.0
+
+
+def test_paired_test_false_alarm_rate_under_the_null() -> None:
+    """Seeded simulation: A and B differ only by noise (with shared per-seed task noise), 4000 paired
+    comparisons of 3 to 8 seeds; the fraction with p < 0.05 must be 0.05 within a two-sided binomial
+    acceptance interval of probability 1 - 1e-6. So the false-failure rate of this test (a correct
+    paired_t failing it) is 1e-6 for a random seed; with the fixed seed it is deterministic."""
+    rng = np.random.default_rng(2024)
+    trials, alpha = 4000, 0.05
+    hits = 0
+    for _ in range(trials):
+        n = int(rng.integers(3, 9))
+        task = rng.normal(0.0, 5.0, n)  # shared by both arms of a seed: the pairing removes it
+        a, b = task + rng.normal(0.0, 1.0, n), task + rng.normal(0.0, 1.0, n)
+        hits += stats.paired_t(a, b).p < alpha
+    lo, hi = sp.binom.ppf(5e-7, trials, alpha), sp.binom.isf(5e-7, trials, alpha)
+    assert lo <= hits <= hi, f"{hits} false alarms in {trials}, expected {lo:.0f}..{hi:.0f}"
+
+
+def test_paired_test_power_matches_the_noncentral_t() -> None:
+    """The same simulation with an offset of one noise sd: the rejection rate must be the paired t-test's
+    power from the noncentral t distribution, within a binomial interval of probability 1 - 1e-6
+    (false-failure rate 1e-6, as above): the test must have the right power, not only the right size."""
+    rng = np.random.default_rng(7)
+    trials, n = 2000, 8
+    hits = sum(stats.paired_t(rng.normal(1.0, 1.0, n), rng.normal(0.0, 1.0, n)).p < 0.05 for _ in range(trials))
+    crit, nc = sp.t.ppf(0.975, n - 1), 1.0 / math.sqrt(2.0) * math.sqrt(n)  # effect / sd of a difference
+    power = sp.nct.sf(crit, n - 1, nc) + sp.nct.cdf(-crit, n - 1, nc)
+    lo, hi = sp.binom.ppf(5e-7, trials, power), sp.binom.isf(5e-7, trials, power)
+    assert lo <= hits <= hi, f"{hits} rejections in {trials}, power {power:.3f} expects {lo:.0f}..{hi:.0f}"
+
+
+def test_callers_use_this_module() -> None:
+    """One implementation: the leaderboard's mean_ci is this one, and the old private copies are gone."""
+    from gradbench import compare, gradstats, leaderboard, testing
+
+    assert leaderboard.mean_ci is stats.mean_ci
+    assert compare.paired_t is stats.paired_t
+    assert gradstats.z_scores is stats.z_scores and testing.z_scores is stats.z_scores
+    assert not hasattr(compare, "stats") and not hasattr(gradstats, "t_dist")
