@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from gradbench import ops
+from gradbench.errors import UnsupportedError
 from gradbench.estimator import Estimator, EstimatorOutput
 from gradbench.node import KINDS, Node
 from gradbench.registry import register_estimator
@@ -57,7 +58,10 @@ class _BatchMLP(nn.Module):
 
 
 class _IndependentMLP(nn.Module):
-    """One shared per-element MLP: (channels) -> H -> H -> 1, applied to every feature."""
+    """One shared per-element MLP: (channels) -> H -> H -> 1, applied to every feature.
+
+    Each output sees only its own feature, so it cannot represent a function of several features such
+    as an argmax over classes: DAB refuses it on argmax and categorical nodes."""
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
@@ -80,6 +84,10 @@ class DAB(Estimator):
 
     def __init__(self, node: Node, config: DABConfig | None = None) -> None:
         super().__init__(node, config)
+        if self.config.approximator == "independent" and node.kind in ("argmax", "categorical"):
+            raise UnsupportedError(f"estimator 'dab': approximator=independent sees one class at a time and "
+                                   f"cannot represent an argmax over classes ({node.kind} node; use "
+                                   f"approximator=batch)")
         channels = 2 if node.stochastic else 1  # (logit, noise) for stochastic nodes
         d = node.numel
         if self.config.approximator == "batch":

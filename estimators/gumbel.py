@@ -65,9 +65,9 @@ class GumbelSoftmax(Estimator):
             reported, evals = cost.detach(), 1
         else:
             # One call on [relaxed, discrete]: the gradient comes from the relaxed row; the discrete
-            # row is the reported cost of the sample (cost_evals counts what the gradient uses).
+            # row is the reported cost of the sample. cost_evals counts rows per example: 2.
             both = cost_fn(torch.stack([soft, hard]))
-            cost, reported, evals = both[0], both[1].detach(), 1
+            cost, reported, evals = both[0], both[1].detach(), 2
         if self.training:
             self.step += 1
         return EstimatorOutput(sample=hard, cost=reported, loss=cost.mean(), aux_loss=self.zero(logits),

@@ -1,6 +1,7 @@
 """Straight-through estimators: the forward value is the hard one, the backward pretends it was smooth.
 
-Straight-through is a family; each variant is named in the row label:
+Straight-through is a family; a row label names the variant when it is not the default (``ste`` is
+``identity``, ``ste(variant=clipped)`` the clipped one):
 
 * ``identity`` -- backward is the identity on the logits: ``y = f(x) + x - sg(x)``.
 * ``clipped``  -- backward is hardtanh's: gradient 1 where |x| <= 1, else 0 (Hubara et al., 2016).
@@ -33,13 +34,12 @@ class StraightThrough(Estimator):
     supports = KINDS
     unbiased = False
     Config = STEConfig
-    label_fields = ("variant",)  # straight-through is a family: always say which one
 
     def __init__(self, node: Node, config: STEConfig | None = None) -> None:
         super().__init__(node, config)
         if self.config.variant == "prob" and node.kind == "sign":
             raise UnsupportedError("estimator 'ste': variant=prob is not defined for sign nodes "
-                             "(use identity or clipped)")
+                                   "(use identity or clipped)")
 
     def forward(self, logits, cost_fn) -> EstimatorOutput:
         if self.node.stochastic:

@@ -48,5 +48,6 @@ class DisARM(gradbench.Estimator):
         # function's own parameters get the gradient of the mean cost of both samples.
         linear = (logits * g).flatten(1).sum(-1).mean()
         loss = f.mean() + (linear - linear.detach())
+        # cost_evals: cost-function rows evaluated per example, here one call on 2 rows
         return gradbench.EstimatorOutput(sample=b1, cost=fd[0], loss=loss, aux_loss=self.zero(logits),
                                          diagnostics={"cost_evals": 2})

@@ -1,4 +1,4 @@
-"""The estimator contract (DESIGN.md): a Module that turns logits and a cost function into a surrogate loss.
+"""The estimator contract (docs/concepts.md): a Module that turns logits and a cost function into a surrogate loss.
 
 ``loss`` carries the gradient estimate to everything upstream of ``logits`` and to ``cost_fn``'s own
 parameters; ``aux_loss`` trains only the estimator's own parameters. The harness sums them and
@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from gradbench.config import build_config, config_dict, label, non_default
+from gradbench.config import build_config, label, non_default
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.node import Node
 
@@ -48,7 +48,6 @@ class Estimator(torch.nn.Module):
     supports: ClassVar[frozenset[str]] = frozenset()
     unbiased: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
-    label_fields: ClassVar[tuple[str, ...]] = ()  # config fields shown in the label even at their default
     batch_independent: ClassVar[bool] = True  # each example's estimate ignores the rest of the batch
     compilable: ClassVar[bool] = True  # False: forward cannot run under torch.compile (e.g. double backward)
     capturable: ClassVar[bool] = True  # False: a training step cannot be replayed from a CUDA graph (host syncs,
@@ -77,10 +76,8 @@ class Estimator(torch.nn.Module):
 
     @classmethod
     def label_for(cls, config: Any) -> str:
-        """Row label: the name plus non-default config values (and ``label_fields`` always)."""
-        changed = non_default(config)
-        shown = {k: v for k, v in config_dict(config).items() if k in cls.label_fields or k in changed}
-        return label(cls.name, shown)
+        """Row label: the name plus the non-default config values, e.g. ``ste(variant=clipped)``."""
+        return label(cls.name, non_default(config))
 
     @property
     def label(self) -> str:

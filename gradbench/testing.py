@@ -1,12 +1,19 @@
 """Conformance checks any estimator must pass (the same ones CI runs; ``gradbench validate`` runs them).
 
-Usage from a plugin's own tests::
+Usage from a plugin's own tests, one pytest item per (check, node kind)::
 
-    from gradbench.testing import check_estimator
-    assert all(r.passed for r in check_estimator(MyEstimator))
+    from gradbench.testing import parametrize_with_checks
 
-Each check builds the estimator on a small node of every kind it supports and a small cost function
-with its own parameters that accepts relaxed inputs and leading sample dims. The unbiasedness check
+    @parametrize_with_checks([MyEstimator, (MyEstimator, {"samples": 4})])
+    def test_conforms(estimator_check):
+        estimator_check()
+
+or all at once: ``assert all(r.passed for r in check_estimator(MyEstimator))``.
+
+Each check builds the estimator on a small node of every kind it supports (and its config accepts) and a
+small cost function with its own parameters that accepts relaxed inputs and leading sample dims.
+``diagnostics["cost_evals"]`` must count the cost-function rows evaluated per example in one forward
+(``check_cost_evals``: a call on (*prefix, batch, *shape) is prod(prefix) rows). The unbiasedness check
 (for estimators claiming ``unbiased``) compares the mean of many estimates with the exact gradient of
 E[f] computed by enumerating every configuration; its false-failure rate is at most ``ALPHA`` (0.1%)
 per node for a truly unbiased estimator (two-sided tests, Bonferroni over coordinates).
@@ -15,17 +22,20 @@ per node for a truly unbiased estimator (two-sided tests, Bonferroni over coordi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from gradbench import ops
+from gradbench.config import format_value, non_default
+from gradbench.errors import UnsupportedError
 from gradbench.estimator import Estimator, EstimatorOutput
 from gradbench.node import Node
+from gradbench.stats import bonferroni_critical, z_scores
 
 ALPHA = 1e-3  # false-failure rate of the unbiasedness test, per node
 SMALL_NODES = {
@@ -76,10 +86,6 @@ def _as_class(estimator: Any) -> type[Estimator]:
     return estimator
 
 
-def _make(cls: type[Estimator], node: Node, config: Any) -> Estimator:
-    return cls(node, config)
-
-
 def _upstream(node: Node, batch: int, seed: int) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
     """A linear layer in front of the node, so 'upstream of logits' is a real parameter."""
     g = torch.Generator().manual_seed(99 + seed)
@@ -101,17 +107,9 @@ def _moved(grads: list[torch.Tensor | None]) -> bool:
     return any(g is not None and bool((g != 0).any()) for g in grads)
 
 
-def check_output(cls, node, config, seed=0) -> CheckResult:
-    """Shapes and types of EstimatorOutput; forward value exact (deterministic) or a valid sample."""
-    torch.manual_seed(seed)
-    batch = 7
-    est = _make(cls, node, config)
-    cost_fn = CheckCost(node)
-    _, _, logits = _upstream(node, batch, seed)
-    out = est(logits, cost_fn)
+def _shape_problems(out: EstimatorOutput, node: Node, batch: int) -> list[str]:
+    """What is wrong with the shapes and types of an EstimatorOutput for ``batch`` examples."""
     problems = []
-    if not isinstance(out, EstimatorOutput):
-        return CheckResult("output", node.kind, False, f"forward returned {type(out).__name__}, not EstimatorOutput")
     if tuple(out.sample.shape) != (batch, *node.shape):
         problems.append(f"sample shape {tuple(out.sample.shape)} != {(batch, *node.shape)}")
     if tuple(out.cost.shape) != (batch,):
@@ -125,25 +123,44 @@ def check_output(cls, node, config, seed=0) -> CheckResult:
         for v in out.diagnostics.values()
     ):
         problems.append("diagnostics must map names to floats or 0-d tensors")
-    if not problems:
-        s = out.sample.detach()
-        if node.stochastic:
-            valid = ((s == 0) | (s == 1)).all() and (node.kind == "bernoulli" or bool((s.sum(-1) == 1).all()))
-            if not valid:
-                problems.append("sample is not a valid {0,1} / one-hot value")
-        elif not torch.equal(s, ops.hard(node, logits.detach())):
-            problems.append("sample differs from the exact hard function of the logits")
-        with torch.no_grad():
-            expected = cost_fn(s)
-        if not torch.allclose(out.cost.detach(), expected, rtol=1e-4, atol=1e-5):
-            problems.append("cost is not cost_fn at the sample")
+    return problems
+
+
+def _value_problems(out: EstimatorOutput, node: Node, logits: torch.Tensor, cost_fn: nn.Module) -> list[str]:
+    """The sample is the exact hard function (deterministic) or a valid sample; cost is cost_fn there."""
+    problems = []
+    s = out.sample.detach()
+    if node.stochastic:
+        valid = ((s == 0) | (s == 1)).all() and (node.kind == "bernoulli" or bool((s.sum(-1) == 1).all()))
+        if not valid:
+            problems.append("sample is not a valid {0,1} / one-hot value")
+    elif not torch.equal(s, ops.hard(node, logits.detach())):
+        problems.append("sample differs from the exact hard function of the logits")
+    with torch.no_grad():
+        expected = cost_fn(s)
+    if not torch.allclose(out.cost.detach(), expected, rtol=1e-4, atol=1e-5):
+        problems.append("cost is not cost_fn at the sample")
+    return problems
+
+
+def check_output(cls, node, config, seed=0) -> CheckResult:
+    """Shapes and types of EstimatorOutput; forward value exact (deterministic) or a valid sample."""
+    torch.manual_seed(seed)
+    batch = 7
+    est = cls(node, config)
+    cost_fn = CheckCost(node)
+    _, _, logits = _upstream(node, batch, seed)
+    out = est(logits, cost_fn)
+    if not isinstance(out, EstimatorOutput):
+        return CheckResult("output", node.kind, False, f"forward returned {type(out).__name__}, not EstimatorOutput")
+    problems = _shape_problems(out, node, batch) or _value_problems(out, node, logits, cost_fn)
     return CheckResult("output", node.kind, not problems, "; ".join(problems) or "shapes, values ok")
 
 
 def check_gradients(cls, node, config, seed=0) -> CheckResult:
     """loss + aux_loss backpropagates to finite, non-zero gradients upstream and on cost parameters."""
     torch.manual_seed(seed)
-    est = _make(cls, node, config)
+    est = cls(node, config)
     cost_fn = CheckCost(node)
     layer, _, logits = _upstream(node, 16, seed)
     out = est(logits, cost_fn)
@@ -162,7 +179,7 @@ def check_gradients(cls, node, config, seed=0) -> CheckResult:
 def check_separation(cls, node, config, seed=0) -> CheckResult:
     """``loss`` moves none of the estimator's parameters; ``aux_loss`` moves nothing else."""
     torch.manual_seed(seed)
-    est = _make(cls, node, config)
+    est = cls(node, config)
     cost_fn = CheckCost(node)
     layer, _, logits = _upstream(node, 16, seed)
     out = est(logits, cost_fn)
@@ -182,7 +199,7 @@ def check_determinism(cls, node, config, seed=0) -> CheckResult:
 
     def once():
         torch.manual_seed(seed)
-        est = _make(cls, node, config)
+        est = cls(node, config)
         cost_fn = CheckCost(node)
         layer, _, logits = _upstream(node, 16, seed)
         out = est(logits, cost_fn)
@@ -214,7 +231,7 @@ def exact_gradient(node: Node, base_logits: torch.Tensor, cost_fn: nn.Module) ->
 def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 20) -> CheckResult:
     """Mean of ``batch * rounds`` estimates equals the exact gradient (z/t-tests, Bonferroni, ALPHA)."""
     torch.manual_seed(seed)
-    est = _make(cls, node, config)
+    est = cls(node, config)
     est.train()
     cost_fn = CheckCost(node)
     g = torch.Generator().manual_seed(7 + seed)
@@ -237,18 +254,16 @@ def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 2
     est_params = torch.stack(param_rounds).double()
     exact_p = torch.cat([e.flatten() for e in exact_params]).double()
     n_coords = est_logits.shape[1] + est_params.shape[1]
-    z_crit = stats.norm.ppf(1 - ALPHA / (2 * n_coords))
-    t_crit = stats.t.ppf(1 - ALPHA / (2 * n_coords), df=rounds - 1)
+    z_crit = bonferroni_critical(ALPHA, n_coords)  # logits: batch * rounds draws, normal tails
+    t_crit = bonferroni_critical(ALPHA, n_coords, df=rounds - 1)  # cost params: one draw per round
     worst, failures = 0.0, []
     for label, samples, exact, crit in (("logits", est_logits, exact_logits.flatten().double(), z_crit),
                                         ("cost params", est_params, exact_p, t_crit)):
         mean = samples.mean(0)
         se = samples.std(0) / samples.shape[0] ** 0.5
-        diff = (mean - exact).abs()
-        score = torch.where(se > 0, diff / se.clamp_min(1e-300),
-                            torch.where(diff < 1e-6, torch.zeros_like(diff), torch.full_like(diff, float("inf"))))
+        score = z_scores((mean - exact).numpy(), se.numpy(), exact.numpy())  # se = 0: exact up to rounding or inf
         worst = max(worst, float(score.max() / crit))
-        bad = (score > crit).nonzero().flatten().tolist()
+        bad = np.flatnonzero(score > crit).tolist()
         if bad:
             i = bad[0]
             failures.append(f"{label}[{i}]: mean {mean[i]:.4f} vs exact {exact[i]:.4f} "
@@ -262,7 +277,7 @@ def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 2
 def check_float64(cls, node, config, seed=0) -> CheckResult:
     """float64 logits and cost give a float64 sample, cost and gradient (exact-enumeration users need this)."""
     torch.manual_seed(seed)
-    est = _make(cls, node, config)
+    est = cls(node, config)
     cost_fn = CheckCost(node).double()
     logits = (torch.randn(8, *node.shape, dtype=torch.float64) * 0.8).requires_grad_(True)
     out = est(logits, cost_fn)
@@ -273,27 +288,157 @@ def check_float64(cls, node, config, seed=0) -> CheckResult:
     return CheckResult("float64", node.kind, not problems, "; ".join(problems) or "float64 throughout")
 
 
+class _RowCounter(nn.Module):
+    """Wraps a cost function and counts the rows it evaluates per example: a call on y of shape
+    (*prefix, batch, *shape) evaluates prod(prefix) rows per example; calls add up."""
+
+    def __init__(self, inner: nn.Module, node: Node, batch: int) -> None:
+        super().__init__()
+        self.inner, self.node, self.batch = inner, node, batch
+        self.rows, self.calls = 0.0, 0
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.rows += y.numel() / (self.batch * self.node.numel)
+        return self.inner(y)
+
+
+def check_cost_evals(cls, node, config, seed=0) -> CheckResult:
+    """``diagnostics["cost_evals"]`` is the number of cost-function rows evaluated per example in one
+    forward: ``cost_fn(y)`` with y of shape (*prefix, batch, *shape) counts prod(prefix), calls add up."""
+    torch.manual_seed(seed)
+    batch = 7
+    est = cls(node, config)
+    counter = _RowCounter(CheckCost(node), node, batch)
+    _, _, logits = _upstream(node, batch, seed)
+    out = est(logits, counter)
+    seen = f"{counter.rows:g} row(s) per example in {counter.calls} call(s)"
+    diagnostics = out.diagnostics if isinstance(out.diagnostics, dict) else {}
+    if "cost_evals" not in diagnostics:
+        return CheckResult("cost_evals", node.kind, False, f"diagnostics has no 'cost_evals' (cost-function rows "
+                                                           f"per example per step); forward evaluated {seen}")
+    reported = float(diagnostics["cost_evals"])
+    if reported != counter.rows:
+        return CheckResult("cost_evals", node.kind, False, f"reports cost_evals={reported:g}, but forward evaluated "
+                                                           f"{seen}")
+    return CheckResult("cost_evals", node.kind, True, seen)
+
+
 CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check_separation, check_determinism,
-                                             check_float64]
+                                             check_float64, check_cost_evals]
 
 
 def nodes_for(cls: type[Estimator]) -> list[Node]:
+    """The small test node of every kind ``cls`` declares in ``supports``."""
     return [SMALL_NODES[k] for k in SMALL_NODES if k in cls.supports]
 
 
+def accepted_nodes(cls: type[Estimator], config: Any) -> list[Node]:
+    """``nodes_for(cls)`` less the kinds whose constructor refuses ``config`` (UnsupportedError, e.g.
+    ``ste:variant=prob`` on sign). Other construction errors keep the node: its checks report them."""
+    nodes = []
+    with torch.random.fork_rng(devices=[]):  # building a module draws parameters: leave the global RNG as it was
+        for node in nodes_for(cls):
+            try:
+                cls(node, config)
+            except UnsupportedError:
+                continue
+            except Exception:  # a broken constructor: its checks fail, each with the error
+                pass
+            nodes.append(node)
+    return nodes
+
+
+def check_supports(cls, node, config, seed=0) -> CheckResult:
+    """The failure reported for an estimator with no node kind to check on (``node`` is None)."""
+    reason = "supports no known node kind" if not nodes_for(cls) else "refuses every node kind it supports"
+    return CheckResult("supports", "-", False, f"{reason} (supports: {', '.join(sorted(cls.supports)) or 'none'})")
+
+
+@dataclass(frozen=True)
+class EstimatorCheck:
+    """One conformance check of one estimator configuration on one small node, as a test item.
+
+    Calling it runs the check, raises AssertionError with the check's detail if it fails, and returns
+    the :class:`CheckResult`. ``id`` reads ``<name>[<non-default config>]-<check>-<node kind>``.
+    """
+
+    check: Callable[..., CheckResult]
+    cls: type[Estimator]
+    config: Any
+    node: Node | None  # None: the estimator has no node to check on (the "supports" failure)
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        name = self.cls.name or self.cls.__name__
+        changed = non_default(self.config)
+        if changed:
+            name += "[" + ",".join(f"{k}={format_value(v)}" for k, v in changed.items()) + "]"
+        check = self.check.__name__.removeprefix("check_")
+        return f"{name}-{check}" + (f"-{self.node.kind}" if self.node is not None else "")
+
+    def __call__(self) -> CheckResult:
+        result = self.check(self.cls, self.node, self.config, self.seed)
+        if not result.passed:
+            raise AssertionError(f"{self.id}: {result}")
+        return result
+
+
+def _entry(entry: Any) -> tuple[type[Estimator], Any]:
+    """An estimator class, a registered name, or a (class or name, config dict or Config) pair."""
+    values: Any = None
+    if isinstance(entry, tuple):
+        if len(entry) != 2:
+            raise TypeError(f"expected (estimator, config), got a tuple of {len(entry)}")
+        entry, values = entry
+    cls = _as_class(entry)
+    if values is None or isinstance(values, dict):
+        return cls, cls.make_config(values or {})
+    return cls, values
+
+
+def estimator_checks(estimators: Iterable[Any], seed: int = 0) -> list[EstimatorCheck]:
+    """Every (check, node kind) item for each entry (see :func:`parametrize_with_checks`): the CHECKS on
+    each node kind the configuration accepts, then, on stochastic nodes of an estimator claiming
+    ``unbiased``, ``check_unbiased``."""
+    items = []
+    for entry in estimators:
+        cls, config = _entry(entry)
+        nodes = accepted_nodes(cls, config)
+        for node in nodes:
+            items += [EstimatorCheck(check, cls, config, node, seed) for check in CHECKS]
+            if cls.unbiased and node.stochastic:
+                items.append(EstimatorCheck(check_unbiased, cls, config, node, seed))
+        if not nodes:
+            items.append(EstimatorCheck(check_supports, cls, config, None, seed))
+    return items
+
+
+def parametrize_with_checks(estimators: Iterable[Any], seed: int = 0) -> Any:
+    """A ``pytest.mark.parametrize`` over every conformance check of ``estimators``, for a plugin's tests
+    (like scikit-learn's ``parametrize_with_checks``)::
+
+        @parametrize_with_checks([DisARM, ("gumbel", {"hard": True})])
+        def test_conforms(estimator_check):
+            estimator_check()
+
+    Each entry is an estimator class, a registered name, or a (class or name, config dict) pair. There is
+    one test item per (check, node kind), with ids like ``disarm-output-bernoulli`` (non-default config
+    values in brackets: ``gumbel[hard=true]-gradients-categorical``); ``estimator_check()`` runs its check
+    and raises AssertionError with the detail when it fails.
+    """
+    import pytest  # a dev dependency: only tests import this function
+
+    items = estimator_checks(estimators, seed)
+    return pytest.mark.parametrize("estimator_check", [pytest.param(c, id=c.id) for c in items])
+
+
 def check_estimator(estimator: Any, config: Any = None, seed: int = 0) -> list[CheckResult]:
-    """Run every conformance check on every node kind the estimator supports."""
+    """Run every conformance check on every node kind the estimator (with ``config``) accepts."""
     cls = _as_class(estimator)
-    config = config if config is not None else cls.Config()
-    results = []
-    for node in nodes_for(cls):
-        for check in CHECKS:
-            results.append(_guarded(check, cls, node, config, seed))
-        if cls.unbiased and node.stochastic:
-            results.append(_guarded(check_unbiased, cls, node, config, seed))
-    if not results:
-        results.append(CheckResult("supports", "-", False, "supports no known node kind"))
-    return results
+    items = estimator_checks([(cls, config if config is not None else cls.Config())], seed)
+    return [_guarded(c.check, c.cls, c.node, c.config, c.seed) for c in items]
 
 
 def _guarded(check, cls, node, config, seed) -> CheckResult:
@@ -301,4 +446,4 @@ def _guarded(check, cls, node, config, seed) -> CheckResult:
         return check(cls, node, config, seed)
     except Exception as e:  # a crash is a failed check, reported like the others
         name = check.__name__.removeprefix("check_")
-        return CheckResult(name, node.kind, False, f"raised {type(e).__name__}: {e}")
+        return CheckResult(name, node.kind if node is not None else "-", False, f"raised {type(e).__name__}: {e}")

@@ -1,55 +1,161 @@
-"""The conformance checks of gradbench.testing, parametrized over the registry.
+"""The conformance checks of gradbench.testing, over the whole registry, with parametrize_with_checks.
 
 A newly registered estimator is picked up here with no new test code. Extra configurations of the
-built-ins (each straight-through variant, each REINFORCE baseline, REBAR) run the same checks.
-The unbiasedness check fails a truly unbiased estimator with probability <= 0.1% per node (see
-gradbench.testing.ALPHA); with the seeds fixed here the outcome is deterministic.
+built-ins (each straight-through variant, each REINFORCE baseline, REBAR, ...) run the same checks on
+the node kinds they accept (a configuration its constructor refuses on a kind, such as ``ste`` with
+variant=prob on sign, has no items there). The unbiasedness check fails a truly unbiased estimator with
+probability <= 0.1% per node (see gradbench.testing.ALPHA); with the seeds fixed here the outcome is
+deterministic.
 """
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 import gradbench
-from gradbench.registry import get_estimator_class
-from gradbench.testing import CHECKS, check_unbiased, nodes_for
+from gradbench import Node
+from gradbench.registry import BUILTIN_ESTIMATORS, get_estimator_class
+from gradbench.testing import (
+    CHECKS,
+    SMALL_NODES,
+    accepted_nodes,
+    check_cost_evals,
+    check_estimator,
+    check_unbiased,
+    estimator_checks,
+    nodes_for,
+    parametrize_with_checks,
+)
 
 EXTRA_CONFIGS = {
     "ste": [{"variant": "clipped"}, {"variant": "prob"}],
-    "reinforce": [{"baseline": "none", "samples": 1}, {"baseline": "ema", "samples": 1}, {"baseline": "rloo",
-                                                                                          "samples": 4}],
+    "reinforce": [{"baseline": "none", "samples": 1}, {"baseline": "ema", "samples": 1},
+                  {"baseline": "rloo", "samples": 4}],
     "relax": [{"variant": "rebar"}],
     "gumbel": [{"hard": True, "tau": 0.5}, {"anneal_rate": 1e-3}],
-    "dab": [{"approximator": "independent"}],
+    "dab": [{"approximator": "independent"}],  # refused on argmax and categorical: runs on the other kinds
 }
+ENTRIES = [entry for name in gradbench.list_estimators()
+           for entry in [name, *((name, values) for values in EXTRA_CONFIGS.get(name, []))]]
 
 
-def _cases():
-    for name in gradbench.list_estimators():
+@parametrize_with_checks(ENTRIES)
+def test_contract(estimator_check):
+    estimator_check()
+
+
+def test_refused_kinds_have_no_items_and_defaults_refuse_nothing():
+    ids = {c.id for c in estimator_checks(ENTRIES)}
+    for kind in ("sign", "threshold", "bernoulli"):
+        assert f"dab[approximator=independent]-output-{kind}" in ids
+    for kind in ("argmax", "categorical"):
+        assert not any(i.startswith("dab[approximator=independent]-") and i.endswith(f"-{kind}") for i in ids)
+    assert "ste[variant=prob]-output-sign" not in ids and "ste[variant=prob]-output-argmax" in ids
+    for name in BUILTIN_ESTIMATORS:  # a default configuration accepts every kind its class supports
         cls = get_estimator_class(name)
-        for values in [{}, *EXTRA_CONFIGS.get(name, [])]:
-            config = cls.make_config(values)
-            for node in nodes_for(cls):
-                if values.get("variant") == "prob" and node.kind == "sign":
-                    continue  # refused by design: no mean function for sign
-                tag = ",".join(f"{k}={v}" for k, v in values.items()) or "default"
-                yield pytest.param(cls, config, node, id=f"{name}[{tag}]-{node.kind}")
+        assert accepted_nodes(cls, cls.Config()) == nodes_for(cls), name
 
 
-CASES = list(_cases())
+def test_parametrize_with_checks_items_and_ids():
+    ste = get_estimator_class("ste")
+    by_class = [c.id for c in estimator_checks([ste])]
+    assert by_class == [f"ste-{check.__name__.removeprefix('check_')}-{kind}"
+                        for kind in SMALL_NODES for check in CHECKS]
+    assert [c.id for c in estimator_checks(["ste"])] == by_class  # a registered name
+    pair = [c.id for c in estimator_checks([(ste, {"variant": "clipped"})])]
+    assert pair[0] == "ste[variant=clipped]-output-sign"
+    unbiased = [c.id for c in estimator_checks([("reinforce", {"samples": 3})])]
+    assert unbiased[len(CHECKS)] == "reinforce[samples=3]-unbiased-bernoulli"
+    assert len(unbiased) == 2 * (len(CHECKS) + 1)
+    mark = parametrize_with_checks(["ste"])
+    assert mark.name == "parametrize" and mark.args[0] == "estimator_check"
+    assert [p.id for p in mark.args[1]] == by_class
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
-@pytest.mark.parametrize("cls,config,node", CASES)
-def test_contract(check, cls, config, node):
-    result = check(cls, config=config, node=node)
-    assert result.passed, str(result)
+def test_an_estimator_check_raises_with_the_detail():
+    failing = next(c for c in estimator_checks([_ReportsOneForTwoRows]) if c.check is check_cost_evals)
+    with pytest.raises(AssertionError, match="cost_evals=1, but forward evaluated 2 row"):
+        failing()
+    passing = next(c for c in estimator_checks(["ste"]) if c.check is check_cost_evals)
+    assert passing().passed
 
 
-@pytest.mark.parametrize("cls,config,node", [c for c in CASES if c.values[0].unbiased and c.values[2].stochastic])
-def test_unbiased_against_enumeration(cls, config, node):
-    result = check_unbiased(cls, node, config)
-    assert result.passed, str(result)
+def test_no_kind_to_check_is_one_failure():
+    class Nothing(gradbench.Estimator):
+        name = "nothing"
+
+    (only,) = estimator_checks([Nothing])
+    assert only.id == "nothing-supports"
+    with pytest.raises(AssertionError, match="supports no known node kind"):
+        only()
+    (result,) = check_estimator(Nothing)
+    assert not result.passed and result.check == "supports"
+
+
+# ---------------------------------------------------------------- cost_evals: rows per example per step
+
+
+class _ReportsOneForTwoRows(gradbench.Estimator):
+    """Straight-through that also evaluates the sample in the same call, as soft Gumbel-Softmax does, but
+    counts the call instead of the rows (the old Gumbel-Softmax's miscount)."""
+
+    supports = frozenset({"bernoulli"})
+    name = "reports_one_for_two_rows"
+    diagnostics = {"cost_evals": 1}
+
+    def forward(self, logits, cost_fn):
+        hard = torch.bernoulli(torch.sigmoid(logits.detach()))
+        both = cost_fn(torch.stack([hard + logits - logits.detach(), hard]))
+        return gradbench.EstimatorOutput(hard, both[1].detach(), both[0].mean(), self.zero(logits),
+                                         dict(self.diagnostics))
+
+
+class _ReportsNothing(_ReportsOneForTwoRows):
+    name = "reports_nothing"
+    diagnostics = {}
+
+
+class _TwoCallsReportsTwo(_ReportsOneForTwoRows):
+    """Two calls of one row each: two rows per example."""
+
+    name = "two_calls"
+    diagnostics = {"cost_evals": 2}
+
+    def forward(self, logits, cost_fn):
+        hard = torch.bernoulli(torch.sigmoid(logits.detach()))
+        cost = cost_fn(hard + logits - logits.detach())
+        return gradbench.EstimatorOutput(hard, cost_fn(hard).detach(), cost.mean(), self.zero(logits),
+                                         dict(self.diagnostics))
+
+
+@pytest.mark.parametrize("cls,passed,needle", [
+    (_ReportsOneForTwoRows, False, "reports cost_evals=1, but forward evaluated 2 row(s) per example in 1 call(s)"),
+    (_ReportsNothing, False, "diagnostics has no 'cost_evals'"),
+    (_TwoCallsReportsTwo, True, "2 row(s) per example in 2 call(s)"),
+])
+def test_cost_evals_check_counts_rows_per_example(cls, passed, needle):
+    result = check_cost_evals(cls, SMALL_NODES["bernoulli"], cls.Config())
+    assert result.passed is passed and needle in result.detail, str(result)
+
+
+@pytest.mark.parametrize("name,values,expected", [
+    ("ste", {}, 1), ("ste", {"variant": "prob"}, 1),
+    ("dab", {}, 1), ("dab", {"approximator": "independent"}, 1),
+    ("gumbel", {}, 2),  # one call on [relaxed, discrete]
+    ("gumbel", {"hard": True}, 1),
+    ("reinforce", {}, 2), ("reinforce", {"baseline": "none", "samples": 1}, 1),
+    ("reinforce", {"baseline": "rloo", "samples": 4}, 4),
+    ("relax", {}, 3), ("relax", {"variant": "rebar"}, 3),  # f(b), c(z), c(z~)
+])
+def test_built_in_cost_evals(name, values, expected):
+    cls = get_estimator_class(name)
+    est = cls(Node("bernoulli", (4,)), cls.make_config(values))
+    out = est(torch.zeros(3, 4), lambda y: y.sum(-1))
+    assert out.diagnostics["cost_evals"] == expected
+
+
+# ---------------------------------------------------------------- the unbiasedness check's sensitivity
 
 
 @pytest.mark.parametrize("name,values", [("ste", {"variant": "prob"}), ("gumbel", {"tau": 0.5}),
@@ -57,8 +163,6 @@ def test_unbiased_against_enumeration(cls, config, node):
 @pytest.mark.parametrize("kind", ["bernoulli", "categorical"])
 def test_unbiased_check_detects_biased_estimators(name, values, kind):
     """Sensitivity: the same test with the same sample size rejects the known-biased estimators."""
-    from gradbench.testing import SMALL_NODES
-
     cls = get_estimator_class(name)
     result = check_unbiased(cls, SMALL_NODES[kind], cls.make_config(values))
     assert not result.passed, str(result)

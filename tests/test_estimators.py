@@ -8,7 +8,7 @@ from torch.func import functional_call, vjp
 
 import gradbench
 from gradbench import Node, ops
-from gradbench.errors import UsageError
+from gradbench.errors import UnsupportedError, UsageError
 from gradbench.testing import SMALL_NODES, CheckCost, check_unbiased
 
 
@@ -60,6 +60,19 @@ def test_dab_default_gamma_and_official_approximator_sizes():
     assert sum(p.numel() for p in batch.parameters()) == 82_432  # Linear(256,128)-Linear(128,128)-Linear(128,256)
     indep = gradbench.create_estimator("dab", Node("sign", (256,)), approximator="independent")
     assert sum(p.numel() for p in indep.parameters()) == (1 * 256 + 256) + (256 * 256 + 256) + (256 + 1)
+
+
+@pytest.mark.parametrize("kind", ["argmax", "categorical"])
+def test_dab_independent_approximator_is_refused_where_it_cannot_represent_an_argmax(kind):
+    """One class at a time cannot say which class is largest: refused with a one-line reason."""
+    node = SMALL_NODES[kind]
+    with pytest.raises(UnsupportedError) as info:
+        gradbench.create_estimator("dab", node, approximator="independent")
+    msg = str(info.value)
+    assert "approximator=independent" in msg and kind in msg and "approximator=batch" in msg and "\n" not in msg
+    gradbench.create_estimator("dab", node)  # the default approximator is fine
+    for ok in ("sign", "threshold", "bernoulli"):
+        gradbench.create_estimator("dab", SMALL_NODES[ok], approximator="independent")
 
 
 def test_dab_on_stochastic_node_sees_logits_and_noise():
@@ -116,6 +129,12 @@ def test_ste_prob_on_categorical_is_softmax_jacobian():
     p = torch.softmax(x.detach(), -1)
     expected = p * (w - (p * w).sum(-1, keepdim=True))
     torch.testing.assert_close(x.grad, expected)
+
+
+def test_ste_label_shows_only_non_default_values():
+    ste = type(gradbench.create_estimator("ste", Node("sign", (2,))))
+    assert ste.label_for(ste.make_config({})) == "ste"  # identity, the default
+    assert ste.label_for(ste.make_config({"variant": "clipped"})) == "ste(variant=clipped)"
 
 
 def test_ste_prob_refused_on_sign():
