@@ -1,6 +1,5 @@
-"""Command line: ``gradbench run | sweep | show | rerun | list | validate | leaderboard | plot | compare``.
-
-A thin layer over the Python API.
+"""Command line: ``gradbench run | sweep | list | describe | validate | show | rerun | plot | compare |
+leaderboard | data``. A thin layer over the Python API; the readable output lives in ``gradbench.report``.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
 check failed, 2 usage error (unknown name, bad config, unsupported pair), 130 interrupted.
@@ -11,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gradbench.errors import UsageError
@@ -27,56 +29,73 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+# ----------------------------------------------------------------------------------- parsers
+
+
 def _common() -> argparse.ArgumentParser:
+    """Options every subcommand takes."""
     p = _Parser(add_help=False)
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|module",
                    help="import a file or module that registers estimators/tasks (repeatable)")
+    p.add_argument("--traceback", action="store_true",
+                   help="print the full traceback of a plugin that fails to import or of a failed run")
+    return p
+
+
+def _runs(help_text: str = "records folder (default: ./runs)") -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--runs", default="runs", help=help_text)
+    return p
+
+
+def _training() -> argparse.ArgumentParser:
+    """The run options shared by every subcommand that trains (gradbench.spec.RunOptions)."""
+    p = _Parser(add_help=False)
+    p.add_argument("--preset", default="quick", help="task preset: quick (CPU, ~1 min) or paper (default: quick)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--accel", default="auto", help="auto | none | graph | compile: how steps execute (default: "
+                   "auto = graph on CUDA, eager on CPU); graph = the whole step captured in a CUDA graph, "
+                   "compile = torch.compile of each step's forward")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
+    p.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine: decay every "
+                   "learning rate to 0 over the --steps budget (part of the run key)")
+    p.add_argument("--no-grad-stats", action="store_true", help="skip the gradient statistics")
+    p.add_argument("--grad-draws", type=int, help="gradient estimates per checkpoint (default: the preset's)")
+    p.add_argument("--grad-checkpoints", type=_fractions, default=(0.0, 0.5, 1.0), metavar="F,F,...",
+                   help="where to measure gradient statistics, as fractions of the budget (default: 0,0.5,1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common, training, runs = _common(), _training(), _runs()
     parser = _Parser(prog="gradbench", description="Benchmark gradient estimators through discrete operations.")
     parser.add_argument("--version", action="version", version=f"gradbench {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_training_commands(sub, common, training, runs)
+    _add_record_commands(sub, common, runs)
+    _add_data_command(sub, common)
+    return parser
 
-    run = sub.add_parser("run", parents=[common], help="train one (task, estimator) pair and record it",
+
+def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: argparse.ArgumentParser,
+                           runs: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", parents=[common, training, runs], help="train one (task, estimator) pair",
                          description="Train one (task, estimator) pair, write its run record, print its row.")
     run.add_argument("--estimator", "-e", default="dab", help="NAME or NAME:key=value,... (default: dab)")
     run.add_argument("--task", "-t", default="sort", help="NAME or NAME:key=value,... (default: sort)")
-    run.add_argument("--preset", default="quick", help="task preset: quick (CPU, ~1 min) or paper")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0)
-    seeds.add_argument("--seeds", help="several seeds, e.g. 0-4 or 0,2,7: one record each (run one after another)")
+    seeds.add_argument("--seeds", help="several seeds, e.g. 0-4 or 0,2,7: one record each, one table")
     run.add_argument("--batch-seeds", action="store_true", help="with --seeds: train all seeds at once in one "
                      "process (stacked replicas, torch.func.vmap); their records name the batch")
-    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    run.add_argument("--accel", default="auto", help="auto | none | graph | compile: how steps execute (default: "
-                     "auto = graph on CUDA, eager on CPU); graph = the whole step captured in a CUDA graph, "
-                     "compile = torch.compile of each step's forward")
-    budget = run.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
-    run.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
-    run.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine: decay every "
-                     "learning rate to 0 over the --steps budget (part of the run key)")
-    run.add_argument("--no-grad-stats", action="store_true", help="skip the gradient statistics")
-    run.add_argument("--grad-draws", type=int, help="gradient estimates per checkpoint (default: the preset's)")
-    run.add_argument("--grad-checkpoints", type=_fractions, default=(0.0, 0.5, 1.0), metavar="F,F,...",
-                     help="where to measure gradient statistics, as fractions of the budget (default: 0,0.5,1)")
-    run.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     run.add_argument("--force", action="store_true", help="re-run even if a finished record exists")
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    lst = sub.add_parser("list", parents=[common], help="list estimators and tasks")
-    lst.add_argument("-v", "--verbose", action="store_true", help="show supports, presets and origins")
-
-    val = sub.add_parser("validate", parents=[common], help="run the conformance checks on an estimator")
-    val.add_argument("--estimator", "-e", required=True, help="NAME or NAME:key=value,...")
-    val.add_argument("--seed", type=int, default=0)
-
-    sw = sub.add_parser("sweep", parents=[common], help="run a grid of tasks x estimators x seeds",
+    sw = sub.add_parser("sweep", parents=[common, training, runs], help="run a grid of tasks x estimators x seeds",
                         description="Run a grid; finished runs are skipped, failed and corrupt ones re-run.")
     sw.add_argument("--tasks", default="all", help="comma-separated specs, or all (default)")
     sw.add_argument("--estimators", default="all",
@@ -84,37 +103,44 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,2,7 (default: 0)")
     sw.add_argument("--batch-seeds", action="store_true", help="train each (task, estimator)'s seeds at once, "
                     "in one worker (stacked replicas); estimators that cannot be batched run them one by one")
-    sw.add_argument("--preset", default="quick")
-    sw_budget = sw.add_mutually_exclusive_group()
-    sw_budget.add_argument("--steps", type=int)
-    sw_budget.add_argument("--seconds", type=float)
-    sw.add_argument("--no-grad-stats", action="store_true")
-    sw.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine (see run)")
     sw.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
     sw.add_argument("--backend", default="local", choices=["local", "ray"])
     sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
     sw.add_argument("--shard", help="i/N: run only shard i (0-based) of N; N shards cover the grid once")
-    sw.add_argument("--device", default="auto")
-    sw.add_argument("--runs", default="runs")
-    sw.add_argument("--out", default="leaderboard.md", help="leaderboard written at the end")
-    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
 
-    show = sub.add_parser("show", parents=[common], help="print a run record")
-    show.add_argument("run_id")
-    show.add_argument("--runs", default="runs")
-    show.add_argument("--json", action="store_true")
 
-    rerun = sub.add_parser("rerun", parents=[common], help="reproduce a run from its record alone")
-    rerun.add_argument("run_id")
-    rerun.add_argument("--runs", default="runs", help="where the original record is")
+def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argparse.ArgumentParser) -> None:
+    """Commands that inspect the registry or read records."""
+
+    lst = sub.add_parser("list", parents=[common], help="list estimators and tasks")
+    lst.add_argument("-v", "--verbose", action="store_true", help="show supports, presets and origins")
+
+    desc = sub.add_parser("describe", parents=[common], help="an estimator's or task's config keys and presets",
+                          description="Print the config keys of an estimator or task (type, default, meaning), "
+                                      "and a task's presets, node and metrics.")
+    desc.add_argument("name", help="a registered estimator or task name")
+    desc.add_argument("--kind", choices=["estimator", "task"], help="which, when a name is both")
+
+    val = sub.add_parser("validate", parents=[common], help="run the conformance checks on an estimator")
+    val.add_argument("--estimator", "-e", required=True, help="NAME or NAME:key=value,...")
+    val.add_argument("--seed", type=int, default=0)
+
+    show = sub.add_parser("show", parents=[common, runs], help="summarise a run record")
+    show.add_argument("run_id", help="a run id or a unique prefix of one")
+    show.add_argument("--json", action="store_true", help="print the raw record")
+
+    rerun = sub.add_parser("rerun", parents=[common, _runs("where the original record is (default: ./runs)")],
+                           help="reproduce a run from its record alone")
+    rerun.add_argument("run_id", help="a run id or a unique prefix of one")
     rerun.add_argument("--into", default="reruns", help="records folder for the rerun (default: ./reruns)")
     rerun.add_argument("--device", default="auto")
 
-    plt = sub.add_parser("plot", parents=[common], help="PNG learning curves and gradient variance per table")
-    plt.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
+    plt = sub.add_parser("plot", parents=[common, runs], help="PNG learning curves and gradient variance per table")
     plt.add_argument("--task", help="only this task's tables")
 
-    cmp = sub.add_parser("compare", parents=[common], help="paired comparison of two estimators over shared seeds")
+    cmp = sub.add_parser("compare", parents=[common, runs],
+                         help="paired comparison of two estimators over shared seeds")
     cmp.add_argument("--task", "-t", required=True, help="NAME or NAME:key=value,...")
     cmp.add_argument("a", help="estimator A: NAME or NAME:key=value,...")
     cmp.add_argument("b", help="estimator B")
@@ -123,12 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--steps", type=int, help="pair only runs with this step budget")
     which.add_argument("--seconds", type=float, help="pair only runs with this time budget")
     cmp.add_argument("--lr-schedule", default="constant", help="pair only runs with this schedule (with --steps)")
-    cmp.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
-    lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard.md from run records")
-    lb.add_argument("--runs", default="runs", help="records folder (default: ./runs)")
-    lb.add_argument("--out", default="leaderboard.md", help="output file (default: ./leaderboard.md)")
+    lb = sub.add_parser("leaderboard", parents=[common, runs], help="write a leaderboard from run records")
+    lb.add_argument("--out", help="output file (default: <runs>/leaderboard.md)")
+
+
+def _add_data_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
     dat = sub.add_parser("data", parents=[common], help="list the image datasets or download one",
                          description="Where each dataset is found ('list'), or download one with checksums ('fetch').")
@@ -138,7 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", help="fashion-mnist or mnist")
     fetch.add_argument("--dir", help="download under DIR/NAME (default: the user cache, ~/.cache/gradbench)")
     fetch.add_argument("--url", help="base URL to download from instead of the official one (a mirror)")
-    return parser
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -154,69 +180,71 @@ def _version() -> str:
     return __version__
 
 
+def run_options(args: argparse.Namespace) -> Any:
+    """The RunOptions of a training subcommand's arguments."""
+    from gradbench.spec import RunOptions
+
+    return RunOptions(steps=args.steps, seconds=args.seconds, lr_schedule=args.lr_schedule,
+                      eval_every=args.eval_every, grad_stats=not args.no_grad_stats, grad_draws=args.grad_draws,
+                      grad_checkpoints=args.grad_checkpoints, device=args.device, accel=args.accel, runs=args.runs,
+                      force=getattr(args, "force", False), progress=not args.no_progress)
+
+
 def _records_folder(path: str) -> None:
     """Refuse a --runs that cannot hold records before any training starts."""
-    from pathlib import Path
-
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
     except OSError as e:
         raise UsageError(f"cannot use --runs {path!r} as a records folder: {e.strerror or e}") from None
 
 
+def _argv() -> list[str]:
+    return ["gradbench", *sys.argv[1:]]
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from gradbench.runner import execute_seeds, resolve
+    from gradbench.report import format_rows
+    from gradbench.runner import execute_seeds
+    from gradbench.spec import resolve
     from gradbench.sweep import parse_seeds
 
     if args.batch_seeds and args.seeds is None:
         raise UsageError("--batch-seeds needs --seeds (e.g. --seeds 0-4)")
+    opts = run_options(args)
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
-    specs = [resolve(args.task, args.estimator, preset=args.preset, seed=seed, steps=args.steps,
-                     seconds=args.seconds, eval_every=args.eval_every, grad_stats=not args.no_grad_stats,
-                     grad_draws=args.grad_draws, grad_checkpoints=args.grad_checkpoints,
-                     lr_schedule=args.lr_schedule) for seed in seeds]
+    specs = [resolve(args.task, args.estimator, preset=args.preset, seed=seed, options=opts) for seed in seeds]
     _records_folder(args.runs)
-    code = EXIT_OK
     done = []
-    for group in [specs] if args.batch_seeds else [[spec] for spec in specs]:  # rows print as runs finish
-        for record in execute_seeds(group, device=args.device, runs_dir=args.runs, force=args.force,
-                                    progress=not args.no_progress, argv=["gradbench", *sys.argv[1:]],
-                                    accel=args.accel, batch=args.batch_seeds):
+    for group in [specs] if args.batch_seeds else [[spec] for spec in specs]:
+        for record in execute_seeds(group, device=opts.device, runs_dir=opts.runs, force=opts.force,
+                                    progress=opts.progress, argv=_argv(), accel=opts.accel, batch=args.batch_seeds):
             done.append(record)
-            if record.get("reused"):
-                print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
-            if not args.json:
-                print(format_row(record))
-            if record["status"] != "ok":
-                print(f"gradbench: run {record['status']} (seed {record['seed']}): {record['error']}",
-                      file=sys.stderr)
-                code = EXIT_FAILED
+            _report_run(record, args.traceback)
     if args.json:  # one record, or a list of them with --seeds
         print(json.dumps(done if args.seeds is not None else done[0], indent=2))
-    return code
+    else:
+        print(format_rows(done))
+    return EXIT_OK if all(r["status"] == "ok" for r in done) else EXIT_FAILED
 
 
-def format_row(record: dict[str, Any]) -> str:
-    """One record as a one-row leaderboard table, plus where it was written."""
-    from tabulate import tabulate
+def _report_run(record: dict[str, Any], show_traceback: bool) -> None:
+    """stderr notes for one finished run: reuse, and failure (with its traceback on request)."""
+    if record.get("reused"):
+        print(f"gradbench: reusing finished run {record['run_id']} (pass --force to re-run)", file=sys.stderr)
+    if record["status"] == "ok":
+        return
+    print(f"gradbench: run {record['status']} (seed {record['seed']}): {record['error']}", file=sys.stderr)
+    if show_traceback and record.get("path"):
+        from gradbench.records import history_path, read_history
 
-    from gradbench.leaderboard import format_sig
-
-    metrics = record.get("metrics", {})
-    main = record.get("main_metric")
-    names = sorted(metrics, key=lambda m: m != main)
-    headers = ["task", "estimator", "seed", *(f"{m} {'↑' if metrics[m]['higher_is_better'] else '↓'}" for m in names),
-               "steps", "steps/s", "status"]
-    cost = record.get("cost") or {}
-    row = [record["task"]["label"], record["estimator"]["label"], record["seed"],
-           *(_fmt(metrics[m]["value"]) for m in names), cost.get("steps", "-"),
-           format_sig(cost["steps_per_s"]) if cost.get("steps_per_s") else "-", record["status"]]
-    where = f"record: {record.get('path', '')}  (run_id {record['run_id']}, preset {record['preset']})"
-    return tabulate([row], headers=headers, tablefmt="github") + "\n" + where
-
-
-def _fmt(v: Any) -> str:
-    return "—" if v is None else f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+        rows = read_history(history_path(Path(record["path"])))
+        tb = next((r["traceback"] for r in reversed(rows) if "traceback" in r), None)
+        print(tb or "gradbench: no traceback recorded for this run", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -224,34 +252,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("estimators: " + ", ".join(ESTIMATORS.names()))
         print("tasks:      " + ", ".join(TASKS.names()))
         return EXIT_OK
-    from tabulate import tabulate
+    from gradbench.report import registry_tables
 
-    rows = []
-    for entry in ESTIMATORS.entries():
-        try:
-            cls = ESTIMATORS.get(entry.name)
-            rows.append([entry.name, ", ".join(sorted(cls.supports)), "yes" if cls.unbiased else "no", entry.origin,
-                         _where(cls)])
-        except (UsageError, AttributeError) as e:
-            rows.append([entry.name, "-", "-", entry.origin, f"failed to load: {e}"])
-    print(tabulate(rows, headers=["estimator", "supports", "unbiased", "origin", "file"], tablefmt="github"))
-    print()
-    rows = []
-    for entry in TASKS.entries():
-        try:
-            cls = TASKS.get(entry.name)
-            rows.append([entry.name, cls.node_of(cls.make_config(None, "quick")).kind, ", ".join(cls.presets),
-                         cls.main_metric, entry.origin, _where(cls)])
-        except UsageError as e:
-            rows.append([entry.name, "-", "-", "-", entry.origin, f"failed to load: {e}"])
-    print(tabulate(rows, headers=["task", "node (quick)", "presets", "main metric", "origin", "file"],
-                   tablefmt="github"))
+    print(registry_tables())
     return EXIT_OK
 
 
-def _where(cls: Any) -> str:
-    module = sys.modules.get(cls.__module__)
-    return getattr(module, "__file__", None) or cls.__module__
+def cmd_describe(args: argparse.Namespace) -> int:
+    from gradbench.report import describe
+
+    kinds = [args.kind] if args.kind else [k for k, reg in (("estimator", ESTIMATORS), ("task", TASKS))
+                                           if args.name in reg.names()]
+    if len(kinds) > 1:
+        raise UsageError(f"{args.name!r} is both an estimator and a task; pass --kind estimator or --kind task")
+    if not kinds:  # let the registry say it, with its did-you-mean
+        kinds = ["task"] if args.name in TASKS.names() else ["estimator"]
+        try:
+            ESTIMATORS.get(args.name)
+        except UsageError:
+            TASKS.get(args.name)  # raises the task registry's error when neither knows the name
+            kinds = ["task"]
+    registry = ESTIMATORS if kinds[0] == "estimator" else TASKS
+    print(describe(registry.get(args.name), kinds[0]))
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -284,22 +307,27 @@ def unsupported_by_kind() -> dict[str, list[str]]:
     return out
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
+def _write_leaderboard(runs: str, out: str | None) -> str:
+    from gradbench.compare import registry_label
     from gradbench.leaderboard import build
 
-    text, problems = build(args.runs, args.out, unsupported_by_kind())
+    path = out or str(Path(runs) / "leaderboard.md")
+    _, problems = build(runs, path, unsupported_by_kind(), relabel=registry_label)
     for p in problems:
         print(f"gradbench: skipped {p}", file=sys.stderr)
+    return path
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    path = _write_leaderboard(args.runs, args.out)
+    text = Path(path).read_text()
     n_tables = text.count("\n### ")
-    print(f"wrote {args.out} ({n_tables} table{'s' if n_tables != 1 else ''} from {args.runs})")
+    print(f"wrote {path} ({n_tables} table{'s' if n_tables != 1 else ''} from {args.runs})")
     return EXIT_OK
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    try:
-        from gradbench.plots import plot
-    except ImportError as e:  # pragma: no cover - matplotlib is a dependency, but may be broken
-        raise UsageError(f"gradbench plot needs matplotlib: {e}") from None
+    from gradbench.plots import plot
 
     written = plot(args.runs, args.task)
     if not written:
@@ -323,58 +351,66 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from gradbench.leaderboard import build
     from gradbench.sweep import expand, make_executor, parse_seeds, parse_shard, run_sweep
 
+    opts = run_options(args)
     shard = parse_shard(args.shard)
     grid = expand(args.tasks, args.estimators, parse_seeds(args.seeds), preset=args.preset,
-                  batch_seeds=args.batch_seeds, steps=args.steps,
-                  seconds=args.seconds, grad_stats=not args.no_grad_stats, lr_schedule=args.lr_schedule)
+                  batch_seeds=args.batch_seeds, options=opts)
     for line in grid.unsupported:
         print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
     _records_folder(args.runs)
     executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
     result = run_sweep(grid, args.runs, executor, device=args.device, shard=shard, plugins=args.plugin,
-                       progress=not args.no_progress)
+                       progress=opts.progress, accel=opts.accel)
     for line in result.errors:
         print(f"gradbench: {line}", file=sys.stderr)
-    build(args.runs, args.out, unsupported_by_kind())
+    path = _write_leaderboard(args.runs, args.out)
     print(f"sweep: {result.total} runs in shard {shard[0]}/{shard[1]}: {result.skipped} already finished, "
-          f"{result.ok} ok, {result.failed} failed; wrote {args.out}")
+          f"{result.ok} ok, {result.failed} failed; wrote {path}")
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
-def _find_record(runs: str, run_id: str) -> tuple[Any, dict[str, Any]]:
-    from pathlib import Path
-
+def _find_record(runs: str, run_id: str) -> tuple[Path, dict[str, Any]]:
+    """The record whose id is ``run_id`` or starts with it (a unique prefix)."""
     from gradbench import records
 
-    matches = sorted(Path(runs).glob(f"*/*/{run_id}.json")) if run_id.isalnum() else []
+    if not Path(runs).is_dir():
+        raise UsageError(f"no records folder {runs!r} (pass --runs DIR)")
+    matches = sorted(Path(runs).glob(f"*/*/{run_id}*.json")) if run_id.isalnum() else []
+    matches = [m for m in matches if not m.name.endswith(".history.jsonl")]
     if not matches:
         raise UsageError(f"no record {run_id!r} under {runs}")
+    if len({m.stem for m in matches}) > 1:
+        ids = ", ".join(sorted({m.stem for m in matches})[:5])
+        more = ", ..." if len(matches) > 5 else ""
+        raise UsageError(f"run id prefix {run_id!r} is ambiguous under {runs}: {ids}{more}")
     try:
         return matches[0], records.read_record(matches[0])
     except records.CorruptRecord as e:
-        raise UsageError(f"record {run_id} is corrupt: {e}") from None
+        raise UsageError(f"record {matches[0].stem} is corrupt: {e}") from None
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from gradbench.report import summary
+
     path, record = _find_record(args.runs, args.run_id)
     record["path"] = str(path)
-    print(json.dumps(record, indent=2) if args.json else format_row(record))
+    print(json.dumps(record, indent=2) if args.json else summary(record))
     return EXIT_OK
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from gradbench.report import format_rows
     from gradbench.runner import execute
-    from gradbench.sweep import spec_from_record
+    from gradbench.spec import spec_from_record
 
     _, original = _find_record(args.runs, args.run_id)
     spec = spec_from_record(original)
     _records_folder(args.into)
-    record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True,
-                     argv=["gradbench", *sys.argv[1:]])
-    print(format_row(record))
+    record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True, argv=_argv())
+    _report_run(record, args.traceback)
+    print(format_rows([record]))
     same = {k: v["value"] for k, v in record["metrics"].items()} == {
         k: v["value"] for k, v in original["metrics"].items()}
     print(f"metrics {'identical to' if same else 'DIFFER from'} the original record "
@@ -408,13 +444,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "rerun": cmd_rerun, "list": cmd_list,
-            "validate": cmd_validate, "leaderboard": cmd_leaderboard,
-            "plot": cmd_plot, "compare": cmd_compare, "data": cmd_data}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "describe": cmd_describe,
+            "validate": cmd_validate, "show": cmd_show, "rerun": cmd_rerun, "plot": cmd_plot,
+            "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         if not args.command:
@@ -424,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_plugin(plugin)
         return COMMANDS[args.command](args)
     except UsageError as e:
+        if getattr(args, "traceback", False) and e.__cause__ is not None:
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"gradbench: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return EXIT_USAGE
     except KeyboardInterrupt:

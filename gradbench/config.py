@@ -35,42 +35,58 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _coerce(value: Any, hint: Any, key: str, owner: str) -> Any:
+    """``value`` (a string from the command line, or typed) as the field's type ``hint``."""
     origin = get_origin(hint)
     if origin is Union or str(origin) == "<class 'types.UnionType'>":
-        args = get_args(hint)
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key, owner)
-            except UsageError as e:
-                errors.append(str(e))
-        raise UsageError(errors[0] if errors else f"{owner}: bad value {value!r} for {key}")
+        return _coerce_union(value, get_args(hint), key, owner)
     if origin is Literal:
-        choices = get_args(hint)
-        for c in choices:
-            if value == c or (isinstance(value, str) and value == str(c)):
-                return c
-        raise UsageError(f"{owner}: bad value {value!r} for {key}; choose one of {', '.join(map(str, choices))}")
+        return _coerce_choice(value, get_args(hint), key, owner)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise UsageError(f"{owner}: bad value {value!r} for {key} (expected true/false)")
+        return _coerce_bool(value, key, owner)
     if hint in (int, float, str):
-        if isinstance(value, bool) and hint is not str:
-            raise UsageError(f"{owner}: bad value {value!r} for {key} (expected {hint.__name__})")
-        try:
-            if hint is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            if hint is int and isinstance(value, str):
-                return int(float(value)) if _is_integral(value) else int(value)
-            return hint(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{owner}: bad value {value!r} for {key} (expected {hint.__name__})") from None
+        return _coerce_scalar(value, hint, key, owner)
     return value
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], key: str, owner: str) -> Any:
+    if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return _coerce(value, arg, key, owner)
+        except UsageError as e:
+            errors.append(str(e))
+    raise UsageError(errors[0] if errors else f"{owner}: bad value {value!r} for {key}")
+
+
+def _coerce_choice(value: Any, choices: tuple[Any, ...], key: str, owner: str) -> Any:
+    for c in choices:
+        if value == c or (isinstance(value, str) and value == str(c)):
+            return c
+    raise UsageError(f"{owner}: bad value {value!r} for {key}; choose one of {', '.join(map(str, choices))}")
+
+
+def _coerce_bool(value: Any, key: str, owner: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise UsageError(f"{owner}: bad value {value!r} for {key} (expected true/false)")
+
+
+def _coerce_scalar(value: Any, hint: type, key: str, owner: str) -> Any:
+    bad = UsageError(f"{owner}: bad value {value!r} for {key} (expected {hint.__name__})")
+    if isinstance(value, bool) and hint is not str:
+        raise bad
+    try:
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        if hint is int and isinstance(value, str):
+            return int(float(value)) if _is_integral(value) else int(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise bad from None
 
 
 def _is_integral(text: str) -> bool:

@@ -20,6 +20,7 @@ drawn, ``static`` uses one fixed seeded sample, ``threshold`` uses ``pixel > 0.5
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -197,35 +198,45 @@ def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None
                          + (" (digits ships with scikit-learn)" if name == "digits" else ""))
     remote = REMOTES[name]
     out = Path(dest) / name if dest is not None else cache_dir() / name
+    created = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing is kept
     out.mkdir(parents=True, exist_ok=True)
-    url = base_url or remote.url
-    for f in FILES:
-        target = out / f
-        if target.is_file():
-            try:
-                verify(target, name)
-                log(f"{target}: present, checksum ok")
-                continue
-            except DataError:
-                pass
-        source = url.rstrip("/") + "/" + f
-        try:
-            with urllib.request.urlopen(source, timeout=60) as r:
-                raw = r.read()
-        except ValueError as e:  # not a URL at all
-            raise UsageError(f"bad --url {url!r}: {e}") from None
-        except (OSError, http.client.HTTPException) as e:  # network, HTTP error, truncated transfer
-            raise OSError(f"downloading {source} failed: {type(e).__name__}: {e}") from None
-        # nothing is written unless it verifies
-        check_bytes(raw, f, name, source, advice="nothing was kept; try again, or another --url")
-        part = target.with_name(f".{f}.{os.getpid()}.part")
-        try:
-            part.write_bytes(raw)
-            os.replace(part, target)
-        finally:
-            part.unlink(missing_ok=True)
-        log(f"{target}: downloaded, checksum ok")
+    try:
+        for f in FILES:
+            _fetch_file(out / f, name, base_url or remote.url, log)
+    except BaseException:
+        for folder in created:  # deepest first; a folder that holds anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return out
+
+
+def _fetch_file(target: Path, name: str, url: str, log) -> None:
+    """Keep ``target`` if it is present and valid, else download it and write it only once it verifies."""
+    if target.is_file():
+        try:
+            verify(target, name)
+            log(f"{target}: present, checksum ok")
+            return
+        except DataError:
+            pass
+    f = target.name
+    source = url.rstrip("/") + "/" + f
+    try:
+        with urllib.request.urlopen(source, timeout=60) as r:
+            raw = r.read()
+    except ValueError as e:  # not a URL at all
+        raise UsageError(f"bad --url {url!r}: {e}") from None
+    except (OSError, http.client.HTTPException) as e:  # network, HTTP error, truncated transfer
+        raise OSError(f"downloading {source} failed: {type(e).__name__}: {e}") from None
+    check_bytes(raw, f, name, source, advice="nothing was kept; try again, or another --url")
+    part = target.with_name(f".{f}.{os.getpid()}.part")
+    try:
+        part.write_bytes(raw)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    log(f"{target}: downloaded, checksum ok")
 
 
 # --- loading and splits ----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ gradient checkpoints. ``gradbench leaderboard`` links the PNGs it finds under ea
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,35 +15,28 @@ from typing import Any
 import numpy as np
 
 from gradbench.leaderboard import TableKey, collect, group, table_slug
-from gradbench.records import history_path, record_path
+from gradbench.records import history_path, read_history, record_path
 
 
 def _history(runs_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
-    path = history_path(record_path(runs_dir, record["task"]["name"], record["estimator"]["name"],
-                                    record["run_id"]))
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed run
-    return rows
+    return read_history(history_path(record_path(runs_dir, record["task"]["name"], record["estimator"]["name"],
+                                                 record["run_id"])))
 
 
 def _curves(runs_dir: Path, records: list[dict[str, Any]], metric: str, x_key: str
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """x, mean, min, max over seeds of ``test/<metric>`` (seeds aligned on evaluation index)."""
+    """x, mean, min, max over seeds of ``test/<metric>``, at the evaluation steps every seed has (a history
+    made before step-0 evaluations were logged starts later; x is the seeds' mean ``x_key`` there)."""
     series = []
     for r in records:
-        rows = [h for h in _history(runs_dir, r) if f"test/{metric}" in h and h.get(f"test/{metric}") is not None]
+        rows = {h["step"]: h for h in _history(runs_dir, r) if h.get(f"test/{metric}") is not None}
         if rows:
-            series.append((np.array([h[x_key] for h in rows], float), np.array([h[f"test/{metric}"] for h in rows])))
-    if not series:
+            series.append(rows)
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    if not steps:
         return None
-    n = min(len(y) for _, y in series)
-    xs = np.mean([x[:n] for x, _ in series], axis=0)
-    ys = np.stack([y[:n] for _, y in series])
+    xs = np.array([[s[k][x_key] for k in steps] for s in series], float).mean(0)
+    ys = np.array([[s[k][f"test/{metric}"] for k in steps] for s in series], float)
     return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
@@ -97,6 +89,12 @@ def plot_table(runs_dir: Path, key: TableKey, rows: dict[str, Any]) -> list[Path
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
         written.append(_save(fig, folder / f"{slug}--{name}.png"))
 
+    written += _variance_figure(ok, what, folder / f"{slug}--gradient_variance.png")
+    return written
+
+
+def _variance_figure(ok: dict[str, list[dict[str, Any]]], what: str, path: Path) -> list[Path]:
+    """log10 gradient variance at the checkpoints, per row (written only when some row measured it)."""
     fig, ax = _figure(f"{what}: gradient variance of the encoder at checkpoints; mean over seeds, band min..max",
                       "training step", "log10 per-parameter variance")
     plotted = False
@@ -113,12 +111,11 @@ def plot_table(runs_dir: Path, key: TableKey, rows: dict[str, Any]) -> list[Path
             ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.15)
             plotted = True
     if plotted:
-        written.append(_save(fig, folder / f"{slug}--gradient_variance.png"))
-    else:
-        import matplotlib.pyplot as plt
+        return [_save(fig, path)]
+    import matplotlib.pyplot as plt
 
-        plt.close(fig)
-    return written
+    plt.close(fig)
+    return []
 
 
 def plot(runs_dir: str | Path, task: str | None = None) -> list[Path]:

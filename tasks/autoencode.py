@@ -31,14 +31,14 @@ from gradbench.task import Preset, Task
 
 @dataclass(frozen=True)
 class AutoencodeConfig:
-    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"
-    binarize: Literal["dynamic", "static", "threshold"] = "dynamic"
-    node: Literal["categorical", "argmax", "bernoulli", "threshold"] = "categorical"
-    latents: int = 20
-    classes: int = 10
-    hidden: int = 256
-    batch_size: int = 64
-    lr: float = 1e-3
+    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"  # digits is embedded; the others load from disk
+    binarize: Literal["dynamic", "static", "threshold"] = "dynamic"  # resampled per batch, sampled once, or > 0.5
+    node: Literal["categorical", "argmax", "bernoulli", "threshold"] = "categorical"  # one-hot code or bits
+    latents: int = 20  # code variables
+    classes: int = 10  # classes per one-hot variable (categorical/argmax)
+    hidden: int = 256  # width of the encoder's and decoder's hidden layer
+    batch_size: int = 64  # training images per step
+    lr: float = 1e-3  # Adam learning rate of the model
     probe_train: int = 10_000  # training codes the probe is fit on (the first ones of the fixed train split)
 
     def __post_init__(self) -> None:

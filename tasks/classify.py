@@ -5,7 +5,7 @@ Linear(code, hidden)-ReLU-Linear(hidden, 10). Inputs are grey levels in [0, 1]. 
 the class, per example. The node is ``sign`` (with margin, after a Tanh, as in the DAB paper's demo),
 ``threshold`` (1[x > 0]) or ``bernoulli`` (stochastic; evaluated with one sample from a fixed generator).
 
-The paper's own architecture could not be retrieved; this protocol is gradbench's (REFERENCES.md).
+The paper's own architecture could not be retrieved; this protocol is gradbench's (docs/tasks.md).
 Metrics on the fixed test split: accuracy (main) and mean cross-entropy.
 """
 
@@ -26,13 +26,13 @@ from gradbench.task import Preset, Task
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"
-    node: Literal["sign", "threshold", "bernoulli"] = "sign"
-    margin: float = 0.5
-    hidden: int = 256
-    code: int = 256
-    batch_size: int = 64
-    lr: float = 1e-3
+    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"  # digits is embedded; the others load from disk
+    node: Literal["sign", "threshold", "bernoulli"] = "sign"  # the hidden layer's op (sign: after a Tanh)
+    margin: float = 0.5  # sign's dead zone: 0 for |x| <= margin
+    hidden: int = 256  # width of the dense layers around the node
+    code: int = 256  # units through the node
+    batch_size: int = 64  # training images per step
+    lr: float = 1e-3  # Adam learning rate of the model
 
     def __post_init__(self) -> None:
         for key in ("hidden", "code", "batch_size"):

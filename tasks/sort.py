@@ -31,16 +31,16 @@ from gradbench.task import Preset, Task
 
 @dataclass(frozen=True)
 class SortConfig:
-    length: int = 10
-    node: Literal["sign", "bernoulli"] = "sign"
-    margin: float = 0.5
-    hidden: int = 128
-    code: int = 256
-    batch_size: int = 1024
-    lr: float = 1e-4
+    length: int = 10  # numbers per sequence (the paper: 10)
+    node: Literal["sign", "bernoulli"] = "sign"  # the code: sign (with margin, the paper's) or bernoulli (stochastic)
+    margin: float = 0.5  # sign's dead zone: 0 for |x| <= margin
+    hidden: int = 128  # width of the two hidden layers before the code
+    code: int = 256  # units through the node
+    batch_size: int = 1024  # sequences per step
+    lr: float = 1e-4  # Adam learning rate of the model
     train_size: int = 0  # 0: a fresh stream every step
-    test_size: int = 400_000
-    test_seed: int = 2024
+    test_size: int = 400_000  # fixed test sequences
+    test_seed: int = 2024  # seed of the fixed test set (the same for every run, so runs are paired)
 
     def __post_init__(self) -> None:
         for key in ("length", "hidden", "code", "batch_size", "test_size"):

@@ -27,13 +27,13 @@ from gradbench.task import Preset, Task
 
 @dataclass(frozen=True)
 class ToyConfig:
-    variant: Literal["bernoulli", "categorical"] = "bernoulli"
-    dim: int = 100
-    classes: int = 4
+    variant: Literal["bernoulli", "categorical"] = "bernoulli"  # bernoulli (the REBAR/RELAX toy) or categorical
+    dim: int = 100  # independent discrete variables
+    classes: int = 4  # classes per variable (categorical)
     target: float = 0.45  # t of the Bernoulli variant
     spread: float = 0.2  # how far the categorical target is from uniform
-    batch_size: int = 1
-    lr: float = 1e-2
+    batch_size: int = 1  # copies of the logits per step (independent samples)
+    lr: float = 1e-2  # Adam learning rate of the logits
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.batch_size < 1:

@@ -1,6 +1,7 @@
 """Discrete VAE: variational density estimation of binarized images (DAB paper's ELBO domain).
 
-Sigmoid-belief-net VAE as in REBAR/RELAX (REFERENCES.md): ``latents`` Bernoulli latents (default 200)
+Sigmoid-belief-net VAE as in REBAR/RELAX (Tucker et al. 2017; Grathwohl et al. 2018): ``latents``
+Bernoulli latents (default 200)
 or, with ``node=categorical``, ``latents`` one-hot variables of ``classes`` classes.
 
 * ``linear``: q(b|x) = Bernoulli(Linear(D, latents)(x)); p(x|b) = Bernoulli(Linear(latents, D)(b)).
@@ -36,16 +37,16 @@ from gradbench.task import Preset, Task
 
 @dataclass(frozen=True)
 class VaeConfig:
-    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"
-    binarize: Literal["dynamic", "static", "threshold"] = "dynamic"
-    arch: Literal["linear", "nonlinear"] = "linear"
-    node: Literal["bernoulli", "categorical"] = "bernoulli"
-    latents: int = 200
-    classes: int = 10
-    hidden: int = 200
-    batch_size: int = 50
-    lr: float = 1e-3
-    iw_samples: int = 100
+    dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"  # digits is embedded; the others load from disk
+    binarize: Literal["dynamic", "static", "threshold"] = "dynamic"  # resampled per batch, sampled once, or > 0.5
+    arch: Literal["linear", "nonlinear"] = "linear"  # nonlinear: two Tanh layers each side
+    node: Literal["bernoulli", "categorical"] = "bernoulli"  # bits or one-hot latent variables
+    latents: int = 200  # latent variables
+    classes: int = 10  # classes per categorical latent
+    hidden: int = 200  # width of the nonlinear architecture's Tanh layers
+    batch_size: int = 50  # training images per step
+    lr: float = 1e-3  # Adam learning rate of the model and prior
+    iw_samples: int = 100  # samples k of the importance-weighted test bound
 
     def __post_init__(self) -> None:
         for key in ("latents", "hidden", "batch_size", "iw_samples"):
