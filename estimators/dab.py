@@ -28,7 +28,7 @@ from gradbench.registry import register_estimator
 @dataclass(frozen=True)
 class DABConfig:
     gamma: float = 10.0  # weight of the approximator's regression loss
-    approximator: Literal["batch", "independent"] = "batch"
+    approximator: Literal["batch", "independent"] = "batch"  # one MLP over all units, or one shared per unit
     hidden: int | None = None  # None: 128 for "batch", 256 for "independent" (the official sizes)
     lr: float | None = None  # None: the approximator trains at the task's learning rate (official)
 

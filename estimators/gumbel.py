@@ -23,10 +23,10 @@ from gradbench.registry import register_estimator
 
 @dataclass(frozen=True)
 class GumbelConfig:
-    tau: float = 1.0
-    hard: bool = False
+    tau: float = 1.0  # temperature of the relaxation
+    hard: bool = False  # true: straight-through Gumbel (discrete forward, relaxed backward)
     anneal_rate: float = 0.0  # per step; 0 keeps tau constant
-    tau_min: float = 0.5
+    tau_min: float = 0.5  # floor of the annealed temperature
 
     def __post_init__(self) -> None:
         if not self.tau > 0:

@@ -26,9 +26,9 @@ from gradbench.registry import register_estimator
 
 @dataclass(frozen=True)
 class ReinforceConfig:
-    baseline: Literal["none", "ema", "rloo"] = "rloo"
-    samples: int = 2
-    decay: float = 0.9
+    baseline: Literal["none", "ema", "rloo"] = "rloo"  # rloo: leave-one-out over the samples
+    samples: int = 2  # samples per example (cost evaluations per step)
+    decay: float = 0.9  # the ema baseline's decay per step
 
     def __post_init__(self) -> None:
         if self.samples < 1:

@@ -37,7 +37,7 @@ from gradbench.registry import register_estimator
 
 @dataclass(frozen=True)
 class RelaxConfig:
-    variant: Literal["relax", "rebar"] = "relax"
+    variant: Literal["relax", "rebar"] = "relax"  # rebar: the control variate without r_psi
     tau: float = 0.5  # initial temperature (learned)
     eta: float = 1.0  # initial weight of the REBAR term (learned)
     hidden: int = 64  # width of r_psi (relax only)

@@ -26,7 +26,7 @@ from gradbench.registry import register_estimator
 
 @dataclass(frozen=True)
 class STEConfig:
-    variant: Literal["identity", "clipped", "prob"] = "identity"
+    variant: Literal["identity", "clipped", "prob"] = "identity"  # the backward: 1, hardtanh's, or the mean's
 
 
 @register_estimator("ste")
