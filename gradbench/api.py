@@ -18,7 +18,7 @@ def create_estimator(name: str, node: Node, **config: Any) -> Estimator:
     return cls(node, cls.make_config(config))
 
 
-def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed: int = 0, device: str = "auto",
+def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed: int = 0, device: str | None = None,
         *, task_config: dict[str, Any] | None = None, estimator_config: dict[str, Any] | None = None,
         options: RunOptions | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one (task, estimator) pair and return its run record (a dict; see docs/records.md).
@@ -27,12 +27,14 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
     ``RunOptions`` fields (``steps``, ``seconds``, ``eval_every``, ``lr_schedule``, ``grad_stats``,
     ``grad_draws``, ``grad_checkpoints``, ``accel``, ``runs``, ``force``, ``progress``) set run options;
     the others are task config keys (e.g. ``length=5``). ``task_config={"steps": ...}`` sets a task key
-    that shares its name with a run option. A run that fails returns a record with status "failed";
+    that shares its name with a run option. ``device`` (default: ``options.device``, else "auto") picks
+    the device. A run that fails returns a record with status "failed";
     bad names or config raise UsageError.
     """
     from_kw, task_values = RunOptions.split(overrides)
-    opts = replace(options or RunOptions(), device=device,
-                   **{k: getattr(from_kw, k) for k in RunOptions.names() if k in overrides})
+    opts = replace(options or RunOptions(), **{k: getattr(from_kw, k) for k in RunOptions.names() if k in overrides})
+    if device is not None:  # the argument wins over options.device; neither given: "auto"
+        opts = replace(opts, device=device)
     spec = resolve(task, estimator, preset=preset, seed=seed, options=opts,
                    task_config={**task_values, **(task_config or {})}, estimator_config=estimator_config)
     return run_with(opts, spec)

@@ -190,14 +190,14 @@ def run_options(args: argparse.Namespace) -> Any:
                       force=getattr(args, "force", False), progress=not args.no_progress)
 
 
-def _records_folder(path: str) -> None:
-    """Refuse a --runs that cannot hold records before any training starts."""
+def _records_folder(path: str, flag: str = "--runs") -> None:
+    """Refuse a records folder (``--runs``, ``--into``) that cannot hold records before any training starts."""
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
-        raise UsageError(f"cannot use --runs {path!r} as a records folder: {e.strerror or e}") from None
+        raise UsageError(f"cannot use {flag} {path!r} as a records folder: {e.strerror or e}") from None
 
 
 def _argv() -> list[str]:
@@ -265,13 +265,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
                                            if args.name in reg.names()]
     if len(kinds) > 1:
         raise UsageError(f"{args.name!r} is both an estimator and a task; pass --kind estimator or --kind task")
-    if not kinds:  # let the registry say it, with its did-you-mean
-        kinds = ["task"] if args.name in TASKS.names() else ["estimator"]
-        try:
-            ESTIMATORS.get(args.name)
-        except UsageError:
-            TASKS.get(args.name)  # raises the task registry's error when neither knows the name
-            kinds = ["task"]
+    if not kinds:
+        import difflib
+
+        known = [*ESTIMATORS.names(), *TASKS.names()]
+        close = difflib.get_close_matches(args.name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"no estimator or task named {args.name!r}{hint} (known: {', '.join(known)})")
     registry = ESTIMATORS if kinds[0] == "estimator" else TASKS
     print(describe(registry.get(args.name), kinds[0]))
     return EXIT_OK
@@ -327,9 +327,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from gradbench.compare import registry_label
     from gradbench.plots import plot
 
-    written = plot(args.runs, args.task)
+    written = plot(args.runs, args.task, relabel=registry_label)
     if not written:
         raise UsageError(f"no finished runs to plot in {args.runs}" + (f" for task {args.task!r}" if args.task else ""))
     for path in written:
@@ -382,8 +383,8 @@ def _find_record(runs: str, run_id: str) -> tuple[Path, dict[str, Any]]:
     if not matches:
         raise UsageError(f"no record {run_id!r} under {runs}")
     if len({m.stem for m in matches}) > 1:
-        ids = ", ".join(sorted({m.stem for m in matches})[:5])
-        more = ", ..." if len(matches) > 5 else ""
+        stems = sorted({m.stem for m in matches})
+        ids, more = ", ".join(stems[:5]), ", ..." if len(stems) > 5 else ""
         raise UsageError(f"run id prefix {run_id!r} is ambiguous under {runs}: {ids}{more}")
     try:
         return matches[0], records.read_record(matches[0])
@@ -407,7 +408,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
     _, original = _find_record(args.runs, args.run_id)
     spec = spec_from_record(original)
-    _records_folder(args.into)
+    _records_folder(args.into, "--into")
     record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True, argv=_argv())
     _report_run(record, args.traceback)
     print(format_rows([record]))

@@ -175,19 +175,27 @@ def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[P
     try:
         outcomes: list[Any] = training.train(specs, dev, histories, bar, accel_block,
                                              batched=specs[0].seed_batch is not None)
-    except (CannotBatch, KeyboardInterrupt):
-        for h in histories:  # nothing is recorded for this attempt, so no history either
-            h.discard()
+    except CannotBatch:
+        _discard(histories)
         raise
     except Exception as e:
         outcomes = [e] * len(specs)
         for h in histories:
             h.write({"traceback": traceback.format_exc()})
+    except BaseException:  # interrupted (Ctrl-C, SystemExit): no record, so no history either
+        _discard(histories)
+        raise
     finally:
         for h in histories:
             h.close()
         bar.close()
     return outcomes
+
+
+def _discard(histories: list[Any]) -> None:
+    """Nothing is recorded for this attempt, so its histories are not kept either."""
+    for h in histories:
+        h.discard()
 
 
 def _record(spec: RunSpec, outcome: Any, accel_block: dict[str, str], prov: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,10 @@ def _check_supported(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimato
 def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], preset: str) -> str | None:
     """``sort:node=bernoulli``: the first value of the task's ``node`` setting whose node the estimator
     supports (None when the task has no such setting or none works)."""
-    hint = typing.get_type_hints(task_cls.Config).get("node")
+    try:
+        hint = typing.get_type_hints(task_cls.Config).get("node")
+    except Exception:  # a plugin's Config whose hints cannot be resolved: no hint, not a traceback
+        return None
     if typing.get_origin(hint) is not typing.Literal:
         return None
     for value in typing.get_args(hint):

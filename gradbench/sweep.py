@@ -208,8 +208,10 @@ def group_key(spec: RunSpec) -> str:
     return records.run_id({**spec.as_dict(), "seed": None})
 
 
-def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpec], int, list[str]]:
-    """(specs still to run in this shard, how many are finished, corrupt records found)."""
+def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
+         paths: dict[str, int] | None = None) -> tuple[list[RunSpec], int, list[str]]:
+    """(specs still to run in this shard, how many are finished, corrupt records found); ``paths``, when
+    given, counts the finished records by the execution path (accel.used) that made them."""
     pending, finished, corrupt = [], 0, []
     for spec in grid.specs:
         if not in_shard(group_key(spec), shard):  # a seed batch stays in one shard
@@ -217,12 +219,17 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int]) -> tuple[list[RunSpe
         # a seed batch whose first step could not be batched was run seed by seed: its ordinary records count
         ids = [spec.run_id] + ([replace(spec, seed_batch=None).run_id] if spec.seed_batch is not None else [])
         try:
-            if any(records.load_finished(records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name,
-                                                             rid)) is not None for rid in ids):
-                finished += 1
-                continue
+            done = [r for rid in ids if (r := records.load_finished(records.record_path(
+                runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid))) is not None]
         except records.CorruptRecord as e:
             corrupt.append(str(e))
+            done = []
+        if done:
+            finished += 1
+            if paths is not None:
+                used = (done[0].get("accel") or {}).get("used", "none")
+                paths[used] = paths.get(used, 0) + 1
+            continue
         pending.append(spec)
     return pending, finished, corrupt
 
@@ -232,7 +239,9 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay)."""
     from tqdm import tqdm
 
-    pending, finished, corrupt = todo(grid, runs_dir, shard)
+    paths: dict[str, int] = {}
+    pending, finished, corrupt = todo(grid, runs_dir, shard, paths)
+    _note_reused_paths(paths, grid, accel, device)
     result = SweepResult(total=len(pending) + finished, skipped=finished)
     for line in corrupt:
         print(f"gradbench: corrupt record, re-running: {line}", file=sys.stderr)
@@ -271,6 +280,21 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
         print(f"gradbench: {len(pending)} runs in {elapsed:.1f} s ({60 * len(pending) / elapsed:.1f} runs/min)",
               file=sys.stderr)
     return result
+
+
+def _note_reused_paths(paths: dict[str, int], grid: Grid, accel: str, device: str) -> None:
+    """Finished records are reused as they are: say so when their steps/s came from another execution
+    path than this sweep's (e.g. eager records in a ``--accel graph`` sweep)."""
+    if not paths or not grid.specs:
+        return
+    from gradbench.execution import pick_accel, pick_device
+
+    used, _ = pick_accel(accel, grid.specs[0].estimator_cls, pick_device(device))
+    other = {p: n for p, n in paths.items() if p != used}
+    if other:
+        said = ", ".join(f"{n} with accel {p!r}" for p, n in sorted(other.items()))
+        print(f"gradbench: reusing finished runs made on another execution path ({said}; this sweep: {used!r}); "
+              f"their steps/s are from that path (delete them to re-measure)", file=sys.stderr)
 
 
 def make_executor(backend: str, workers: int, address: str | None, device: str) -> Any:

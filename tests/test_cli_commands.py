@@ -40,7 +40,7 @@ def test_describe_prints_each_key_with_type_default_and_meaning(capsys):
 def test_describe_unknown_name_is_one_line_with_a_suggestion(capsys):
     assert main(["describe", "gumbell"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gumbel" in err
+    assert err.count("\n") == 1 and "did you mean 'gumbel'" in err
 
 
 def test_seeds_print_one_table_with_a_mean_row(tmp_path, capsys):
@@ -187,3 +187,66 @@ def test_records_folder_that_cannot_be_written_is_exit_2(tmp_path, capsys):
     assert main(["run", *TOY, "-e", "ste", "--runs", runs]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot use --runs" in err
+
+
+def test_api_takes_the_device_from_options(tmp_path):
+    from gradbench.spec import RunOptions
+
+    opts = RunOptions(device="cpu", steps=10, eval_every=5, grad_stats=False, runs=str(tmp_path))
+    assert gradbench.run("toy", "ste", options=opts)["provenance"]["device"] == "cpu"
+    with pytest.raises(UsageError, match="unknown device"):  # options.device is used, not "auto"
+        gradbench.run("toy", "ste", options=RunOptions(device="tpu", runs=str(tmp_path)))
+
+
+def test_sweep_says_when_it_reuses_records_of_another_execution_path(tmp_path, capsys):
+    (path,) = _run(tmp_path, "-e", "ste")
+    record = json.loads(path.read_text())
+    record["accel"]["used"] = "graph"  # as if made on a GPU with the CUDA graph
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["sweep", "--tasks", "toy", "--estimators", "ste", "--steps", "20", "--eval-every", "10",
+                 "--no-grad-stats", "--device", "cpu", "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "1 with accel 'graph'; this sweep: 'none'" in captured.err
+    assert "1 already finished" in captured.out
+
+
+def test_a_run_ended_by_system_exit_keeps_no_history(tmp_path):
+    plugin = tmp_path / "exits.py"
+    plugin.write_text(
+        "import sys\nimport gradbench\nfrom dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass C:\n"
+        "    pass\n\n@gradbench.register_estimator('exits')\nclass R(gradbench.Estimator):\n"
+        "    supports = frozenset({'bernoulli'})\n    Config = C\n\n"
+        "    def forward(self, logits, cost_fn):\n        sys.exit(3)\n")
+    runs = tmp_path / "r"
+    with pytest.raises(SystemExit):
+        main(["run", *TOY, "-e", "exits", "--plugin", str(plugin), "--runs", str(runs)])
+    assert [p for p in runs.rglob("*") if p.is_file()] == []
+
+
+def test_rerun_names_the_into_flag_when_it_cannot_write(tmp_path, capsys):
+    (path,) = _run(tmp_path, "-e", "ste")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert main(["rerun", path.stem, "--runs", str(tmp_path / "runs"), "--into", str(blocker / "sub")]) == 2
+    assert "cannot use --into" in capsys.readouterr().err
+
+
+def test_leaderboard_never_overwrites_a_file_it_did_not_make(tmp_path, capsys):
+    (path,) = _run(tmp_path, "-e", "ste")
+    runs = tmp_path / "runs"
+    notes = runs / "leaderboard.md"
+    notes.write_text("my notes\n")
+    assert main(["leaderboard", "--runs", str(runs)]) == 2
+    assert "was not written by gradbench leaderboard" in capsys.readouterr().err
+    assert notes.read_text() == "my notes\n"
+    notes.unlink()
+    assert main(["leaderboard", "--runs", str(runs)]) == 0  # its own file it rewrites
+    assert main(["leaderboard", "--runs", str(runs)]) == 0
+    made = notes.read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["leaderboard", "--runs", str(empty), "--out", str(notes)]) == 2  # tables -> nothing: refused
+    assert "refusing to empty it" in capsys.readouterr().err
+    assert notes.read_text() == made
