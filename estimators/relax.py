@@ -54,6 +54,7 @@ class RelaxConfig:
 
 @register_estimator("relax")
 class Relax(Estimator):
+    version = "2"  # 2: r_psi's hidden layer is Tanh (was ReLU)
     supports = frozenset({"bernoulli", "categorical"})
     unbiased = True
     Config = RelaxConfig
@@ -66,7 +67,9 @@ class Relax(Estimator):
         self.eta = nn.Parameter(torch.tensor(float(self.config.eta)))
         self.net = None
         if self.config.variant == "relax":
-            self.net = nn.Sequential(nn.Linear(node.numel, self.config.hidden), nn.ReLU(),
+            # smooth (Tanh), so the estimate moves smoothly with tau and psi and the double-backprop
+            # variance gradient is the true one (a ReLU's kinks make it jump: version 1 used ReLU)
+            self.net = nn.Sequential(nn.Linear(node.numel, self.config.hidden), nn.Tanh(),
                                      nn.Linear(self.config.hidden, 1))
 
     def control_variate(self, z: torch.Tensor, cost_fn) -> torch.Tensor:

@@ -311,6 +311,8 @@ class Trainer:
         if evaluate:
             for r, metrics in self.evaluate(step).items():
                 rows[r].update({f"test/{k}": v for k, v in metrics.items()})
+            for r, log10_var in self.trace_variance(step).items():
+                rows[r]["grad/log10_variance"] = log10_var
             if step > 0:
                 self.clock.start = time.perf_counter() - elapsed  # evaluation time does not count as training
             main = self.spec.task_cls.main_metric
@@ -357,6 +359,25 @@ class Trainer:
             else:
                 self.end(r, f"non-finite test metrics at step {step}: {self.metrics[r]}")
         self.model.train()
+        return out
+
+    def trace_variance(self, step: int) -> dict[int, float | None]:
+        """log10 gradient variance of each live replica from a few draws (when gradient statistics are
+        on): the variance along training. Like evaluation it runs on copies under a forked RNG, so it
+        never changes the trajectory; a failed measurement logs None."""
+        if self.spec.grad is None:
+            return {}
+        if self.device.type == "cuda":  # the measurement's own memory must not count as the run's peak
+            self.peak_cuda = max(self.peak_cuda, torch.cuda.max_memory_allocated(self.device))
+        out: dict[int, float | None] = {}
+        for r in self.alive:
+            task, estimator = self.model.pairs[r]
+            try:
+                out[r] = gradstats.trace_variance(estimator, task, seed=self.specs[r].seed + 104_729 + step)
+            except Exception:
+                out[r] = None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         return out
 
     def results(self, train_seconds: float) -> list[Result | Diverged]:

@@ -53,8 +53,9 @@ class ToyTask(Task):
     version = "1"
     Config = ToyConfig
     presets = {
-        "quick": Preset("100 Bernoulli variables, t=0.45, batch 1, Adam lr 1e-2, 2000 steps", steps=2000,
-                        eval_every=200),
+        "quick": Preset("100 Bernoulli variables, t=0.45, batch 1, Adam lr 1e-2, 2000 steps; 1000 gradient draws "
+                        "per checkpoint (cheap here, and enough to resolve the mean gradient)", steps=2000,
+                        eval_every=200, grad_draws=1000),
         "paper": Preset("RELAX's hard toy: t=0.499, 100 variables, 10,000 steps", steps=10_000, eval_every=1000,
                         grad_draws=1000,
                         config={"target": 0.499}),
