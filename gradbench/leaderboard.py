@@ -1,10 +1,20 @@
 """The leaderboard: every run record summarised as markdown tables, one per task setting.
 
 Cells are ``mean ± h`` with ``h = t(0.975, n-1) * s / sqrt(n)`` over *seeds* (a 95% CI of the mean
-across independent runs, not a standard error over evaluation examples). The best mean per column is
-bold, and so is every row that is statistically tied with it: a paired t-test over shared seeds when
-there are at least 3 of them, otherwise overlapping CIs. Only the block between the markers in the
-output file is rewritten, so prose written around it survives.
+across independent runs, not a standard error over evaluation examples); ``n`` shows ok seeds / seeds run.
+
+Judgments, each with a stated false-alarm rate (checked by simulation in tests/test_leaderboard.py):
+
+- A row is *ranked* in a column only with >= 2 ok seeds, no failed or diverged seed, and a finite value
+  from every ok seed. Unranked rows are shown but never bold: a failure is a result, and the mean of
+  the surviving seeds would flatter the row.
+- The best ranked mean per column is bold, and so is every ranked row tied with it: a two-sided t-test
+  gives p >= ALPHA (0.05), paired over the seeds both rows share when they share >= 2, else Welch's.
+  Two rows drawn from one distribution are called "not tied" with probability <= ALPHA.
+- "bias (end)": the seeds' end-checkpoint bias tests combined by Bonferroni, flagged when
+  min(1, n * min p) < BIAS_ALPHA (0.05); an unbiased estimator is flagged with probability <= 0.05.
+
+Only the block between the markers in the output file is rewritten, so prose written around it survives.
 
 Two layers: ``decide`` turns records into per-table statistics and verdicts (which row is best in each
 column, which rows are tied with it) as plain data, and ``format_table``/``render`` turn those into
@@ -33,16 +43,18 @@ from tabulate import tabulate
 
 from gradbench.errors import UsageError
 from gradbench.records import atomic_write_text, iter_records
-from gradbench.stats import mean_ci, paired_t
+from gradbench.stats import bonferroni_combine, mean_ci, paired_t, welch_t
 
-__all__ = ["BEGIN", "END", "ALPHA", "MIN_PAIRED", "TableKey", "Ranking", "RowStats", "TableStats", "collect",
-           "mean_ci", "is_tied", "format_mean_ci", "format_sig", "table_key", "table_slug", "plot_links", "group",
-           "accel_path", "decide", "decide_table", "format_table", "render", "write", "build"]
+__all__ = ["BEGIN", "END", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "TableKey", "Ranking", "RowStats", "TableStats",
+           "collect", "mean_ci", "tie_test", "is_tied", "unranked_reason", "bias_p", "format_mean_ci", "format_sig",
+           "table_key", "table_slug", "plot_links", "group", "accel_path", "decide", "decide_table", "format_table",
+           "render", "write", "build"]
 
 BEGIN = "<!-- gradbench:leaderboard:begin -->"
 END = "<!-- gradbench:leaderboard:end -->"
-ALPHA = 0.05  # paired-test level below which a row is "worse than best", not "tied"
-MIN_PAIRED = 3  # fewer shared seeds than this: fall back to CI overlap
+ALPHA = 0.05  # tie-test level: p < ALPHA is "worse than best", p >= ALPHA "tied"
+MIN_RANKED = 2  # ok seeds a row needs to be ranked (and to pair on: fewer shared seeds -> Welch's test)
+BIAS_ALPHA = 0.05  # a row's combined bias p below this is "flagged"
 EAGER = "none"  # accel.used of a run without CUDA graph or torch.compile (and of records older than accel)
 PATH_NAMES = {"none": "eager", "graph": "graph", "compile": "compile"}  # accel.used -> how a cell names it
 
@@ -103,25 +115,29 @@ def collect(runs_dir: str | Path, relabel: Relabel | None = None) -> tuple[list[
 # Ties
 
 
-def is_tied(best: Mapping[Any, float], other: Mapping[Any, float]) -> bool:
-    """Whether ``other`` (seed -> value) is statistically indistinguishable from ``best``.
+def tie_test(best: Mapping[Any, float], other: Mapping[Any, float]) -> tuple[str, float]:
+    """("paired" or "welch", two-sided p) for ``best`` against ``other`` (seed -> value).
 
-    Paired over shared seeds when there are enough of them (seed pairs remove the shared
-    task noise, so this is the sharper test; see ``gradbench.stats.paired_t`` for identical and
-    constant-offset pairs); otherwise 95% CI overlap, and with a single seed on either side only an
-    exactly equal mean counts, since there is no spread to judge by.
+    Paired over the shared seeds when there are at least MIN_RANKED of them (seed pairs remove the
+    noise both runs of a seed share, so this is the sharper test); otherwise Welch's test over all
+    values of each side. Both decide their degenerate cases (``gradbench.stats``): identical values
+    p = 1, a constant offset p = 0, too few values or a non-finite one p = nan.
     """
     shared = sorted(set(best) & set(other), key=str)
-    if len(shared) >= MIN_PAIRED:
-        p = paired_t([best[s] for s in shared], [other[s] for s in shared]).p
-        return bool(math.isfinite(p) and p >= ALPHA)
-    m_a, h_a, n_a = mean_ci(best.values())
-    m_b, h_b, n_b = mean_ci(other.values())
-    if n_a == 0 or n_b == 0:
-        return False
-    if h_a is None or h_b is None:
-        return m_a == m_b
-    return abs(m_a - m_b) <= h_a + h_b
+    if len(shared) >= MIN_RANKED:
+        return "paired", paired_t([best[s] for s in shared], [other[s] for s in shared]).p
+    return "welch", welch_t(list(best.values()), list(other.values())).p
+
+
+def is_tied(best: Mapping[Any, float], other: Mapping[Any, float]) -> bool:
+    """Whether ``other`` (seed -> value) is statistically indistinguishable from ``best``: ``tie_test``
+    gives p >= ALPHA. Without a test (p = nan, e.g. a single value) it is not a tie.
+
+    Two sets of runs from one distribution are called "not tied" with probability <= ALPHA (exactly
+    ALPHA for the paired test on normal data; Welch's test is slightly conservative at 2-4 seeds).
+    """
+    p = tie_test(best, other)[1]
+    return bool(math.isfinite(p) and p >= ALPHA)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,10 +304,12 @@ def _path_order(path: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Ranking:
-    """One column's verdict: the best row and the rows statistically tied with it (best excluded)."""
+    """One column's verdict: the best ranked row, the ranked rows statistically tied with it (best
+    excluded), and each other ranked row's tie-test p against the best."""
 
     best: str | None = None
     tied: frozenset[str] = frozenset()
+    p: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def bold(self) -> frozenset[str]:
@@ -305,12 +323,19 @@ class RowStats:
 
     label: str
     unsupported: bool = False
-    n_ok: int = 0  # status-ok runs (the ``n`` column)
+    n_ok: int = 0  # status-ok runs (the ``n`` column shows n_ok/n_total)
+    n_total: int = 0  # seeds run, whatever their status
     metrics: dict[str, Stat] = field(default_factory=dict)
     gradient: dict[str, Stat] = field(default_factory=dict)  # GRADIENT_KEYS at the last checkpoint
+    bias: tuple[float, int] | None = None  # (Bonferroni-combined end-checkpoint bias p, seeds with a bias_p)
     evals_per_step: float | None = None
     steps_per_s: dict[str, float] = field(default_factory=dict)  # execution path -> mean over its runs
     failed: dict[str, int] = field(default_factory=dict)  # non-ok status -> count
+
+    @property
+    def n_failed(self) -> int:
+        """Seeds whose run failed or diverged."""
+        return sum(self.failed.values())
 
 
 @dataclass
@@ -326,6 +351,7 @@ class TableStats:
     nodes: list[str]  # node kinds of the records
     has_gradient: bool = False
     has_failed: bool = False
+    has_bias: bool = False
 
     @property
     def paths(self) -> list[str]:
@@ -357,13 +383,43 @@ def _steps_per_s(ok: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def bias_p(records: Iterable[Mapping[str, Any]]) -> tuple[float, int] | None:
+    """(combined p, number of p-values) of the end-checkpoint ``bias_p`` of ``records`` (one per seed),
+    combined by Bonferroni: min(1, n * min p); None when no record has one. With each seed's p
+    calibrated, an unbiased estimator's row gets p < BIAS_ALPHA with probability <= BIAS_ALPHA."""
+    ps = [p for p in _numbers(_end_gradient(r).get("bias_p") for r in records) if math.isfinite(p)]
+    return (bonferroni_combine(ps), len(ps)) if ps else None
+
+
+def unranked_reason(stats: RowStats, metric: str) -> str | None:
+    """Why a row takes no part in a column's best/tie verdict, or None when it does (it is ranked).
+
+    Ranked means: >= MIN_RANKED ok seeds, no failed or diverged seed, and a finite value of the metric
+    from every ok seed (so no run drops silently out of a mean that competes for bold).
+    """
+    n = stats.metrics[metric][2] if metric in stats.metrics else 0
+    if stats.unsupported:
+        return "unsupported"
+    if n == 0:
+        return "no value"
+    if stats.n_failed:
+        return f"{stats.n_failed}/{stats.n_total} failed or diverged"
+    if n < MIN_RANKED:
+        return f"n={n}"
+    if n < stats.n_ok:
+        return f"{stats.n_ok - n} non-finite"
+    return None
+
+
 def _row_stats(row: _Row, specs: list[tuple[str, bool | None]], has_gradient: bool) -> RowStats:
     if row.unsupported:
         return RowStats(row.label, unsupported=True, metrics={m: mean_ci([]) for m, _ in specs})
     ok = row.ok()
-    stats = RowStats(row.label, n_ok=len(ok), metrics={m: mean_ci(row.values(m).values()) for m, _ in specs})
+    stats = RowStats(row.label, n_ok=len(ok), n_total=len(row.records),
+                     metrics={m: mean_ci(row.values(m).values()) for m, _ in specs})
     if has_gradient:
         stats.gradient = {k: mean_ci(_numbers(_end_gradient(r).get(k) for r in ok)) for k in GRADIENT_KEYS}
+        stats.bias = bias_p(ok)
     evals, _, n_evals = mean_ci(_numbers((r.get("cost") or {}).get("cost_evals_per_step") for r in ok))
     stats.evals_per_step = evals if n_evals else None
     stats.steps_per_s = _steps_per_s(ok)
@@ -373,14 +429,16 @@ def _row_stats(row: _Row, specs: list[tuple[str, bool | None]], has_gradient: bo
 
 def _rank(metric: str, hib: bool | None, order: list[str], rows: Mapping[str, _Row],
           stats: Mapping[str, RowStats]) -> Ranking:
-    """The best mean of a column (in its better direction) and the rows tied with it (``is_tied``)."""
-    scored = [lbl for lbl in order if not stats[lbl].unsupported and stats[lbl].metrics[metric][2] > 0]
-    if hib is None or not scored:
+    """The best mean among a column's ranked rows (in its better direction) and the ranked rows tied
+    with it (``tie_test`` p >= ALPHA); unranked rows (``unranked_reason``) take no part."""
+    ranked = [lbl for lbl in order if unranked_reason(stats[lbl], metric) is None]
+    if hib is None or not ranked:
         return Ranking()
     pick = max if hib else min
-    best = pick(scored, key=lambda lbl: stats[lbl].metrics[metric][0])
+    best = pick(ranked, key=lambda lbl: stats[lbl].metrics[metric][0])
     ref = rows[best].values(metric)
-    return Ranking(best, frozenset(lbl for lbl in scored if lbl != best and is_tied(ref, rows[lbl].values(metric))))
+    p = {lbl: tie_test(ref, rows[lbl].values(metric))[1] for lbl in ranked if lbl != best}
+    return Ranking(best, frozenset(lbl for lbl, v in p.items() if math.isfinite(v) and v >= ALPHA), p)
 
 
 def decide_table(key: TableKey, rows: Mapping[str, _Row], unsupported: Iterable[str] = ()) -> TableStats:
@@ -395,19 +453,20 @@ def decide_table(key: TableKey, rows: Mapping[str, _Row], unsupported: Iterable[
     stats = {label: _row_stats(row, specs, has_gradient) for label, row in rows.items()}
     hib_main = dict(specs).get(main) if main else None
 
-    def sort_key(label: str) -> tuple[int, float, str]:
+    def sort_key(label: str) -> tuple[int, float, str]:  # ranked rows, unranked, no value, unsupported
         s = stats[label]
         if s.unsupported or main is None or s.metrics[main][2] == 0:
-            return (2 if s.unsupported else 1, 0.0, label)
+            return (3 if s.unsupported else 2, 0.0, label)
         m = s.metrics[main][0]
-        return (0, -m if hib_main else m, label)
+        return (0 if unranked_reason(s, main) is None else 1, -m if hib_main else m, label)
 
     order = sorted(rows, key=sort_key)
     return TableStats(
         key=key, main=main, specs=specs, order=order, rows=stats,
         rankings={m: _rank(m, hib, order, rows, stats) for m, hib in specs},
         nodes=sorted({str(((r.get("task") or {}).get("node") or {}).get("kind", "?")) for r in records}),
-        has_gradient=has_gradient, has_failed=any(r.get("status") != "ok" for r in records))
+        has_gradient=has_gradient, has_failed=any(r.get("status") != "ok" for r in records),
+        has_bias=any(s.bias is not None for s in stats.values()))
 
 
 def decide(records: Iterable[dict[str, Any]],
@@ -426,16 +485,28 @@ def decide(records: Iterable[dict[str, Any]],
 # Formatting a decided table
 
 
-def _metric_cell(stat: Stat, n_ok: int, bold: bool) -> str:
+def _metric_cell(stat: Stat, row: RowStats, ranked: bool, bold: bool) -> str:
+    """``mean ± h``, with why the row is not ranked in this column when it is not: ``(n=1, not ranked)``,
+    ``(n=2, 1 non-finite, not ranked)``, or ``(not ranked)`` for a row with failed/diverged seeds."""
     mean, h, n = stat
     if n == 0:
-        return "—" if n_ok == 0 else "— (non-finite)"
+        return "—" if row.n_ok == 0 else "— (non-finite)"
     text = format_mean_ci(mean, h)
-    if n == 1:
-        text += " (n=1, no CI)"
-    elif n != n_ok:
-        text += f" (n={n})"
+    if n < MIN_RANKED:
+        text += f" (n={n}, not ranked)"
+    elif n < row.n_ok:
+        text += f" (n={n}, {row.n_ok - n} non-finite, not ranked)"
+    elif not ranked:
+        text += " (not ranked)"
     return f"**{text}**" if bold else text
+
+
+def bias_cell(bias: tuple[float, int] | None) -> str:
+    """``flagged (p=0.0012)`` / ``not flagged (p=1)`` for a row's combined bias p, ``—`` without one."""
+    if bias is None:
+        return "—"
+    p = bias[0]
+    return f"{'flagged' if p < BIAS_ALPHA else 'not flagged'} (p={p:.2g})"
 
 
 def speed_cell(steps_per_s: Mapping[str, float], plain: bool) -> str:
@@ -451,20 +522,24 @@ def speed_cell(steps_per_s: Mapping[str, float], plain: bool) -> str:
 
 def _headers(table: TableStats) -> list[str]:
     grad = ["log10 var (end)", "cos ref (end)"] if table.has_gradient else []
-    return (["estimator"] + [f"{m}{_arrow(h)}" for m, h in table.specs] + grad
+    bias = ["bias (end)"] if table.has_bias else []
+    return (["estimator"] + [f"{m}{_arrow(h)}" for m, h in table.specs] + grad + bias
             + ["n", "cost evals/step", "steps/s"] + (["failed"] if table.has_failed else []))
 
 
 def _row_cells(table: TableStats, label: str) -> list[str]:
     s = table.rows[label]
     if s.unsupported:
-        width = len(table.specs) + (len(GRADIENT_KEYS) if table.has_gradient else 0) + 3
+        width = len(_headers(table)) - 1 - (1 if table.has_failed else 0)
         return [_cell(label)] + ["n/a"] * width + ([""] if table.has_failed else [])
     cells = [_cell(label)]
-    cells += [_metric_cell(s.metrics[m], s.n_ok, label in table.rankings[m].bold) for m, _ in table.specs]
+    cells += [_metric_cell(s.metrics[m], s, unranked_reason(s, m) is None, label in table.rankings[m].bold)
+              for m, _ in table.specs]
     if table.has_gradient:
         cells += [format_mean_ci(mean, h) if n else "—" for mean, h, n in (s.gradient[k] for k in GRADIENT_KEYS)]
-    cells.append(str(s.n_ok))
+    if table.has_bias:
+        cells.append(bias_cell(s.bias))
+    cells.append(f"{s.n_ok}/{s.n_total}")
     cells.append("—" if s.evals_per_step is None else f"{s.evals_per_step:g}")
     cells.append(speed_cell(s.steps_per_s, table.eager_only))
     if table.has_failed:
@@ -524,15 +599,30 @@ def _header(records: list[dict[str, Any]], problems: Iterable[str]) -> str:
 
 
 LEGEND = (
-    "Cells: mean ± 95% CI half-width over seeds, t(0.975, n-1)·s/√n; `(n=1, no CI)` marks a single "
-    "seed. ↑ higher is better, ↓ lower is better; rows are sorted by the main metric. **Bold**: the best "
-    "mean in its column, or tied with it: a paired t-test (scipy.stats.ttest_rel) over the seeds both "
-    f"rows share gives p ≥ {ALPHA} when they share ≥ {MIN_PAIRED} seeds; otherwise their 95% CIs overlap "
-    "(a single-seed row ties only with an exactly equal mean). Only status-ok runs enter the means; "
-    "`failed` counts the others. `n/a`: the estimator cannot run this task's node. Gradient columns, at the "
-    "last checkpoint: log10 of the per-parameter variance of the encoder's gradient estimate (averaged over "
-    "parameters) and the cosine between the mean estimate and the reference gradient (exact where the task "
-    "has one, else a many-sample RLOO estimate; — where there is no reference, e.g. deterministic nodes)."
+    "Cells: mean ± 95% CI half-width over the ok seeds, t(0.975, n-1)·s/√n. ↑ higher is better, ↓ lower is "
+    "better. `n`: ok seeds / seeds run; `failed` counts the failed and diverged runs. Ranking: a row is "
+    f"ranked only with ≥ {MIN_RANKED} ok seeds and no failed or diverged seed; other rows are shown but never "
+    "bold (`(n=1, not ranked)`: a single ok seed; `(not ranked)`: some seeds failed or diverged, and the "
+    "survivors' mean would flatter the row). Rows are sorted by the main metric, ranked rows first. **Bold**: "
+    "the best mean among ranked rows, and every ranked row tied with it: a two-sided t-test at "
+    f"α = {ALPHA} gives p ≥ {ALPHA}, paired (scipy.stats.ttest_rel) over the seeds both rows share when "
+    f"they share ≥ {MIN_RANKED}, else Welch's (scipy.stats.ttest_ind, equal_var=False). Of two rows that differ "
+    f"only by seed noise, the worse is marked not tied with probability ≤ {ALPHA}; among more equal rows the best "
+    "is the luckiest, so each other one is unbolded more often (simulated: 0.08 per row for 5 equal rows of 5 "
+    "seeds). `n/a`: the estimator cannot run this task's node."
+)
+LEGEND_GRADIENT = (
+    "Gradient columns, at the last checkpoint, mean ± CI over ok seeds: log10 of the per-parameter variance "
+    "of the encoder's gradient estimate (averaged over parameters) and the debiased cosine between the mean "
+    "estimate and the reference gradient (its norms corrected for the draws' and the reference's noise; "
+    "exact reference where the task has one, else a many-sample RLOO estimate; — where there is no "
+    "reference, e.g. deterministic nodes, or the mean is within noise of zero)."
+)
+LEGEND_BIAS = (
+    "bias (end): each seed's test of \"E[estimate] = exact gradient\" at the last checkpoint (exact "
+    "references only), combined over the row's seeds by Bonferroni, p = min(1, n·min p); `flagged` when "
+    f"p < {BIAS_ALPHA}. An unbiased estimator is flagged with probability at most {BIAS_ALPHA} per row; "
+    "`not flagged` is not proof of unbiasedness (small biases need more draws)."
 )
 LEGEND_PATHS = (
     "steps/s: mean over the runs of one execution path, never a blend. A plain number: every run of that "
@@ -562,8 +652,11 @@ def render(records: list[dict[str, Any]], unsupported: Mapping[str, Iterable[str
         parts.append("No runs recorded yet.")
     parts += [format_table(table, (links or {}).get(key, [])) for key, table in tables.items()]
     if tables:
-        mixed = not all(t.eager_only for t in tables.values())
-        parts.append(LEGEND + (" " + LEGEND_PATHS if mixed else ""))
+        legend = [LEGEND]
+        legend += [LEGEND_GRADIENT] if any(t.has_gradient for t in tables.values()) else []
+        legend += [LEGEND_BIAS] if any(t.has_bias for t in tables.values()) else []
+        legend += [LEGEND_PATHS] if not all(t.eager_only for t in tables.values()) else []
+        parts.append(" ".join(legend))
     return "\n\n".join(parts) + "\n"
 
 
@@ -571,17 +664,39 @@ def render(records: list[dict[str, Any]], unsupported: Mapping[str, Iterable[str
 # Writing
 
 
+def _marked_block(text: str) -> tuple[int, int] | None:
+    """(start, end) of the generated block in a leaderboard file's text, or None when it has none."""
+    start = text.find(BEGIN)
+    stop = text.find(END, start + len(BEGIN)) if start >= 0 else -1
+    return (start, stop + len(END)) if start >= 0 and stop >= 0 else None
+
+
+def check_writable(out_path: str | Path, has_records: bool) -> None:
+    """Never overwrite what ``gradbench leaderboard`` did not make: an existing file without its markers
+    (someone's notes, another tool's output) is refused, and so are tables replaced by an empty block
+    (e.g. ``--runs`` pointing one level too high)."""
+    out_path = Path(out_path)
+    if not out_path.exists():
+        return
+    old = out_path.read_text(encoding="utf-8")
+    span = _marked_block(old)
+    if span is None:
+        raise UsageError(f"{os.fspath(out_path)!r} exists and was not written by gradbench leaderboard "
+                         f"(no {BEGIN} marker); pass another --out")
+    if not has_records and "\n### " in old[span[0]:span[1]]:
+        raise UsageError(f"no run records found, and {os.fspath(out_path)!r} holds tables: refusing to empty it "
+                         f"(is --runs the folder that holds <task>/<estimator>/<run_id>.json?)")
+
+
 def write(out_path: str | Path, text: str) -> None:
     """Replace only the marked block of ``out_path`` so hand-written prose around it survives."""
     out_path = Path(out_path)
     block = f"{BEGIN}\n{text.rstrip()}\n{END}"
     old = out_path.read_text(encoding="utf-8") if out_path.exists() else None
-    if old is not None:
-        start = old.find(BEGIN)
-        stop = old.find(END, start + len(BEGIN)) if start >= 0 else -1
-        if start >= 0 and stop >= 0:
-            atomic_write_text(out_path, old[:start] + block + old[stop + len(END):])
-            return
+    span = _marked_block(old) if old is not None else None
+    if old is not None and span is not None:
+        atomic_write_text(out_path, old[:span[0]] + block + old[span[1]:])
+        return
     atomic_write_text(out_path, (
         "# gradbench leaderboard\n\n"
         "The block between the markers below is generated by `gradbench leaderboard`; "
@@ -600,6 +715,7 @@ def build(runs_dir: str | Path, out_path: str | Path, unsupported: Mapping[str, 
         what = "is not a folder" if Path(runs_dir).exists() else "does not exist"
         raise UsageError(f"runs folder {os.fspath(runs_dir)!r} {what}; pass --runs DIR with the run records")
     records, problems = collect(runs_dir, relabel)
+    check_writable(out_path, bool(records))
     links = {key: plot_links(runs_dir, out_path, key) for key in group(records)}
     text = render(records, unsupported, problems, links)
     write(out_path, text)

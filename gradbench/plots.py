@@ -2,25 +2,56 @@
 
 For every leaderboard table (task setting, preset, budget) three figures are written to
 ``<runs>/<task>/plots/<table>--<figure>.png``: the main test metric against training step and against
-training seconds (mean over seeds, band = min..max over seeds), and log10 gradient variance at the
-gradient checkpoints. ``gradbench leaderboard`` links the PNGs it finds under each table.
+training seconds (mean over ok seeds, band = min..max over them), and log10 gradient variance along
+training (``grad/log10_variance`` in the history, measured at every evaluation: mean over ok seeds, band
+min..max) with the gradient checkpoints' values as markers. ``gradbench leaderboard`` links the PNGs it
+finds under each table.
+
+Failures never vanish from a figure: a row's legend label counts its failed and diverged seeds
+(``dab (3/5 ok; 2/5 diverged)``), and each such run's own partial curve is drawn dashed, ending in an
+``x`` at its last logged evaluation.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gradbench.leaderboard import TableKey, collect, group, table_slug
+from gradbench.leaderboard import Relabel, TableKey, collect, group, table_slug
 from gradbench.records import history_path, read_history, record_path
+
+TRACE_KEY = "grad/log10_variance"  # history rows: log10 gradient variance measured at an evaluation
 
 
 def _history(runs_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     return read_history(history_path(record_path(runs_dir, record["task"]["name"], record["estimator"]["name"],
                                                  record["run_id"])))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(float(v))
+
+
+def row_label(label: str, records: Iterable[dict[str, Any]]) -> str:
+    """A row's legend label: ``dab (n=5)`` when every seed finished ok, else the failures counted,
+    ``dab (3/5 ok; 2/5 diverged)``."""
+    statuses = Counter(str(r.get("status")) for r in records)
+    total, ok = sum(statuses.values()), statuses.pop("ok", 0)
+    if not statuses:
+        return f"{label} (n={ok})"
+    return f"{label} ({ok}/{total} ok; " + ", ".join(f"{c}/{total} {st}" for st, c in sorted(statuses.items())) + ")"
+
+
+def _partial(runs_dir: Path, record: dict[str, Any], key: str, x_key: str) -> tuple[list[float], list[float]]:
+    """One run's own (x, value) points of history ``key`` (finite values only), in step order."""
+    rows = sorted((h for h in _history(runs_dir, record) if _finite(h.get(key)) and _finite(h.get(x_key))),
+                  key=lambda h: h["step"])
+    return [float(h[x_key]) for h in rows], [float(h[key]) for h in rows]
 
 
 def _curves(runs_dir: Path, records: list[dict[str, Any]], metric: str, x_key: str
@@ -65,51 +96,110 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _main_metric(rows: dict[str, Any]) -> tuple[str, bool | None] | None:
+    """(main metric, higher is better) from the table's records, ok ones first."""
+    recs = sorted((r for row in rows.values() for r in row.records.values()), key=lambda r: r.get("status") != "ok")
+    for r in recs:
+        metric = r.get("main_metric")
+        if metric:
+            info = (r.get("metrics") or {}).get(metric)
+            return str(metric), info.get("higher_is_better") if isinstance(info, dict) else None
+    return None
+
+
+def _draw_row(ax: Any, runs_dir: Path, row: Any, color: str, metric: str, x_key: str) -> bool:
+    """One row's curve (mean over ok seeds, band min..max) and each failed or diverged run's partial curve,
+    dashed, ending in an ``x``; the legend label on the first thing drawn. Whether anything was drawn."""
+    label = row_label(row.label, row.records.values())
+    ok = row.ok()
+    c = _curves(runs_dir, ok, metric, x_key) if ok else None
+    if c is not None:
+        x, mean, lo, hi = c
+        ax.plot(x, mean, color=color, label=label, lw=1.5)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15)
+        label = None
+    drawn = c is not None
+    for r in row.records.values():
+        if r.get("status") == "ok":
+            continue
+        xs, ys = _partial(runs_dir, r, f"test/{metric}", x_key)
+        if xs:
+            ax.plot(xs, ys, color=color, lw=1.0, ls="--", alpha=0.8, label=label)
+            ax.plot(xs[-1:], ys[-1:], color=color, marker="x", ms=9, mew=2, ls="none")
+            label, drawn = None, True
+    if label is not None and row.records:  # nothing to draw: the row still shows in the legend
+        ax.plot([], [], color=color, label=label)
+    return drawn
+
+
 def plot_table(runs_dir: Path, key: TableKey, rows: dict[str, Any]) -> list[Path]:
     """The three figures of one table; returns the paths written."""
-    ok = {label: row.ok() for label, row in rows.items() if row.ok()}
-    if not ok:
+    main = _main_metric(rows)
+    if main is None:
         return []
-    first = next(iter(ok.values()))[0]
-    metric = first["main_metric"]
-    higher = first["metrics"][metric]["higher_is_better"]
+    metric, higher = main
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(rows))}
     slug = table_slug(key)
     folder = runs_dir / key[0] / "plots"
     what = f"{key[2]} ({key[1]})"
+    better = "" if higher is None else f" ({'higher' if higher else 'lower'} is better)"
     written = []
     for x_key, xlabel, name in (("step", "training step", "curve_by_step"),
                                 ("seconds", "training seconds", "curve_by_time")):
-        fig, ax = _figure(f"{what}: test {metric} ({'higher' if higher else 'lower'} is better); "
-                          f"mean over seeds, band min..max", xlabel, metric)
-        for label, recs in sorted(ok.items()):
-            c = _curves(runs_dir, recs, metric, x_key)
-            if c is not None:
-                x, mean, lo, hi = c
-                line, = ax.plot(x, mean, label=f"{label} (n={len(recs)})", lw=1.5)
-                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
+        fig, ax = _figure(f"{what}: test {metric}{better}\nmean over ok seeds, band min..max; "
+                          f"dashed, ending in x: a failed or diverged run", xlabel, metric)
+        for label in sorted(rows):
+            _draw_row(ax, runs_dir, rows[label], colors[label], metric, x_key)
         written.append(_save(fig, folder / f"{slug}--{name}.png"))
 
-    written += _variance_figure(ok, what, folder / f"{slug}--gradient_variance.png")
+    written += _variance_figure(runs_dir, rows, colors, what, folder / f"{slug}--gradient_variance.png")
     return written
 
 
-def _variance_figure(ok: dict[str, list[dict[str, Any]]], what: str, path: Path) -> list[Path]:
-    """log10 gradient variance at the checkpoints, per row (written only when some row measured it)."""
-    fig, ax = _figure(f"{what}: gradient variance of the encoder at checkpoints; mean over seeds, band min..max",
-                      "training step", "log10 per-parameter variance")
+def _by_step(points: Iterable[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) of (step, value) points, over the seeds that measured each step."""
+    by: dict[float, list[float]] = defaultdict(list)
+    for step, v in points:
+        by[step].append(v)
+    steps = sorted(by)
+    vals = [by[s] for s in steps]
+    return (np.array(steps, float), np.array([np.mean(v) for v in vals]), np.array([min(v) for v in vals]),
+            np.array([max(v) for v in vals]))
+
+
+def _checkpoint_points(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    return [(float(p["step"]), float(p["log10_variance"])) for r in records
+            for p in (r.get("gradient") or {}).get("checkpoints") or []
+            if isinstance(p, dict) and _finite(p.get("log10_variance")) and _finite(p.get("step"))]
+
+
+def _trace_points(runs_dir: Path, records: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    return [pt for r in records for pt in zip(*_partial(runs_dir, r, TRACE_KEY, "step"), strict=True)]
+
+
+def _variance_figure(runs_dir: Path, rows: dict[str, Any], colors: dict[str, str], what: str,
+                     path: Path) -> list[Path]:
+    """log10 gradient variance per row: along training from the history (line, band min..max over ok
+    seeds) and at the checkpoints (markers; joined by a line when the history has no trace, as in records
+    made before it was logged). Written only when some row measured it."""
+    fig, ax = _figure(f"{what}: log10 gradient variance of the encoder\nline: every evaluation, mean over ok "
+                      "seeds, band min..max; markers: checkpoints", "training step", "log10 per-parameter variance")
     plotted = False
-    for label, recs in sorted(ok.items()):
-        by_step: dict[int, list[float]] = defaultdict(list)
-        for r in recs:
-            for point in (r.get("gradient") or {}).get("checkpoints") or []:
-                if point.get("log10_variance") is not None:
-                    by_step[int(point["step"])].append(float(point["log10_variance"]))
-        if by_step:
-            steps = sorted(by_step)
-            vals = [by_step[s] for s in steps]
-            line, = ax.plot(steps, [np.mean(v) for v in vals], marker="o", label=label, lw=1.5)
-            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.15)
-            plotted = True
+    for label in sorted(rows):
+        ok, color = rows[label].ok(), colors[label]
+        trace, points = _trace_points(runs_dir, ok), _checkpoint_points(ok)
+        name = row_label(label, rows[label].records.values())
+        if trace:
+            x, mean, lo, hi = _by_step(trace)
+            ax.plot(x, mean, color=color, lw=1.5, label=name)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15)
+            name = None
+        if points:
+            x, mean, lo, hi = _by_step(points)
+            ax.plot(x, mean, color=color, marker="o", ls="none" if trace else "-", lw=1.0, label=name)
+            if not trace:
+                ax.fill_between(x, lo, hi, color=color, alpha=0.15)
+        plotted = plotted or bool(trace or points)
     if plotted:
         return [_save(fig, path)]
     import matplotlib.pyplot as plt
@@ -118,10 +208,11 @@ def _variance_figure(ok: dict[str, list[dict[str, Any]]], what: str, path: Path)
     return []
 
 
-def plot(runs_dir: str | Path, task: str | None = None) -> list[Path]:
-    """Every table's figures (or only ``task``'s); returns the PNG paths."""
+def plot(runs_dir: str | Path, task: str | None = None, relabel: Relabel | None = None) -> list[Path]:
+    """Every table's figures (or only ``task``'s); returns the PNG paths. ``relabel`` names rows as the
+    leaderboard does (``compare.registry_label``), so old and new labels of one config share a line."""
     runs_dir = Path(runs_dir)
-    records, _ = collect(runs_dir)
+    records, _ = collect(runs_dir, relabel)
     written: list[Path] = []
     for key, rows in sorted(group(records).items()):
         if task is None or key[0] == task:

@@ -5,9 +5,13 @@ statistics and the conformance checks cannot drift apart.
 - ``paired_t``: the paired t-test over shared seeds (seed pairs share the task's noise), with the
   degenerate cases decided instead of left to scipy's nan: identical values give p = 1, a constant
   non-zero difference gives p = 0.
+- ``welch_t``: Welch's two-sample t-test (unequal variances) for two sets of runs that share too few
+  seeds to pair, with the same degenerate-case rules (no spread on either side: equal means p = 1,
+  unequal p = 0).
 - ``z_scores``: |difference| / standard error where a zero standard error has a rule too: a score of 0
   when the difference is exact up to rounding (``within_rounding``), infinity otherwise.
 - ``bonferroni_critical`` / ``bonferroni_p``: the two-sided test of the largest of many such scores.
+- ``bonferroni_combine``: one p for "any of these calibrated tests rejects", min(1, n * min p).
 
 No torch here (the leaderboard imports this module and must stay torch-free): callers pass numpy
 arrays, or anything ``np.asarray`` accepts.
@@ -95,6 +99,37 @@ def paired_t(a: ArrayLike, b: ArrayLike, level: float = LEVEL) -> Paired:
     return Paired(n, mean, ci, p)
 
 
+@dataclass(frozen=True)
+class Welch:
+    """A two-sample comparison of A and B: sizes, mean of A minus mean of B, two-sided p."""
+
+    n_a: int
+    n_b: int
+    diff: float
+    p: float
+
+
+def welch_t(a: ArrayLike, b: ArrayLike) -> Welch:
+    """Welch's t-test of ``a`` against ``b`` (independent samples, unequal variances), as
+    scipy.stats.ttest_ind(equal_var=False).
+
+    The degenerate cases follow ``paired_t``: when neither side has any spread, equal means give p = 1
+    and unequal means p = 0 (every run agrees on its value). A non-finite value, or fewer than 2 values
+    on either side (no variance to estimate), gives p = nan (no test), which never counts as a tie.
+    """
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    n_a, n_b = int(x.size), int(y.size)
+    diff = float(x.mean() - y.mean()) if n_a and n_b else math.nan
+    if n_a < 2 or n_b < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return Welch(n_a, n_b, diff, math.nan)
+    if np.all(x == x[0]) and np.all(y == y[0]):
+        return Welch(n_a, n_b, diff, 1.0 if x[0] == y[0] else 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(_sp.ttest_ind(x, y, equal_var=False).pvalue)
+    return Welch(n_a, n_b, diff, p)
+
+
 def within_rounding(diff: ArrayLike, ref: ArrayLike, rtol: float = EXACT_RTOL,
                     atol: float = EXACT_ATOL) -> np.ndarray:
     """Whether each |diff| is rounding error of ``ref``: |diff| <= atol + rtol * |ref| (see EXACT_RTOL)."""
@@ -128,3 +163,16 @@ def bonferroni_p(score: float, tests: int, df: float | None = None) -> float:
     dual of ``bonferroni_critical``: ``bonferroni_p(s) < alpha`` exactly when s exceeds the critical."""
     tail = _sp.norm.sf(score) if df is None else _sp.t.sf(score, df)
     return min(1.0, tests * 2 * float(tail))
+
+
+def bonferroni_combine(pvalues: Iterable[float | None]) -> float:
+    """``min(1, n * min p)`` over the n finite p-values: the p of "at least one of these tests rejects".
+
+    If each p is calibrated (P(p < a) <= a when its null holds), the union bound gives
+    P(combined < a) <= a when every null holds, whatever the dependence between the tests.
+    nan when there is no finite p-value.
+    """
+    arr = finite(pvalues)
+    if arr.size == 0:
+        return math.nan
+    return float(min(1.0, arr.size * float(arr.min())))
