@@ -31,7 +31,7 @@ def test_task_plugin_trains_and_is_measured(tmp_path, clean_registries):
     record = gradbench.run("threshold-sum", "reinforce", seed=0, device="cpu", steps=200, grad_draws=20,
                            runs=str(runs))
     assert record["status"] == "ok", record["error"]
-    assert record["metrics"]["accuracy"]["value"] >= 0.9  # chance is 0.5; 500 steps reach ~0.98
+    assert record["metrics"]["accuracy"]["value"] >= 0.9  # chance is 0.5; the 200 steps here reach ~0.98
     assert record["metrics"]["accuracy"]["higher_is_better"] is True
     path = runs / "threshold-sum" / "reinforce" / f"{record['run_id']}.json"
     assert json.loads(path.read_text())["run_id"] == record["run_id"]
