@@ -6,16 +6,17 @@ from dataclasses import replace
 from typing import Any
 
 from gradbench.estimator import Estimator
+from gradbench.multisample import estimator_class
 from gradbench.node import Node
-from gradbench.registry import get_estimator_class
 from gradbench.runner import run_with
 from gradbench.spec import RunOptions, resolve
 
 
 def create_estimator(name: str, node: Node, **config: Any) -> Estimator:
-    """``create_estimator("gumbel", Node("bernoulli", (8,)), tau=0.5)``; unknown names/keys raise UsageError."""
-    cls = get_estimator_class(name)
-    return cls(node, cls.make_config(config))
+    """``create_estimator("gumbel", Node("bernoulli", (8,)), tau=0.5)``; ``samples=k`` averages k samples
+    (gradbench.multisample); unknown names/keys raise UsageError."""
+    cls, values = estimator_class(name, config)
+    return cls(node, cls.make_config(values))
 
 
 def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed: int = 0, device: str | None = None,

@@ -59,6 +59,8 @@ def _training() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
+    budget.add_argument("--evals", type=int, help="train until this many cost-function evaluations per example: "
+                        "an estimator that evaluates the cost k times per step gets 1/k of the steps")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the preset's)")
     p.add_argument("--lr-schedule", default="constant", help="constant (default) | cosine: decay every "
                    "learning rate to 0 over the --steps budget (part of the run key)")
@@ -148,6 +150,7 @@ def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argpar
     which = cmp.add_mutually_exclusive_group()
     which.add_argument("--steps", type=int, help="pair only runs with this step budget")
     which.add_argument("--seconds", type=float, help="pair only runs with this time budget")
+    which.add_argument("--evals", type=int, help="pair only runs with this cost-evaluation budget")
     cmp.add_argument("--lr-schedule", default="constant", help="pair only runs with this schedule (with --steps)")
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
@@ -184,7 +187,7 @@ def run_options(args: argparse.Namespace) -> Any:
     """The RunOptions of a training subcommand's arguments."""
     from gradbench.spec import RunOptions
 
-    return RunOptions(steps=args.steps, seconds=args.seconds, lr_schedule=args.lr_schedule,
+    return RunOptions(steps=args.steps, seconds=args.seconds, evals=args.evals, lr_schedule=args.lr_schedule,
                       eval_every=args.eval_every, grad_stats=not args.no_grad_stats, grad_draws=args.grad_draws,
                       grad_checkpoints=args.grad_checkpoints, device=args.device, accel=args.accel, runs=args.runs,
                       force=getattr(args, "force", False), progress=not args.no_progress)
@@ -279,10 +282,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from gradbench.config import parse_spec
+    from gradbench.multisample import estimator_class
     from gradbench.testing import check_estimator
 
     name, values = parse_spec(args.estimator)
-    cls = ESTIMATORS.get(name)
+    cls, values = estimator_class(name, values)
     config = cls.make_config(values)
     results = check_estimator(cls, config, seed=args.seed)
     for r in results:
@@ -341,10 +345,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from gradbench.compare import compare, format_comparison
 
-    budget = {"steps": args.steps} if args.steps else {"seconds": args.seconds} if args.seconds else None
+    budget = ({"steps": args.steps} if args.steps else {"seconds": args.seconds} if args.seconds
+              else {"evals": args.evals} if args.evals else None)
     if args.lr_schedule != "constant":
-        if not args.steps:
-            raise UsageError("--lr-schedule needs --steps: a schedule runs over a steps budget")
+        if not (args.steps or args.evals):
+            raise UsageError("--lr-schedule needs --steps or --evals: a schedule runs over a known budget")
         budget["lr_schedule"] = args.lr_schedule
     result = compare(args.runs, args.task, args.a, args.b, preset=args.preset, budget=budget)
     print(json.dumps(result, indent=2) if args.json else format_comparison(result))

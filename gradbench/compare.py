@@ -27,7 +27,8 @@ import numpy as np
 from gradbench.config import parse_spec
 from gradbench.errors import UsageError
 from gradbench.leaderboard import collect
-from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.multisample import estimator_class
+from gradbench.registry import get_task_class
 from gradbench.stats import paired_t
 
 
@@ -40,7 +41,7 @@ def task_label(spec: str, preset: str) -> tuple[str, str]:
 
 def estimator_label(spec: str) -> str:
     name, values = parse_spec(spec)
-    cls = get_estimator_class(name)
+    cls, values = estimator_class(name, values)
     return cls.label_for(cls.make_config(values))
 
 
@@ -57,8 +58,8 @@ def registry_label(record: Mapping[str, Any]) -> str:
     if not est.get("name") or not isinstance(config, Mapping):
         return stored
     try:
-        cls = get_estimator_class(str(est["name"]))
-        return str(cls.label_for(cls.make_config(dict(config)))) or stored
+        cls, values = estimator_class(str(est["name"]), dict(config))
+        return str(cls.label_for(cls.make_config(values))) or stored
     except (UsageError, AttributeError, TypeError, ValueError):
         return stored
 

@@ -287,7 +287,7 @@ def _arrow(hib: bool | None) -> str:
 # Deciding: per-row statistics and per-column verdicts, as plain data
 
 Stat = tuple[float, float | None, int]  # (mean, 95% CI half-width or None, n), as stats.mean_ci
-GRADIENT_KEYS = ("log10_variance", "cosine")  # end-of-training gradient statistics shown as columns
+GRADIENT_KEYS = ("log10_variance", "log10_work_variance", "cosine")  # end-of-training gradient columns
 
 
 def accel_path(record: Mapping[str, Any]) -> str:
@@ -411,6 +411,18 @@ def unranked_reason(stats: RowStats, metric: str) -> str | None:
     return None
 
 
+def _gradient_value(record: Mapping[str, Any], key: str) -> Any:
+    """A gradient column's value for one record: a stored end-checkpoint statistic, or the variance per
+    unit of work, log10(variance x cost evaluations per step): what a fixed budget of cost evaluations
+    buys (an estimator that evaluates the cost twice as often must halve its variance to break even)."""
+    end = _end_gradient(record)
+    if key != "log10_work_variance":
+        return end.get(key)
+    v, evals = end.get("log10_variance"), (record.get("cost") or {}).get("cost_evals_per_step")
+    ok = isinstance(v, (int, float)) and isinstance(evals, (int, float)) and evals > 0
+    return v + math.log10(evals) if ok else None
+
+
 def _row_stats(row: _Row, specs: list[tuple[str, bool | None]], has_gradient: bool) -> RowStats:
     if row.unsupported:
         return RowStats(row.label, unsupported=True, metrics={m: mean_ci([]) for m, _ in specs})
@@ -418,7 +430,7 @@ def _row_stats(row: _Row, specs: list[tuple[str, bool | None]], has_gradient: bo
     stats = RowStats(row.label, n_ok=len(ok), n_total=len(row.records),
                      metrics={m: mean_ci(row.values(m).values()) for m, _ in specs})
     if has_gradient:
-        stats.gradient = {k: mean_ci(_numbers(_end_gradient(r).get(k) for r in ok)) for k in GRADIENT_KEYS}
+        stats.gradient = {k: mean_ci(_numbers(_gradient_value(r, k) for r in ok)) for k in GRADIENT_KEYS}
         stats.bias = bias_p(ok)
     evals, _, n_evals = mean_ci(_numbers((r.get("cost") or {}).get("cost_evals_per_step") for r in ok))
     stats.evals_per_step = evals if n_evals else None
@@ -521,7 +533,7 @@ def speed_cell(steps_per_s: Mapping[str, float], plain: bool) -> str:
 
 
 def _headers(table: TableStats) -> list[str]:
-    grad = ["log10 var (end)", "cos ref (end)"] if table.has_gradient else []
+    grad = ["log10 var (end)", "log10 var×evals (end)", "cos ref (end)"] if table.has_gradient else []
     bias = ["bias (end)"] if table.has_bias else []
     return (["estimator"] + [f"{m}{_arrow(h)}" for m, h in table.specs] + grad + bias
             + ["n", "cost evals/step", "steps/s"] + (["failed"] if table.has_failed else []))
@@ -613,7 +625,10 @@ LEGEND = (
 )
 LEGEND_GRADIENT = (
     "Gradient columns, at the last checkpoint, mean ± CI over ok seeds: log10 of the per-parameter variance "
-    "of the encoder's gradient estimate (averaged over parameters) and the debiased cosine between the mean "
+    "of the encoder's gradient estimate (averaged over parameters); the same per unit of work, log10(variance × "
+    "cost evaluations per step), which compares estimators at equal cost (lower is better: an estimator that "
+    "evaluates the cost k times per step must cut its variance k-fold to break even); and the debiased cosine "
+    "between the mean "
     "estimate and the reference gradient (its norms corrected for the draws' and the reference's noise; "
     "exact reference where the task has one, else a many-sample RLOO estimate; — where there is no "
     "reference, e.g. deterministic nodes, or the mean is within noise of zero)."

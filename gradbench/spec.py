@@ -17,6 +17,7 @@ from gradbench import records
 from gradbench.config import config_dict, format_value, non_default, parse_spec
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.estimator import Estimator
+from gradbench.multisample import estimator_class
 from gradbench.registry import get_estimator_class, get_task_class
 from gradbench.task import Task
 
@@ -30,6 +31,7 @@ class RunOptions:
 
     steps: int | None = None  # training steps (default: the preset's)
     seconds: float | None = None  # train for this long instead of a step count
+    evals: int | None = None  # or until this many cost-function evaluations per example (fair across estimators)
     lr_schedule: str = "constant"  # constant | cosine (decays every learning rate to 0 over --steps)
     eval_every: int | None = None  # evaluate every N steps (default: the preset's)
     grad_stats: bool = True  # measure gradient statistics at the checkpoints
@@ -67,7 +69,7 @@ class RunSpec:
     estimator_config: Any
     preset: str
     seed: int
-    budget: dict[str, Any]  # {"steps": N} or {"seconds": S}, plus "lr_schedule" when not constant
+    budget: dict[str, Any]  # {"steps": N}, {"seconds": S} or {"evals": E}, plus "lr_schedule" when not constant
     eval_every: int
     grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
     seed_batch: tuple[int, ...] | None = None  # the seeds trained together with this one (batched seeds)
@@ -113,7 +115,7 @@ def resolve(task: str | tuple[str, dict[str, Any]], estimator: str | tuple[str, 
     task_name, task_values = _split(task, task_config)
     est_name, est_values = _split(estimator, estimator_config)
     task_cls = get_task_class(task_name)
-    est_cls = get_estimator_class(est_name)
+    est_cls, est_values = estimator_class(est_name, est_values)
     task_cfg = task_cls.make_config(task_values, preset)
     task_cls.check_config(task_cfg)
     est_cfg = est_cls.make_config(est_values)
@@ -162,19 +164,26 @@ def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimato
 
 
 def _budget(opts: RunOptions, preset_steps: int) -> dict[str, Any]:
-    if opts.steps is not None and opts.seconds is not None:
-        raise UsageError("give a budget of either --steps or --seconds, not both")
-    if opts.steps is not None and opts.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {opts.steps}")
+    """The budget: steps (the preset's by default), seconds, or cost evaluations per example (``evals``:
+    each estimator gets as many steps as its cost evaluations per step allow, so an estimator that
+    evaluates the cost twice per step trains half as many steps)."""
+    given = [k for k in ("steps", "seconds", "evals") if getattr(opts, k) is not None]
+    if len(given) > 1:
+        raise UsageError(f"give one budget: --steps, --seconds or --evals, not {' and '.join('--' + k for k in given)}")
+    for key in ("steps", "evals"):
+        if getattr(opts, key) is not None and getattr(opts, key) < 1:
+            raise UsageError(f"--{key} must be >= 1, got {getattr(opts, key)}")
     if opts.seconds is not None and not opts.seconds > 0:
         raise UsageError(f"--seconds must be > 0, got {opts.seconds}")
     budget: dict[str, Any] = ({"seconds": float(opts.seconds)} if opts.seconds is not None
+                              else {"evals": int(opts.evals)} if opts.evals is not None
                               else {"steps": int(opts.steps or preset_steps)})
     if opts.lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"unknown --lr-schedule {opts.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     if opts.lr_schedule != "constant":
         if opts.seconds is not None:
-            raise UsageError(f"--lr-schedule {opts.lr_schedule} needs a --steps budget (its length must be known)")
+            raise UsageError(f"--lr-schedule {opts.lr_schedule} needs a --steps or --evals budget (its length "
+                             f"must be known)")
         budget["lr_schedule"] = opts.lr_schedule
     return budget
 
@@ -194,7 +203,7 @@ def _grad(opts: RunOptions, preset_draws: int) -> dict[str, Any] | None:
 def options_of(record: dict[str, Any]) -> RunOptions:
     """The result-changing options a record was made with."""
     budget, grad = record["budget"], record.get("grad_stats")
-    return RunOptions(steps=budget.get("steps"), seconds=budget.get("seconds"),
+    return RunOptions(steps=budget.get("steps"), seconds=budget.get("seconds"), evals=budget.get("evals"),
                       lr_schedule=budget.get("lr_schedule", "constant"), eval_every=record.get("eval_every"),
                       grad_stats=grad is not None, grad_draws=grad["draws"] if grad else None,
                       grad_checkpoints=tuple(grad["checkpoints"]) if grad else DEFAULT_CHECKPOINTS)

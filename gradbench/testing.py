@@ -394,7 +394,10 @@ def _entry(entry: Any) -> tuple[type[Estimator], Any]:
         entry, values = entry
     cls = _as_class(entry)
     if values is None or isinstance(values, dict):
-        return cls, cls.make_config(values or {})
+        from gradbench.multisample import with_samples
+
+        cls, values = with_samples(cls, values or {})  # samples=k: the engine's multi-sample subclass
+        return cls, cls.make_config(values)
     return cls, values
 
 

@@ -9,6 +9,7 @@ path), ``log`` (read the device sums, evaluate when due, write history rows), ``
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import sys
@@ -44,13 +45,17 @@ class Progress:
         from tqdm import tqdm
 
         self.seconds = spec.budget.get("seconds")
-        total = self.seconds if self.seconds else spec.budget["steps"]
+        total = self.seconds if self.seconds else spec.budget.get("steps")  # evals: set once steps are known
         desc = f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)}"
         desc += f" x{replicas} seeds" if replicas > 1 else ""
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if self.seconds else None
         self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False,
                         dynamic_ncols=True, bar_format=fmt, unit="step")
         self.done = 0.0
+
+    def set_total(self, steps: int) -> None:
+        self.bar.total = steps
+        self.bar.refresh()
 
     def update(self, step: int, elapsed: float, metrics: dict[str, float] | None = None) -> None:
         pos = min(elapsed, self.seconds) if self.seconds else step
@@ -76,14 +81,11 @@ class Clock:
         self.start += time.perf_counter() - t0
 
 
-def checkpoint_steps(spec: RunSpec) -> dict[int, list[float]]:
-    """Step -> checkpoint fractions measured after that step (0: before training).
-
-    A seconds budget has no known middle: only its start (0) and end (1) are measured.
-    """
+def checkpoint_steps(spec: RunSpec, total: int | None) -> dict[int, list[float]]:
+    """Step -> checkpoint fractions measured after that step (0: before training), for a run of ``total``
+    steps. A seconds budget (``total`` None) has no known middle: only its start (0) and end (1)."""
     if spec.grad is None:
         return {}
-    total = spec.budget.get("steps")
     out: dict[int, list[float]] = {}
     for fraction in spec.grad["checkpoints"]:
         if total is not None:
@@ -130,6 +132,10 @@ class Trainer:
         self.specs, self.spec, self.device = specs, specs[0], device  # the specs differ in their seed only
         self.histories, self.progress, self.accel, self.batched = histories, progress, accel, batched
         self.model = self._build_model()
+        self.evals_per_step = self._evals_per_step() if "evals" in self.spec.budget else None
+        self.max_steps = self._max_steps()
+        if self.evals_per_step is not None and self.max_steps is not None:
+            progress.set_total(self.max_steps)
         self.optimizer, self.schedule, self.lr_factor = self._build_optimizer()
         n = self.n = len(specs)
         self.cost_sum = torch.zeros(n, device=device)  # per replica, summed over the steps since the last log
@@ -142,7 +148,7 @@ class Trainer:
         self.diagnostics: list[dict[str, Any]] = [{} for _ in specs]
         self.metrics: list[dict[str, float]] = [{} for _ in specs]
         self.gradient: list[list[dict[str, Any]]] = [[] for _ in specs]
-        self.checkpoints = checkpoint_steps(self.spec)
+        self.checkpoints = checkpoint_steps(self.spec, self.max_steps)
         self.rng_devices = [device] if device.type == "cuda" else []
         self.peak_cuda = 0
         self.first_step = 0.0
@@ -162,6 +168,27 @@ class Trainer:
             pairs.append((task, s.estimator_cls(task.node, s.estimator_config).to(self.device)))
         return SeedBatch(pairs) if self.batched else Pair(*pairs[0])
 
+    def _evals_per_step(self) -> float:
+        """Cost evaluations per example of one step (``diagnostics["cost_evals"]``, which the conformance
+        suite checks), from one forward of a copy of the estimator on the task's fixed batch under a forked
+        RNG: nothing that trains is touched."""
+        task, estimator = self.model.pairs[0]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            logits, cost_fn = task.fixed_batch()
+            evals = copy.deepcopy(estimator)(logits, cost_fn).diagnostics.get("cost_evals")
+        evals = float(evals) if evals is not None else math.nan
+        if not evals > 0:
+            raise ValueError(f"an --evals budget needs the estimator to report diagnostics['cost_evals'] > 0, "
+                             f"got {evals}")
+        return evals
+
+    def _max_steps(self) -> int | None:
+        """The step budget: given, or from an evals budget (as many whole steps as the evaluations allow,
+        at least 1); None for a seconds budget."""
+        if self.evals_per_step is not None:
+            return max(1, int(self.spec.budget["evals"] // self.evals_per_step))
+        return self.spec.budget.get("steps")
+
     def _build_optimizer(self) -> tuple[torch.optim.Optimizer, Any, Callable[[int], float] | None]:
         task_lr = self.spec.task_config.lr
         task_params, own = self.model.parameter_groups()
@@ -171,7 +198,7 @@ class Trainer:
         optimizer = execution.make_optimizer(groups, self.device, graph=self.accel["used"] == "graph")
         if self.spec.budget.get("lr_schedule") != "cosine":
             return optimizer, None, None
-        factor = execution.cosine(self.spec.budget["steps"])
+        factor = execution.cosine(self.max_steps)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), factor
 
     # -------------------------------------------------------------------------------- the loop
@@ -208,8 +235,8 @@ class Trainer:
         return self.results(elapsed)
 
     def _finished(self, step: int, elapsed: float) -> bool:
-        max_steps, deadline = self.spec.budget.get("steps"), self.spec.budget.get("seconds")
-        return (max_steps is not None and step >= max_steps) or (deadline is not None and elapsed >= deadline)
+        deadline = self.spec.budget.get("seconds")
+        return (self.max_steps is not None and step >= self.max_steps) or (deadline is not None and elapsed >= deadline)
 
     def step(self) -> dict[str, Any]:
         """One optimizer step on the chosen path (eager, compiled forward, CUDA-graph warm-up or replay)."""
@@ -390,6 +417,7 @@ class Trainer:
         step = self.step_count
         cost = {**({"replicas": self.n} if self.batched else {}),  # a batched record's figures are its batch's
                 "steps": step, "steps_per_s": step / train_seconds if train_seconds > 0 else None,
+                **({"evals": step * self.evals_per_step} if self.evals_per_step is not None else {}),
                 "train_seconds": train_seconds, "first_step_seconds": self.first_step,
                 "capture_seconds": self.capture_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
         return [self.ended[r] if r in self.ended else
