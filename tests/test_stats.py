@@ -126,7 +126,7 @@ def test_callers_use_this_module() -> None:
 
     assert leaderboard.mean_ci is stats.mean_ci
     assert compare.paired_t is stats.paired_t
-    assert gradstats.z_scores is stats.z_scores and testing.z_scores is stats.z_scores
+    assert gradstats.bonferroni_p is stats.bonferroni_p and testing.z_scores is stats.z_scores
     assert not hasattr(compare, "stats") and not hasattr(gradstats, "t_dist")
 
 
