@@ -32,8 +32,7 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
     the device. A run that fails returns a record with status "failed";
     bad names or config raise UsageError.
     """
-    from_kw, task_values = RunOptions.split(overrides)
-    opts = replace(options or RunOptions(), **{k: getattr(from_kw, k) for k in RunOptions.names() if k in overrides})
+    opts, task_values = RunOptions.split(overrides, options)
     if device is not None:  # the argument wins over options.device; neither given: "auto"
         opts = replace(opts, device=device)
     spec = resolve(task, estimator, preset=preset, seed=seed, options=opts,

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from gradbench import ops
 from gradbench.estimator import Estimator
 from gradbench.stats import bonferroni_p
 from gradbench.task import Task
@@ -44,16 +45,6 @@ BIAS_BATCHES = 20  # batch means per direction in the bias test
 TRACE_DRAWS = 16  # draws for the variance along training (history column grad/log10_variance)
 
 
-def _repeat_cost(cost_fn: Callable, repeats: int, batch: int, event_dims: int) -> Callable:
-    """The cost of a K-times repeated batch, through cost_fn's support for leading sample dims."""
-
-    def cost(y: torch.Tensor) -> torch.Tensor:
-        batch_dim = y.dim() - event_dims - 1
-        return cost_fn(y.unflatten(batch_dim, (repeats, batch))).flatten(-2)
-
-    return cost
-
-
 def _repeat(task: Task, cost_direct: bool, draws: int) -> tuple[torch.Tensor, torch.Tensor, Callable]:
     """(logits, repeated logits leaf, cost of the repeated batch): from the task's own hook where the
     cost reaches the encoder directly, else by repeating a detached copy of the fixed batch."""
@@ -64,7 +55,7 @@ def _repeat(task: Task, cost_direct: bool, draws: int) -> tuple[torch.Tensor, to
     logits, cost_fn = task.fixed_batch()
     batch = logits.shape[0]
     rep = logits.detach().unsqueeze(0).expand(draws, *logits.shape).reshape(draws * batch, *logits.shape[1:])
-    return logits, rep.requires_grad_(True), _repeat_cost(cost_fn, draws, batch, logits.dim() - 1)
+    return logits, rep.requires_grad_(True), ops.repeated_cost(cost_fn, draws, batch, logits.dim() - 1)
 
 
 def _draws_batched(estimator: Estimator, logits: torch.Tensor, rep: torch.Tensor, cost: Callable,

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from gradbench import ops
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.estimator import CostFn, Estimator, EstimatorOutput
 from gradbench.node import Node
@@ -67,7 +68,7 @@ def multi_sample(cls: type[Estimator]) -> type[Estimator]:
         def forward(self, logits: torch.Tensor, cost_fn: CostFn) -> EstimatorOutput:
             k, batch = self.config.samples, logits.shape[0]
             rows = logits.unsqueeze(0).expand(k, *logits.shape).reshape(k * batch, *logits.shape[1:])
-            out = super().forward(rows, _repeated_cost(cost_fn, k, batch, logits.dim() - 1))
+            out = super().forward(rows, ops.repeated_cost(cost_fn, k, batch, logits.dim() - 1))
             diagnostics = dict(out.diagnostics)
             if "cost_evals" in diagnostics:
                 diagnostics["cost_evals"] = diagnostics["cost_evals"] * k
@@ -79,13 +80,3 @@ def multi_sample(cls: type[Estimator]) -> type[Estimator]:
     MultiSample.__doc__ = cls.__doc__
     return MultiSample
 
-
-def _repeated_cost(cost_fn: CostFn, k: int, batch: int, event_dims: int) -> CostFn:
-    """The cost of k·B rows, through ``cost_fn``'s support for leading sample dims (so a cost with
-    per-example state, e.g. targets, sees each repeat against its own example)."""
-
-    def cost(y: torch.Tensor) -> torch.Tensor:
-        batch_dim = y.dim() - event_dims - 1
-        return cost_fn(y.unflatten(batch_dim, (k, batch))).flatten(batch_dim, batch_dim + 1)
-
-    return cost

@@ -135,3 +135,15 @@ def exact_expectation(node: Node, logits: torch.Tensor, cost_fn, limit: int = 40
     b = events.unsqueeze(1).expand(events.shape[0], *logits.shape)
     weights = log_prob(node, logits, b).exp()
     return (weights * cost_fn(b)).sum(0).mean()
+
+
+def repeated_cost(cost_fn, repeats: int, batch: int, event_dims: int):
+    """The cost of a batch repeated ``repeats`` times along the batch dim (rows r·batch + i are copies of
+    example i), through ``cost_fn``'s support for leading sample dims, so per-example state (targets)
+    lines up; used by multi-sample estimators and batched gradient draws."""
+
+    def cost(y: torch.Tensor) -> torch.Tensor:
+        batch_dim = y.dim() - event_dims - 1
+        return cost_fn(y.unflatten(batch_dim, (repeats, batch))).flatten(-2)
+
+    return cost

@@ -48,15 +48,15 @@ class RunOptions:
         return {f.name for f in dataclasses.fields(cls)}
 
     @classmethod
-    def split(cls, values: dict[str, Any]) -> tuple[RunOptions, dict[str, Any]]:
-        """(options from the keys that name an option, the remaining keys): for ``gradbench.run(**kw)``."""
+    def split(cls, values: dict[str, Any], base: RunOptions | None = None) -> tuple[RunOptions, dict[str, Any]]:
+        """(``base`` with the keys that name an option set, the remaining keys): for ``gradbench.run(**kw)``."""
         mine = {k: v for k, v in values.items() if k in cls.names()}
         points = mine.get("grad_checkpoints")
         if isinstance(points, (int, float)):
             mine["grad_checkpoints"] = (float(points),)
         elif points is not None:
             mine["grad_checkpoints"] = tuple(points)
-        return cls(**mine), {k: v for k, v in values.items() if k not in mine}
+        return replace(base or cls(), **mine), {k: v for k, v in values.items() if k not in mine}
 
 
 @dataclass

@@ -9,12 +9,13 @@ path), ``log`` (read the device sums, evaluate when due, write history rows), ``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -130,6 +131,7 @@ class Trainer:
     def __init__(self, specs: list[RunSpec], device: torch.device, histories: list[Any], progress: Progress,
                  accel: dict[str, str], batched: bool) -> None:
         self.specs, self.spec, self.device = specs, specs[0], device  # the specs differ in their seed only
+        self.rng_devices = [device] if device.type == "cuda" else []  # what forked RNGs must cover
         self.histories, self.progress, self.accel, self.batched = histories, progress, accel, batched
         self.model = self._build_model()
         self.evals_per_step = self._evals_per_step() if "evals" in self.spec.budget else None
@@ -149,7 +151,6 @@ class Trainer:
         self.metrics: list[dict[str, float]] = [{} for _ in specs]
         self.gradient: list[list[dict[str, Any]]] = [[] for _ in specs]
         self.checkpoints = checkpoint_steps(self.spec, self.max_steps)
-        self.rng_devices = [device] if device.type == "cuda" else []
         self.peak_cuda = 0
         self.first_step = 0.0
         self.capture_seconds: float | None = None
@@ -173,7 +174,7 @@ class Trainer:
         suite checks), from one forward of a copy of the estimator on the task's fixed batch under a forked
         RNG: nothing that trains is touched."""
         task, estimator = self.model.pairs[0]
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=self.rng_devices):
             logits, cost_fn = task.fixed_batch()
             evals = copy.deepcopy(estimator)(logits, cost_fn).diagnostics.get("cost_evals")
         evals = float(evals) if evals is not None else math.nan
@@ -310,19 +311,26 @@ class Trainer:
 
     def measure_gradients(self, key: int, at_step: int) -> None:
         """Measure the checkpoints due at ``key``; a failed measurement is recorded, never fatal."""
-        if self.device.type == "cuda":  # the measurement's own memory must not count as the run's peak
+        with self._outside_peak_memory():
+            self.model.sync()
+            for fraction in self.checkpoints.pop(key, []):
+                label = checkpoint_label(fraction)
+                for r in self.alive:
+                    task, estimator = self.model.pairs[r]
+                    try:
+                        stats = gradstats.measure(estimator, task, self.spec.grad["draws"],
+                                                  seed=self.specs[r].seed + 7919, label=label, step=at_step)
+                    except Exception as e:
+                        stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
+                    self.gradient[r].append(stats)
+
+    @contextlib.contextmanager
+    def _outside_peak_memory(self) -> Iterator[None]:
+        """A measurement's own CUDA memory must not count as the run's (training-only) peak: note the peak
+        so far, and start a fresh one afterwards."""
+        if self.device.type == "cuda":
             self.peak_cuda = max(self.peak_cuda, torch.cuda.max_memory_allocated(self.device))
-        self.model.sync()
-        for fraction in self.checkpoints.pop(key, []):
-            label = checkpoint_label(fraction)
-            for r in self.alive:
-                task, estimator = self.model.pairs[r]
-                try:
-                    stats = gradstats.measure(estimator, task, self.spec.grad["draws"],
-                                              seed=self.specs[r].seed + 7919, label=label, step=at_step)
-                except Exception as e:
-                    stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
-                self.gradient[r].append(stats)
+        yield
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -394,17 +402,14 @@ class Trainer:
         never changes the trajectory; a failed measurement logs None."""
         if self.spec.grad is None:
             return {}
-        if self.device.type == "cuda":  # the measurement's own memory must not count as the run's peak
-            self.peak_cuda = max(self.peak_cuda, torch.cuda.max_memory_allocated(self.device))
         out: dict[int, float | None] = {}
-        for r in self.alive:
-            task, estimator = self.model.pairs[r]
-            try:
-                out[r] = gradstats.trace_variance(estimator, task, seed=self.specs[r].seed + 104_729 + step)
-            except Exception:
-                out[r] = None
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        with self._outside_peak_memory():
+            for r in self.alive:
+                task, estimator = self.model.pairs[r]
+                try:
+                    out[r] = gradstats.trace_variance(estimator, task, seed=self.specs[r].seed + 104_729 + step)
+                except Exception:
+                    out[r] = None
         return out
 
     def results(self, train_seconds: float) -> list[Result | Diverged]:
