@@ -94,8 +94,9 @@ class ThresholdSum(gradbench.Task):
         return F.binary_cross_entropy_with_logits(logit, y.expand_as(logit), reduction="none")
 
     def train_batch(self):
-        """8. One training batch: (logits in front of the node, cost_fn). Drawn on the device, no .item()."""
-        x = torch.randn(self.config.batch_size, self.config.dim, device=self.device)
+        """8. One training batch: (logits in front of the node, cost_fn). Drawn on the device, no .item(), and
+        from ``self.data_generator`` (the run's data stream), so every estimator sees the same batches."""
+        x = torch.randn(self.config.batch_size, self.config.dim, device=self.device, generator=self.data_generator)
         y = self.label(x)
         return self.encoder(x), lambda code: self.cost(code, y)
 

@@ -1,4 +1,4 @@
-"""Command line: ``gradbench run | sweep | list | describe | validate | show | rerun | plot | compare |
+"""Command line: ``gradbench run | sweep | tune | list | describe | validate | show | rerun | plot | compare |
 leaderboard | data``. A thin layer over the Python API; the readable output lives in ``gradbench.report``.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
@@ -105,11 +105,29 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     sw.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,2,7 (default: 0)")
     sw.add_argument("--batch-seeds", action="store_true", help="train each (task, estimator)'s seeds at once, "
                     "in one worker (stacked replicas); estimators that cannot be batched run them one by one")
-    sw.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
-    sw.add_argument("--backend", default="local", choices=["local", "ray"])
-    sw.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
     sw.add_argument("--shard", help="i/N: run only shard i (0-based) of N; N shards cover the grid once")
     sw.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
+    _add_executor_options(sw)
+
+    tn = sub.add_parser("tune", parents=[common, training, runs], help="tune settings on validation, per estimator",
+                        description="Run a grid of settings (a sweep: resumable, parallel, Ray), pick per estimator "
+                                    "the setting with the best mean validation main metric, run it at the final "
+                                    "seeds, and write a selection record; the leaderboard then shows a [tuned] row.")
+    tn.add_argument("--task", "-t", required=True, help="NAME or NAME:key=value,...")
+    tn.add_argument("--estimators", "--estimator", "-e", required=True,
+                    help="comma-separated specs (NAME:k=v,k=v continues a spec)")
+    tn.add_argument("--grid", required=True, help="e.g. lr=1e-4,3e-4,1e-3[,tau=0.5,1]: the task's config keys (lr: the "
+                    "model's learning rate) or the estimator's; task.KEY / estimator.KEY when both have KEY")
+    tn.add_argument("--seeds", default="0-2", help="tuning seeds (default: 0-2)")
+    tn.add_argument("--final-seeds", help="seeds the chosen setting is reported at (default: the tuning seeds)")
+    tn.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
+    _add_executor_options(tn)
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
 
 
 def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argparse.ArgumentParser) -> None:
@@ -377,6 +395,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from gradbench.report import format_selection
+    from gradbench.sweep import make_executor, parse_seeds, run_sweep
+    from gradbench.tune import tune
+
+    opts = run_options(args)
+    seeds = parse_seeds(args.seeds)
+    final = parse_seeds(args.final_seeds) if args.final_seeds else None
+    _records_folder(args.runs)
+
+    def sweep(grid):
+        executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
+        return run_sweep(grid, args.runs, executor, device=args.device, plugins=args.plugin,
+                         progress=opts.progress, accel=opts.accel)
+
+    result = tune(args.task, args.estimators, args.grid, seeds, final, args.preset, opts, sweep, argv=_argv())
+    for line in result.unsupported:
+        print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
+    if result.failed_runs:
+        print(f"gradbench: {result.failed_runs} run(s) failed or diverged (counted: such a setting is not eligible)",
+              file=sys.stderr)
+    for sel in result.selections:
+        print(format_selection(sel))
+    if result.missing:
+        print(f"gradbench: {result.missing} run(s) have no record yet; no selection written for their estimators",
+              file=sys.stderr)
+    path = _write_leaderboard(args.runs, args.out)
+    print(f"tune: {len(result.selections)} selection(s) written; leaderboard {path}")
+    chosen = all(sel.get("choice") for sel in result.selections)
+    return EXIT_OK if chosen and not result.missing else EXIT_FAILED
+
+
 def _find_record(runs: str, run_id: str) -> tuple[Path, dict[str, Any]]:
     """The record whose id is ``run_id`` or starts with it (a unique prefix)."""
     from gradbench import records
@@ -452,7 +502,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "describe": cmd_describe,
             "validate": cmd_validate, "show": cmd_show, "rerun": cmd_rerun, "plot": cmd_plot,
-            "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data}
+            "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

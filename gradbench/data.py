@@ -332,10 +332,12 @@ class ImageSet:
         self.valid_x = binarize_fixed(put(s.valid_x), fixed_mode)
         self.test_x = binarize_fixed(put(s.test_x), fixed_mode)
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch (x, y) drawn uniformly with replacement on the device."""
-        idx = torch.randint(self._train_source.shape[0], (size,), device=self._train_source.device)
+    def batch(self, size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch (x, y) drawn uniformly with replacement on the device, from ``generator`` (the
+        task's data stream) when given."""
+        idx = torch.randint(self._train_source.shape[0], (size,), device=self._train_source.device,
+                            generator=generator)
         x = self._train_source[idx]
         if self.binarize == "dynamic":
-            x = torch.bernoulli(x)
+            x = torch.bernoulli(x, generator=generator)
         return x, self.train_y[idx]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,10 +63,20 @@ def pick_accel(accel: str, estimator_cls: type[Estimator], device: torch.device 
     return accel, "asked for"
 
 
+STREAMS = {"data": 1, "noise": 2}  # the random streams derived from a run's seed (common random numbers)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of one random stream of a run (``data``: batches, binarization, fixed sets; ``noise``: the
+    estimator's draws), derived from the run's seed by numpy's SeedSequence: independent streams, so that
+    for one seed every estimator sees the same data whatever it draws itself."""
+    return int(np.random.SeedSequence([seed % 2**63, STREAMS[stream]]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:
@@ -124,10 +134,18 @@ class CudaGraphStep:
         self.host_sync = syncs[0].splitlines()[0] if syncs else None
         return out
 
-    def capture(self, step_fn: Callable[[], dict[str, Any]], optimizer: torch.optim.Optimizer) -> None:
+    def capture(self, step_fn: Callable[[], dict[str, Any]], optimizer: torch.optim.Optimizer,
+                generators: Sequence[torch.Generator] = ()) -> None:
+        """Capture ``step_fn``; ``generators`` are the explicit generators it draws from (the task's data
+        stream), registered so that every replay advances them as the default generator is advanced."""
         if self.host_sync:
             raise RuntimeError(f"the step synchronises with the host: {self.host_sync}")
         graph = torch.cuda.CUDAGraph()
+        register = getattr(graph, "register_generator_state", None)
+        if generators and register is None:
+            raise RuntimeError("this torch cannot register a task's generator with a CUDA graph")
+        for g in generators:
+            register(g)
         optimizer.zero_grad(set_to_none=True)  # backward in the graph then writes fresh gradients each replay
         torch.cuda.synchronize(self.device)
         main = torch.cuda.current_stream(self.device)

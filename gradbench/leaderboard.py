@@ -42,7 +42,7 @@ from typing import Any
 from tabulate import tabulate
 
 from gradbench.errors import UsageError
-from gradbench.records import atomic_write_text, iter_records
+from gradbench.records import VALID_PREFIX, atomic_write_text, iter_records, read_selections
 from gradbench.stats import bonferroni_combine, mean_ci, paired_t, welch_t
 
 __all__ = ["BEGIN", "END", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "TableKey", "Ranking", "RowStats", "TableStats",
@@ -109,6 +109,70 @@ def collect(runs_dir: str | Path, relabel: Relabel | None = None) -> tuple[list[
             continue
         records.append(_relabelled(record, relabel))
     return records, problems
+
+
+# ----------------------------------------------------------------------------------------------
+# Tuned rows (``gradbench tune``'s selection records)
+
+TUNED = " [tuned]"
+
+
+def _values_text(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _seeds_text(seeds: Iterable[Any]) -> str:
+    seeds = sorted(int(s) for s in seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def selection_key(selection: Mapping[str, Any]) -> TableKey:
+    """The table a selection's rows go to: its base task label (the grid's keys taken out) + `` [tuned]``."""
+    budget = json.dumps(selection.get("budget"), sort_keys=True)
+    task = selection["task"]
+    return (str(task["name"]), str(selection.get("preset")), str(task.get("label") or task["name"]) + TUNED, budget)
+
+
+def apply_selections(records: list[dict[str, Any]], selections: Iterable[Mapping[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[TableKey, list[str]]]:
+    """(records for the tables, notes per table). Each selection's grid runs leave the plain tables; its
+    chosen setting's runs at the final seeds become one row of the task's ``[tuned]`` table, labelled with
+    the choice (``dab [lr=0.003]``). An estimator with no eligible setting, or final runs not found, is said
+    in the table's notes: never silently dropped."""
+    by_id = {str(r.get("run_id")): r for r in records}
+    consumed: set[str] = set()
+    tuned: list[dict[str, Any]] = []
+    notes: dict[TableKey, list[str]] = {}
+    for sel in selections:
+        key = selection_key(sel)
+        for row in sel["settings"]:
+            consumed.update(map(str, row.get("run_ids") or []))
+        grid = "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in (sel.get("grid") or {}).items())
+        say = notes.setdefault(key, [])
+        line = (f"Tuned on validation: {grid}, chosen by the best mean {sel.get('selection_metric')} over seeds "
+                f"{_seeds_text(sel.get('seeds') or [])} among settings that finished on every seed; rows report "
+                f"the test metrics at seeds {_seeds_text(sel.get('final_seeds') or [])}.")
+        if line not in say:
+            say.append(line)
+        choice = sel.get("choice")
+        label = str(sel["estimator"].get("label") or sel["estimator"]["name"])
+        if not choice:
+            say.append(f"{label}: no setting finished on every tuning seed; nothing to report.")
+            continue
+        final = [str(r) for r in choice.get("final_run_ids") or []]
+        consumed.update(final)
+        missing = [rid for rid in final if rid not in by_id]
+        if missing:
+            say.append(f"{label}: {len(missing)} of its {len(final)} final runs have no record here.")
+        shown = f"{label} [{_values_text(choice.get('values') or {})}]"
+        for rid in final:
+            if rid in by_id:
+                r = by_id[rid]
+                tuned.append({**r, "task": {**r["task"], "label": key[2]},
+                              "estimator": {**r["estimator"], "label": shown}})
+    return [r for r in records if str(r.get("run_id")) not in consumed] + tuned, notes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +330,8 @@ def _metric_specs(rows: Iterable[_Row]) -> tuple[str | None, list[tuple[str, boo
             if r.get("main_metric"):
                 mains[str(r["main_metric"])] += 1
             for name, m in (r.get("metrics") or {}).items():
+                if name.startswith(VALID_PREFIX):  # selection data, not a result: tables show the test split
+                    continue
                 hib = m.get("higher_is_better") if isinstance(m, dict) else None
                 if name not in order or order[name] is None:
                     order[name] = hib if isinstance(hib, bool) else None
@@ -454,7 +520,7 @@ def _rank(metric: str, hib: bool | None, order: list[str], rows: Mapping[str, _R
 
 
 def decide_table(key: TableKey, rows: Mapping[str, _Row], unsupported: Iterable[str] = ()) -> TableStats:
-    """One table's statistics and verdicts; ``unsupported`` estimators without runs get n/a rows."""
+    """One table's statistics and verdicts; ``unsupported`` estimators without runs are listed as n/a."""
     rows = dict(rows)
     for est in unsupported:
         if est not in rows:
@@ -485,7 +551,7 @@ def decide(records: Iterable[dict[str, Any]],
            unsupported: Mapping[str, Iterable[str]] | None = None) -> dict[TableKey, TableStats]:
     """Every table's statistics and verdicts, sorted by table key: the leaderboard without its markdown.
 
-    ``unsupported`` maps a node kind to estimator names that can't run it (rows shown as n/a).
+    ``unsupported`` maps a node kind to estimator names that can't run it (listed as n/a).
     """
     unsupported = unsupported or {}
     tables = group(records)
@@ -541,9 +607,6 @@ def _headers(table: TableStats) -> list[str]:
 
 def _row_cells(table: TableStats, label: str) -> list[str]:
     s = table.rows[label]
-    if s.unsupported:
-        width = len(_headers(table)) - 1 - (1 if table.has_failed else 0)
-        return [_cell(label)] + ["n/a"] * width + ([""] if table.has_failed else [])
     cells = [_cell(label)]
     cells += [_metric_cell(s.metrics[m], s, unranked_reason(s, m) is None, label in table.rankings[m].bold)
               for m, _ in table.specs]
@@ -559,19 +622,24 @@ def _row_cells(table: TableStats, label: str) -> list[str]:
     return cells
 
 
-def format_table(table: TableStats, links: Iterable[tuple[str, str]] = ()) -> str:
-    """One decided table as markdown: heading, the table, and links to its plots."""
+def format_table(table: TableStats, links: Iterable[tuple[str, str]] = (), notes: Iterable[str] = ()) -> str:
+    """One decided table as markdown: heading, notes (how a tuned table was tuned), the table, and links
+    to its plots."""
     _, preset, task_label, budget = table.key
     hib_main = dict(table.specs).get(table.main) if table.main else None
     main_text = f"{table.main}{_arrow(hib_main)}" if table.main else "none"
     heading = (f"### {task_label} (preset: {preset}; budget: {_budget_text(budget)}; "
                f"node: {', '.join(table.nodes) or '?'}; main metric: {main_text})")
-    body = [_row_cells(table, label) for label in table.order]
+    body = [_row_cells(table, label) for label in table.order if not table.rows[label].unsupported]
     text = tabulate(body, headers=_headers(table), tablefmt="github", disable_numparse=True)
+    na = [label for label in table.order if table.rows[label].unsupported]
+    if na:  # one line, not a row each: with many estimators, n/a rows would bury the table
+        text += f"\n\nn/a (cannot run a {', '.join(table.nodes) or '?'} node): {', '.join(map(_cell, na))}"
     links = list(links)
     if links:
         text += "\n\nPlots: " + ", ".join(f"[{title}]({link})" for title, link in links)
-    return f"{heading}\n\n{text}"
+    notes = list(notes)
+    return "\n\n".join([heading, *([" ".join(notes)] if notes else []), text])
 
 
 def _end_gradient(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -621,7 +689,7 @@ LEGEND = (
     f"they share ≥ {MIN_RANKED}, else Welch's (scipy.stats.ttest_ind, equal_var=False). Of two rows that differ "
     f"only by seed noise, the worse is marked not tied with probability ≤ {ALPHA}; among more equal rows the best "
     "is the luckiest, so each other one is unbolded more often (simulated: 0.08 per row for 5 equal rows of 5 "
-    "seeds). `n/a`: the estimator cannot run this task's node."
+    "seeds). `n/a`: the estimators that cannot run this task's node."
 )
 LEGEND_GRADIENT = (
     "Gradient columns, at the last checkpoint, mean ± CI over ok seeds: log10 of the per-parameter variance "
@@ -655,7 +723,8 @@ def _node_kind(rows: Mapping[str, _Row]) -> str:
 
 
 def render(records: list[dict[str, Any]], unsupported: Mapping[str, Iterable[str]] | None = None,
-           problems: Iterable[str] = (), links: Mapping[TableKey, list[tuple[str, str]]] | None = None) -> str:
+           problems: Iterable[str] = (), links: Mapping[TableKey, list[tuple[str, str]]] | None = None,
+           notes: Mapping[TableKey, list[str]] | None = None) -> str:
     """The markdown between the markers: provenance header, one table per task setting, legend.
 
     ``unsupported`` maps a node kind to estimator names that can't run it; the caller computes it
@@ -665,7 +734,10 @@ def render(records: list[dict[str, Any]], unsupported: Mapping[str, Iterable[str
     tables = decide(records, unsupported)
     if not tables:
         parts.append("No runs recorded yet.")
-    parts += [format_table(table, (links or {}).get(key, [])) for key, table in tables.items()]
+    parts += [format_table(table, (links or {}).get(key, []), (notes or {}).get(key, []))
+              for key, table in tables.items()]
+    for key in sorted(set(notes or {}) - set(tables)):  # a tuning with nothing to report still says so
+        parts.append(f"### {key[2]} (preset: {key[1]}; budget: {_budget_text(key[3])})\n\n" + " ".join(notes[key]))
     if tables:
         legend = [LEGEND]
         legend += [LEGEND_GRADIENT] if any(t.has_gradient for t in tables.values()) else []
@@ -730,8 +802,11 @@ def build(runs_dir: str | Path, out_path: str | Path, unsupported: Mapping[str, 
         what = "is not a folder" if Path(runs_dir).exists() else "does not exist"
         raise UsageError(f"runs folder {os.fspath(runs_dir)!r} {what}; pass --runs DIR with the run records")
     records, problems = collect(runs_dir, relabel)
+    selections, bad = read_selections(runs_dir)
+    records, notes = apply_selections(records, selections)
+    problems += bad
     check_writable(out_path, bool(records))
     links = {key: plot_links(runs_dir, out_path, key) for key in group(records)}
-    text = render(records, unsupported, problems, links)
+    text = render(records, unsupported, problems, links, notes)
     write(out_path, text)
     return text, problems

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+SELECTIONS = "selections"  # folder of tuning's selection records, under the records folder
+VALID_PREFIX = "valid_"  # metrics on a task's validation split: what tuning selects on, never a table's result
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")  # re-running these gives the same answer; "failed" is retried
 
@@ -190,3 +192,23 @@ class HistoryWriter:
         if not self._f.closed:
             self._f.close()
             os.unlink(self._tmp)
+
+
+def selection_path(runs_dir: str | Path, selection_id: str) -> Path:
+    return Path(runs_dir) / SELECTIONS / f"{selection_id}.json"
+
+
+def read_selections(runs_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every selection record (``gradbench tune``) under ``runs_dir``, and one line per unreadable file:
+    never silently dropped."""
+    out, problems = [], []
+    for path in sorted((Path(runs_dir) / SELECTIONS).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("kind") != "selection" or not isinstance(
+                    data.get("settings"), list):
+                raise ValueError("not a selection record")
+            out.append(data)
+        except (OSError, ValueError) as e:
+            problems.append(f"{path}: {e}")
+    return out, problems

@@ -17,6 +17,7 @@ from tabulate import tabulate
 from gradbench.config import format_value
 from gradbench.errors import UsageError
 from gradbench.leaderboard import format_mean_ci, format_sig
+from gradbench.records import VALID_PREFIX
 from gradbench.registry import ESTIMATORS, TASKS
 from gradbench.stats import mean_ci
 
@@ -28,12 +29,30 @@ def _fmt(v: Any) -> str:
 
 
 def _metric_names(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, bool]]:
-    """Metric names (main first) and their directions, over all records."""
+    """Metric names (main first) and their directions, over all records; validation metrics are left to
+    ``gradbench show`` and tuning (tables show what is reported: the test split)."""
     hib: dict[str, bool] = {}
     for r in records:
-        hib.update({k: bool(m.get("higher_is_better")) for k, m in (r.get("metrics") or {}).items()})
+        hib.update({k: bool(m.get("higher_is_better")) for k, m in (r.get("metrics") or {}).items()
+                    if not k.startswith(VALID_PREFIX)})
     main = next((r.get("main_metric") for r in records if r.get("main_metric")), None)
     return sorted(hib, key=lambda m: m != main), hib
+
+
+def format_selection(sel: dict[str, Any]) -> str:
+    """One selection as a table: every setting's validation mean ± CI, its ok seeds, and the choice."""
+    metric = sel["selection_metric"]
+    arrow = "↑" if sel["higher_is_better"] else "↓"
+    chosen = (sel.get("choice") or {}).get("index")
+    body = [[", ".join(f"{k}={v}" for k, v in row["values"].items()),
+             format_mean_ci(row["mean"], row["ci95"]) if row["mean"] is not None else "—",
+             f"{row['n_ok']}/{row['n']}", "chosen" if i == chosen else ""]
+            for i, row in enumerate(sel["settings"])]
+    head = f"{sel['task']['label']} x {sel['estimator']['label']} (budget: " + \
+        ", ".join(f"{k}={v}" for k, v in sel["budget"].items()) + f"): {sel.get('path', '')}"
+    table = tabulate(body, headers=["setting", f"{metric} {arrow}", "ok", ""], tablefmt="github",
+                     disable_numparse=True)
+    return f"{head}\n{table}\n"
 
 
 def format_rows(records: list[dict[str, Any]]) -> str:

@@ -209,7 +209,8 @@ def _record(spec: RunSpec, outcome: Any, accel_block: dict[str, str], prov: dict
     elif isinstance(outcome, Exception):
         record["status"], record["error"] = "failed", f"{type(outcome).__name__}: {outcome}"
     else:
-        metrics, cost, diagnostics, gradient = outcome
+        metrics, cost, diagnostics, gradient, fingerprint = outcome
+        record["data_fingerprint"] = fingerprint
         record["metrics"] = {k: {"value": v, "higher_is_better": spec.task_cls.metrics[k]}
                              for k, v in metrics.items()}
         record["cost"], record["diagnostics"] = cost, diagnostics

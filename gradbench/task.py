@@ -2,11 +2,17 @@
 
 The harness owns the training loop, optimizer, seeding, device, timing and progress; a task only
 builds its model and data, hands out ``(logits, cost_fn)`` for a training batch and evaluates.
+
+Common random numbers: a task draws everything about its data (batches, dynamic binarization, fixed sets
+made from the seed) from ``self.data_generator``, seeded from the run's seed alone, and the estimator's
+noise comes from the global generator, reseeded after the model is built. For one seed, every estimator
+then trains on the same minibatch sequence from the same initial weights (``data_fingerprint`` checks it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,7 +22,9 @@ import torch
 from gradbench import ops
 from gradbench.config import build_config, label, non_default
 from gradbench.errors import UsageError
+from gradbench.execution import stream_seed
 from gradbench.node import Node
+from gradbench.records import VALID_PREFIX
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Preset:
 
 
 FIXED_BATCH_SEED = 8_675_309
+FINGERPRINT_BATCHES = 3  # training batches hashed into a record's data_fingerprint
 RepeatedBatch = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -53,6 +62,9 @@ class Task(torch.nn.Module):
         super().__init__()
         self.config = config
         self.device = torch.device(device)
+        # the data stream: from the seed in force when the task is built (the harness seeds every run first)
+        self.data_generator = torch.Generator(device=self.device)
+        self.data_generator.manual_seed(stream_seed(torch.initial_seed(), "data"))
 
     @classmethod
     def node_of(cls, config: Any) -> Node:  # pragma: no cover - abstract
@@ -79,12 +91,39 @@ class Task(torch.nn.Module):
 
     @contextlib.contextmanager
     def fixed_rng(self) -> Iterator[None]:
-        """A forked RNG seeded with FIXED_BATCH_SEED: draws inside repeat on every call and never
-        perturb training."""
+        """Forked generators (the global ones and the data stream) seeded with FIXED_BATCH_SEED: draws
+        inside repeat on every call and never perturb training."""
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(FIXED_BATCH_SEED)
-            yield
+        state = self.data_generator.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(FIXED_BATCH_SEED)
+                self.data_generator.manual_seed(FIXED_BATCH_SEED)
+                yield
+        finally:
+            self.data_generator.set_state(state)
+
+    @torch.no_grad()
+    def data_fingerprint(self, batches: int = FINGERPRINT_BATCHES) -> str:
+        """A hash of the logits of the next ``batches`` training batches, drawn from a copy of the data
+        stream: equal fingerprints mean the same data and the same initial encoder (common random
+        numbers hold). Changes nothing: the data stream and the global generators are restored."""
+        state = self.data_generator.get_state()
+        h = hashlib.sha256()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                for _ in range(batches):
+                    logits, _ = self.train_batch()
+                    h.update(logits.detach().to("cpu", torch.float64).numpy().tobytes())
+        finally:
+            self.data_generator.set_state(state)
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def selection_metric(cls) -> str | None:
+        """The validation counterpart of the main metric (what tuning picks on), or None without one."""
+        name = valid_name(cls.main_metric)
+        return name if name in cls.metrics else None
 
     def fixed_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """One fixed training minibatch (the same on every call), for gradient statistics: ``train_batch``
@@ -126,6 +165,11 @@ class Task(torch.nn.Module):
         return list(torch.autograd.grad(expected, self.encoder_parameters()))
 
     @classmethod
+    def test_metrics(cls) -> dict[str, bool]:
+        """The metrics a table shows: every metric but the validation ones."""
+        return {k: v for k, v in cls.metrics.items() if not k.startswith(VALID_PREFIX)}
+
+    @classmethod
     def make_config(cls, values: dict[str, Any] | None = None, preset: str = "quick") -> Any:
         """The preset's config with ``values`` on top; raises UsageError on bad keys/values."""
         owner = f"task {cls.name!r}"
@@ -138,3 +182,15 @@ class Task(torch.nn.Module):
     def label_for(cls, config: Any, preset: str) -> str:
         """Table label: the name plus the config values that differ from the preset's."""
         return label(cls.name, non_default(config, cls.make_config(None, preset)))
+
+
+def valid_name(metric: str) -> str:
+    """The name of ``metric`` measured on the validation split: ``accuracy`` -> ``valid_accuracy``,
+    ``test_elbo`` -> ``valid_elbo``."""
+    return VALID_PREFIX + metric.removeprefix("test_")
+
+
+def validation_metrics(metrics: dict[str, bool], names: tuple[str, ...] | None = None) -> dict[str, bool]:
+    """``metrics`` (or the ``names`` among them) with their validation counterparts, for a task's ``metrics``."""
+    keep = names if names is not None else tuple(metrics)
+    return {**metrics, **{valid_name(k): metrics[k] for k in keep}}

@@ -27,7 +27,7 @@ from gradbench.spec import RunSpec
 LOG_EVERY = 50
 END = -1  # checkpoint key: after the last step of a seconds budget
 
-Result = tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]]]
+Result = tuple[dict[str, float], dict[str, Any], dict[str, float], list[dict[str, Any]], str | None]
 
 
 class Diverged(RuntimeError):
@@ -134,6 +134,8 @@ class Trainer:
         self.rng_devices = [device] if device.type == "cuda" else []  # what forked RNGs must cover
         self.histories, self.progress, self.accel, self.batched = histories, progress, accel, batched
         self.model = self._build_model()
+        # per replica; a seed batch draws its data together from the first replica's stream: no fingerprint
+        self.fingerprints = [None] * len(specs) if batched else [self.model.pairs[0][0].data_fingerprint()]
         self.evals_per_step = self._evals_per_step() if "evals" in self.spec.budget else None
         self.max_steps = self._max_steps()
         if self.evals_per_step is not None and self.max_steps is not None:
@@ -167,6 +169,14 @@ class Trainer:
             task = s.task_cls(s.task_config, self.device)
             task.to(self.device)
             pairs.append((task, s.estimator_cls(task.node, s.estimator_config).to(self.device)))
+        # The estimator's noise: its own stream, the same for every estimator at this seed, whatever their
+        # construction drew. A seed batch draws batched from one stream of each kind, which the vmapped step
+        # takes from the first replica's task: both are then the last seed's, so that a replica's share of
+        # the draws does not depend on the seeds before it.
+        last = self.specs[-1].seed
+        torch.manual_seed(execution.stream_seed(last, "noise"))
+        if self.batched:
+            pairs[0][0].data_generator.manual_seed(execution.stream_seed(last, "data"))
         return SeedBatch(pairs) if self.batched else Pair(*pairs[0])
 
     def _evals_per_step(self) -> float:
@@ -287,7 +297,8 @@ class Trainer:
             if self.rebound:
                 raise RuntimeError(f"the step rebinds {self.rebound[0]!r} instead of updating it in place, "
                                    f"which a replay would freeze")
-            self.graph.capture(self._train_step, self.optimizer)
+            self.graph.capture(self._train_step, self.optimizer,
+                               generators=[task.data_generator for task, _ in self.model.pairs[:1]])
         except Exception as e:  # e.g. a host sync inside the step
             self.graph = None
             self.optimizer.zero_grad(set_to_none=True)
@@ -413,7 +424,8 @@ class Trainer:
         return out
 
     def results(self, train_seconds: float) -> list[Result | Diverged]:
-        """Per replica: (metrics, cost block, diagnostics, gradient checkpoints), or how it diverged."""
+        """Per replica: (metrics, cost block, diagnostics, gradient checkpoints, data fingerprint), or how it
+        diverged."""
         if self.device.type == "cuda":
             peak = max(self.peak_cuda, torch.cuda.max_memory_allocated(self.device)) / 2**20
             kind = "cuda_max_allocated (training only)"
@@ -427,7 +439,7 @@ class Trainer:
                 "capture_seconds": self.capture_seconds, "peak_memory_mb": peak, "peak_memory_kind": kind}
         return [self.ended[r] if r in self.ended else
                 (self.metrics[r], {"cost_evals_per_step": self.diagnostics[r].get("cost_evals"), **cost},
-                 self.diagnostics[r], self.gradient[r]) for r in range(self.n)]
+                 self.diagnostics[r], self.gradient[r], self.fingerprints[r]) for r in range(self.n)]
 
 
 def _floats(d: dict[str, Any]) -> dict[str, float]:

@@ -10,7 +10,8 @@ autoencoder, not a VAE.
 Metrics on the fixed test split (stochastic codes: one sample from a fixed generator):
 ``test_recon`` (nats per image, main) and ``probe_accuracy``: a multinomial logistic regression
 (scikit-learn, lbfgs, C=1, fixed) fit on the codes of up to ``probe_train`` fixed training images and
-scored on the test codes: how linearly separable the classes are in the code.
+scored on the test codes: how linearly separable the classes are in the code. The same two on the fixed
+validation split (the same probe, scored on the validation codes): ``valid_recon``, ``valid_probe_accuracy``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 from gradbench import data, ops
 from gradbench.node import Node
 from gradbench.registry import register_task
-from gradbench.task import Preset, Task
+from gradbench.task import Preset, Task, validation_metrics
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class AutoencodeConfig:
 
 
 def probe_accuracy(train_codes: torch.Tensor, train_y: torch.Tensor, test_codes: torch.Tensor,
-                   test_y: torch.Tensor) -> float:
-    """Test accuracy of a fixed multinomial logistic regression fit on the training codes."""
+                   test_y: torch.Tensor, *more: torch.Tensor) -> float | tuple[float, ...]:
+    """Test accuracy of a fixed multinomial logistic regression fit on the training codes; with ``more``
+    (further codes, labels pairs) the accuracy on each of them too, from the same fit."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -61,12 +63,14 @@ def probe_accuracy(train_codes: torch.Tensor, train_y: torch.Tensor, test_codes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(train_codes.flatten(1).double().cpu().numpy(), train_y.cpu().numpy())
-    return float(clf.score(test_codes.flatten(1).double().cpu().numpy(), test_y.cpu().numpy()))
+    pairs = [(test_codes, test_y), *zip(more[::2], more[1::2], strict=True)]
+    scores = tuple(float(clf.score(c.flatten(1).double().cpu().numpy(), y.cpu().numpy())) for c, y in pairs)
+    return scores if more else scores[0]
 
 
 @register_task("autoencode")
 class AutoencodeTask(Task):
-    version = "1"
+    version = "2"  # 2: data from the task's own stream (common random numbers); validation metrics
     Config = AutoencodeConfig
     presets = {
         "quick": Preset("digits (8x8, dynamic binarization), 20x10 categorical code, hidden 256, batch 64, "
@@ -76,7 +80,7 @@ class AutoencodeTask(Task):
                         grad_draws=1000,
                         config={"dataset": "fashion-mnist", "hidden": 512, "batch_size": 100}),
     }
-    metrics = {"test_recon": False, "probe_accuracy": True}
+    metrics = validation_metrics({"test_recon": False, "probe_accuracy": True})
     main_metric = "test_recon"
 
     @classmethod
@@ -107,7 +111,7 @@ class AutoencodeTask(Task):
         return F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
 
     def train_batch(self):
-        x, _ = self.data.batch(self.config.batch_size)
+        x, _ = self.data.batch(self.config.batch_size, self.data_generator)
         return self.encoder(x), lambda code: self.cost(code, x)
 
     def exact_gradient(self) -> list[torch.Tensor] | None:
@@ -117,14 +121,19 @@ class AutoencodeTask(Task):
     def _codes(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([ops.forward(self.node, self.encoder(part), self.eval_generator) for part in x.split(4096)])
 
+    def _recon(self, codes: torch.Tensor, images: torch.Tensor) -> float:
+        total = sum(float(self.cost(c, x).sum()) for c, x in zip(codes.split(4096), images.split(4096), strict=True))
+        return total / images.shape[0]
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.eval_generator.manual_seed(0)
         test_codes = self._codes(self.data.test_x)
-        recon = sum(float(self.cost(c, x).sum()) for c, x in
-                    zip(test_codes.split(4096), self.data.test_x.split(4096), strict=True))
+        valid_codes = self._codes(self.data.valid_x)
         n = self.config.probe_train
         train_codes = self._codes(self.data.train_x[:n])
-        probe = probe_accuracy(train_codes, self.data.train_y[:n], test_codes, self.data.test_y)
-        return {"test_recon": recon / self.data.test_x.shape[0], "probe_accuracy": probe}
+        probe, valid_probe = probe_accuracy(train_codes, self.data.train_y[:n], test_codes, self.data.test_y,
+                                            valid_codes, self.data.valid_y)
+        return {"test_recon": self._recon(test_codes, self.data.test_x), "probe_accuracy": probe,
+                "valid_recon": self._recon(valid_codes, self.data.valid_x), "valid_probe_accuracy": valid_probe}
 

@@ -7,7 +7,10 @@ indices. Cost: cross-entropy per output position, summed over positions.
 
 Training data is either a fresh stream drawn on the device every step (``train_size=0``) or a fixed
 set of ``train_size`` sequences generated once from the run's seed, batches drawn uniformly with
-replacement. The test set is fixed (``test_seed``), the same for every run, so runs are paired.
+replacement; both come from the task's data stream, so for one seed every estimator sees the same
+sequences. The test set is fixed (``test_seed``), the same for every run, so runs are paired; so is the
+validation set (``valid_seed``, ``valid_size``), on which the same metrics are recorded as ``valid_*``
+(what tuning selects on).
 
 With ``node=bernoulli`` the code is a stochastic Bernoulli layer whose logits are the last Linear's
 output (no Tanh), so score-function estimators run too; it is evaluated with one sample drawn from
@@ -26,7 +29,7 @@ from torch import nn
 from gradbench import ops
 from gradbench.node import Node
 from gradbench.registry import register_task
-from gradbench.task import Preset, Task
+from gradbench.task import Preset, Task, validation_metrics
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,13 @@ class SortConfig:
     train_size: int = 0  # 0: a fresh stream every step
     test_size: int = 400_000  # fixed test sequences
     test_seed: int = 2024  # seed of the fixed test set (the same for every run, so runs are paired)
+    valid_size: int = 10_000  # fixed validation sequences (what tuning selects on; never the test set)
+    valid_seed: int = 2025  # seed of the fixed validation set
 
     def __post_init__(self) -> None:
-        for key in ("length", "hidden", "code", "batch_size", "test_size"):
+        if self.valid_seed == self.test_seed:
+            raise ValueError("valid_seed must differ from test_seed (the validation set would be the test set)")
+        for key in ("length", "hidden", "code", "batch_size", "test_size", "valid_size"):
             if getattr(self, key) < (2 if key == "length" else 1):
                 raise ValueError(f"{key} must be >= {2 if key == 'length' else 1}, got {getattr(self, key)}")
         if self.train_size < 0:
@@ -54,7 +61,7 @@ class SortConfig:
 
 @register_task("sort")
 class SortTask(Task):
-    version = "1"
+    version = "2"  # 2: data from the task's own stream (common random numbers); validation metrics
     Config = SortConfig
     presets = {
         "quick": Preset(
@@ -65,9 +72,10 @@ class SortTask(Task):
             "10-sort signum-dense: 2M fixed training / 400k test sequences, batch 1024, Adam lr 1e-4 "
             "(paper trains up to 15,000 epochs = 29.3M steps; this budget is 200k steps, pass --steps for more)",
             steps=200_000, eval_every=5_000, grad_draws=1000,
-            config={"length": 10, "batch_size": 1024, "lr": 1e-4, "train_size": 2_000_000, "test_size": 400_000}),
+            config={"length": 10, "batch_size": 1024, "lr": 1e-4, "train_size": 2_000_000, "test_size": 400_000,
+                    "valid_size": 40_000}),
     }
-    metrics = {"all_or_none": True, "per_element": True, "test_loss": False}
+    metrics = validation_metrics({"all_or_none": True, "per_element": True, "test_loss": False})
     main_metric = "all_or_none"
 
     @classmethod
@@ -87,11 +95,16 @@ class SortTask(Task):
         self.decoder = nn.Linear(c.code, c.length * c.length)
         self.to(self.device)
         if c.train_size:
-            # from the run's seed; a buffer, so batched seeds stack each replica's own set
-            self.register_buffer("train_x", torch.rand(c.train_size, c.length, device=self.device), persistent=False)
-        g = torch.Generator(device="cpu").manual_seed(c.test_seed)
-        self.test_x = torch.rand(c.test_size, c.length, generator=g).to(self.device)
+            # from the run's data stream; a buffer, so batched seeds stack each replica's own set
+            train_x = torch.rand(c.train_size, c.length, device=self.device, generator=self.data_generator)
+            self.register_buffer("train_x", train_x, persistent=False)
+        self.test_x = self._fixed_set(c.test_size, c.test_seed)
+        self.valid_x = self._fixed_set(c.valid_size, c.valid_seed)
         self.eval_generator = torch.Generator(device=self.device)
+
+    def _fixed_set(self, size: int, seed: int) -> torch.Tensor:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.rand(size, self.config.length, generator=g).to(self.device)
 
     def cost(self, code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Summed per-position cross-entropy; ``code`` may carry leading sample dims."""
@@ -102,18 +115,27 @@ class SortTask(Task):
 
     def train_batch(self):
         c = self.config
+        g = self.data_generator
         if c.train_size:
-            x = self.train_x[torch.randint(c.train_size, (c.batch_size,), device=self.device)]
+            x = self.train_x[torch.randint(c.train_size, (c.batch_size,), device=self.device, generator=g)]
         else:
-            x = torch.rand(c.batch_size, c.length, device=self.device)
+            x = torch.rand(c.batch_size, c.length, device=self.device, generator=g)
         target = x.argsort(-1)
         return self.encoder(x), lambda y: self.cost(y, target)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.eval_generator.manual_seed(self.config.test_seed)
+        test = self._scores(self.test_x)
+        self.eval_generator.manual_seed(self.config.valid_seed)
+        valid = self._scores(self.valid_x)
+        return {**test, "valid_all_or_none": valid["all_or_none"], "valid_per_element": valid["per_element"],
+                "valid_loss": valid["test_loss"]}
+
+    def _scores(self, sequences: torch.Tensor) -> dict[str, float]:
+        """The test metrics' values on ``sequences``; stochastic codes from the evaluation generator."""
         correct_seq = correct_el = loss = 0.0
-        for x in self.test_x.split(8192):
+        for x in sequences.split(8192):
             target = x.argsort(-1)
             code = ops.forward(self.node, self.encoder(x), self.eval_generator)
             L = self.config.length
@@ -122,6 +144,6 @@ class SortTask(Task):
             correct_seq += hit.all(-1).sum()
             correct_el += hit.sum()
             loss += self.cost(code, target).sum()
-        n = self.test_x.shape[0]
+        n = sequences.shape[0]
         return {"all_or_none": float(correct_seq) / n, "per_element": float(correct_el) / (n * self.config.length),
                 "test_loss": float(loss) / n}

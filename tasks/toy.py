@@ -50,7 +50,7 @@ class ToyConfig:
 
 @register_task("toy")
 class ToyTask(Task):
-    version = "1"
+    version = "2"  # 2: the estimator's noise is its own stream, reseeded after the model is built
     Config = ToyConfig
     presets = {
         "quick": Preset("100 Bernoulli variables, t=0.45, batch 1, Adam lr 1e-2, 2000 steps; 1000 gradient draws "

@@ -57,6 +57,25 @@ def run_toy(tmp_path, **kw) -> dict[str, Any]:
                          runs=str(tmp_path), **kw)
 
 
+# cheap task settings, in order of preference, for tests that need some task an estimator supports
+SMALL_TASKS = ("sort", "sort:node=bernoulli", "toy:variant=categorical", "topk", "classify:node=sort",
+               "classify:node=rank", "classify:node=round", "autoencode:node=kmeans")
+
+
+def task_for(estimator: str) -> str | None:
+    """The first of SMALL_TASKS that exists and whose node ``estimator`` supports (None if none does)."""
+    from gradbench.errors import UsageError
+    from gradbench.spec import resolve
+
+    for task in SMALL_TASKS:
+        try:
+            resolve(task, estimator, steps=1, grad_stats=False)
+        except UsageError:  # unknown task or setting, or unsupported pair
+            continue
+        return task
+    return None
+
+
 def history(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a record's ``.history.jsonl``."""
     with open(record["path"].replace(".json", ".history.jsonl")) as f:

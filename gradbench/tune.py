@@ -1,0 +1,262 @@
+"""Tuning on validation: run a grid of settings through the sweep machinery and pick, per estimator, the
+setting with the best mean of the task's validation main metric; write what was chosen and why.
+
+Nothing is chosen on the test set: the choice reads only the ``valid_*`` counterpart of the main metric
+(``Task.selection_metric``). The rule, stated in every selection record:
+
+- a setting is *eligible* only when every tuning seed finished ``ok`` (a setting that diverges or fails on
+  a seed is a worse setting, not a missing value);
+- among eligible settings the best mean over the tuning seeds wins; equal means go to the earlier setting
+  in grid order;
+- the chosen setting is then run at the final seeds (default: the tuning seeds), whose test metrics are
+  what the leaderboard reports, under the table's name with ``[tuned]``.
+
+The grid runs skip the gradient statistics (a choice needs only validation metrics, and the statistics
+cost more than the training on the small tasks); the final runs make them as asked. Measuring never changes
+a trajectory, so a final run at a tuning seed trains exactly as its grid run did.
+
+A selection record is plain JSON in ``<runs>/selections/<id>.json``; its id hashes what defines the
+tuning (task and estimator specs, grid, seeds, preset, budget), so re-running ``gradbench tune`` resumes
+(finished runs are reused) and rewrites the same record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradbench import records
+from gradbench.config import parse_spec
+from gradbench.errors import UnsupportedError, UsageError
+from gradbench.multisample import estimator_class
+from gradbench.registry import get_task_class
+from gradbench.spec import RunOptions, RunSpec, resolve
+from gradbench.stats import mean_ci
+from gradbench.sweep import Grid, split_specs
+
+SELECTION_SCHEMA = 1
+RULE = ("eligible: every tuning seed finished ok; chosen: the eligible setting with the best mean {metric} over "
+        "the tuning seeds (ties: the earlier setting in grid order); reported: the chosen setting's test metrics "
+        "at the final seeds")
+
+
+def parse_grid(text: str) -> dict[str, list[str]]:
+    """``"lr=1e-4,3e-4,1e-3,tau=0.5,1"`` -> ``{"lr": ["1e-4", "3e-4", "1e-3"], "tau": ["0.5", "1"]}``: an
+    item with ``=`` starts a key, the items after it are more values of that key."""
+    grid: dict[str, list[str]] = {}
+    key = None
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            key, _, value = (s.strip() for s in item.partition("="))
+            if not key:
+                raise UsageError(f"bad --grid {text!r}: empty key in {item!r}")
+            if key in grid:
+                raise UsageError(f"bad --grid {text!r}: key {key!r} given twice")
+            grid[key] = []
+            item = value
+        if key is None:
+            raise UsageError(f"bad --grid {text!r}: a value before any key; expected e.g. lr=1e-4,3e-4,1e-3")
+        if not item:
+            raise UsageError(f"bad --grid {text!r}: key {key!r} has an empty value")
+        if item in grid[key]:
+            raise UsageError(f"bad --grid {text!r}: value {item!r} of {key!r} given twice")
+        grid[key].append(item)
+    if not grid or not all(grid.values()):
+        raise UsageError(f"bad --grid {text!r}; expected e.g. lr=1e-4,3e-4,1e-3[,tau=0.5,1]")
+    return grid
+
+
+def _fields(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def route(key: str, task_cls: type, est_cls: type) -> tuple[str, str]:
+    """(``task`` or ``estimator``, config key) of a grid key: ``task.K`` / ``estimator.K`` say which; a plain
+    key is the task's when its Config has it (``lr`` is the model's learning rate), else the estimator's."""
+    scope, dot, name = key.partition(".")
+    if dot:
+        if scope not in ("task", "estimator"):
+            raise UsageError(f"grid key {key!r}: prefix must be task. or estimator.")
+        owner = task_cls if scope == "task" else est_cls
+        if name not in _fields(owner.Config):
+            raise UsageError(f"grid key {key!r}: {scope} {owner.name!r} has no config key {name!r}")
+        return scope, name
+    if key in _fields(task_cls.Config):
+        return "task", key
+    if key in _fields(est_cls.Config):
+        return "estimator", key
+    raise UsageError(f"grid key {key!r} is not a config key of task {task_cls.name!r} or estimator "
+                     f"{est_cls.name!r} (see gradbench describe)")
+
+
+@dataclass
+class Candidate:
+    """One estimator's tuning: its grid points, their specs per seed, and what was chosen."""
+
+    task: str
+    estimator: str
+    points: list[dict[str, str]]  # grid key -> value, in grid order
+    specs: list[list[RunSpec]]  # per point, per tuning seed (no gradient statistics)
+    settings: list[tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]]  # per point: (task, estimator)
+    final: list[RunSpec] = field(default_factory=list)  # the chosen point at the final seeds
+    rows: list[dict[str, Any]] | None = None  # per point: validation statistics (``score``)
+    choice: int | None = None
+
+
+def candidates(task: str, estimator: str, grid: dict[str, list[str]], seeds: list[int], preset: str,
+               options: RunOptions) -> Candidate:
+    """Resolve every grid point of one (task, estimator) at every tuning seed; UsageError on a bad point."""
+    task_name, task_values = parse_spec(task)
+    est_name, est_values = parse_spec(estimator)
+    task_cls = get_task_class(task_name)
+    est_cls, _ = estimator_class(est_name, dict(est_values))
+    if task_cls.selection_metric() is None:
+        raise UsageError(f"task {task_cls.name!r} records no validation metric to tune on "
+                         f"(valid_{task_cls.main_metric.removeprefix('test_')}); tuning never selects on test")
+    routes = {key: route(key, task_cls, est_cls) for key in grid}
+    for scope, name in routes.values():
+        if name in (task_values if scope == "task" else est_values):
+            raise UsageError(f"{scope} key {name!r} is both in --{scope} and in --grid; give it in one place")
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    settings, specs = [], []
+    bare = dataclasses.replace(options, grad_stats=False)
+    for point in points:
+        t = {**task_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "task"}}
+        e = {**est_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "estimator"}}
+        settings.append(((task_name, t), (est_name, e)))
+        specs.append([resolve((task_name, t), (est_name, e), preset=preset, seed=s, options=bare) for s in seeds])
+    return Candidate(task, estimator, points, specs, settings)
+
+
+def _record(runs_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
+    path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, spec.run_id)
+    try:
+        return records.read_record(path) if path.exists() else None
+    except records.CorruptRecord:
+        return None
+
+
+def score(candidate: Candidate, runs_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """Per point: its validation statistics over the tuning seeds; and how many runs have no record yet."""
+    metric = candidate.specs[0][0].task_cls.selection_metric()
+    rows, missing = [], 0
+    for point, specs in zip(candidate.points, candidate.specs, strict=True):
+        found = [_record(runs_dir, s) for s in specs]
+        missing += sum(r is None for r in found)
+        ok = [r for r in found if r is not None and r.get("status") == "ok"]
+        values = [((r.get("metrics") or {}).get(metric) or {}).get("value") for r in ok]
+        mean, half, n = mean_ci(v for v in values if isinstance(v, (int, float)))
+        rows.append({"values": point, "run_ids": [s.run_id for s in specs], "n_ok": len(ok), "n": len(specs),
+                     "statuses": sorted({str(r.get("status")) for r in found if r is not None}),
+                     "mean": mean if n else None, "ci95": half, "n_valued": n})
+    return rows, missing
+
+
+def choose(rows: list[dict[str, Any]], higher_is_better: bool) -> int | None:
+    """The index of the chosen point (see the module's rule), or None when no point is eligible."""
+    eligible = [i for i, r in enumerate(rows) if r["n_ok"] == r["n"] == r["n_valued"] and r["mean"] is not None]
+    if not eligible:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return max(eligible, key=lambda i: (sign * rows[i]["mean"], -i))
+
+
+def selection_id(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int]) -> str:
+    spec = candidate.specs[0][0]
+    return records.run_id({"task": {"name": "selection", "version": str(SELECTION_SCHEMA),
+                                    "config": {"task": candidate.task, "grid": grid}},
+                           "estimator": {"name": candidate.estimator, "version": "", "config": {}},
+                           "preset": spec.preset, "seed": [seeds, final_seeds], "budget": spec.budget})
+
+
+def selection_record(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int],
+                     rows: list[dict[str, Any]], argv: list[str] | None) -> dict[str, Any]:
+    """The plain-JSON account of one tuning: the grid, every point's validation mean with its CI, the rule,
+    the choice and its final runs, and the tuning's cost."""
+    spec = candidate.specs[0][0]
+    task_cls = spec.task_cls
+    metric = task_cls.selection_metric()
+    task_name, task_values = parse_spec(candidate.task)
+    base_task = task_cls.label_for(task_cls.make_config(task_values, spec.preset), spec.preset)
+    est_name, est_values = parse_spec(candidate.estimator)
+    cls, values = estimator_class(est_name, dict(est_values))
+    base_est = cls.label_for(cls.make_config(values))
+    chosen = rows[candidate.choice] if candidate.choice is not None else None
+    return {
+        "kind": "selection", "schema_version": SELECTION_SCHEMA,
+        "id": selection_id(candidate, grid, seeds, final_seeds),
+        "task": {"name": task_name, "spec": candidate.task, "label": base_task},
+        "estimator": {"name": est_name, "spec": candidate.estimator, "label": base_est},
+        "preset": spec.preset, "budget": spec.budget, "grid": grid, "seeds": seeds, "final_seeds": final_seeds,
+        "selection_metric": metric, "higher_is_better": task_cls.metrics[metric],
+        "rule": RULE.format(metric=metric), "settings": rows,
+        "choice": None if chosen is None else {
+            "index": candidate.choice, "values": chosen["values"],
+            "final_run_ids": [s.run_id for s in candidate.final]},
+        "cost": {"runs": sum(len(s) for s in candidate.specs), "points": len(candidate.points),
+                 "seeds": len(seeds)},
+        "argv": argv,
+    }
+
+
+@dataclass
+class TuneResult:
+    selections: list[dict[str, Any]]
+    unsupported: list[str]
+    failed_runs: int
+    missing: int  # runs with no record (e.g. another shard's): no selection is written until they exist
+
+
+def tune(task: str, estimators: str, grid_text: str, seeds: list[int], final_seeds: list[int] | None,
+         preset: str, options: RunOptions, sweep: Callable[[Grid], Any],
+         argv: list[str] | None = None) -> TuneResult:
+    """Tune every estimator of ``estimators`` (comma-separated specs) on ``task``: run the grid through
+    ``sweep`` (a function that runs a Grid, e.g. ``run_sweep`` bound to an executor), choose on validation,
+    run the choice at the final seeds, and write one selection record per estimator."""
+    grid = parse_grid(grid_text)
+    final_seeds = final_seeds or seeds
+    found, unsupported = [], []
+    for est in split_specs(estimators):
+        try:
+            found.append(candidates(task, est, grid, seeds, preset, options))
+        except UnsupportedError as e:
+            unsupported.append(f"{task} x {est}: {e}")
+    if not found:
+        raise UsageError("nothing to tune: " + ("; ".join(unsupported) or "no estimator given"))
+    failed = _count_failed(sweep(Grid([s for c in found for specs in c.specs for s in specs])))
+    result = TuneResult([], unsupported, failed, 0)
+    finals = []
+    for c in found:
+        rows, missing = score(c, options.runs)
+        result.missing += missing
+        if missing:
+            continue
+        task_cls = c.specs[0][0].task_cls
+        c.choice = choose(rows, task_cls.metrics[task_cls.selection_metric()])
+        if c.choice is not None:
+            task_spec, est_spec = c.settings[c.choice]
+            c.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
+            finals.extend(c.final)  # runs already made (same spec) are reused by the sweep
+        c.rows = rows
+    if finals:
+        result.failed_runs += _count_failed(sweep(Grid(finals)))
+    for c in found:
+        if c.rows is None:
+            continue
+        record = selection_record(c, grid, seeds, final_seeds, c.rows, argv)
+        path = records.selection_path(options.runs, record["id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records.atomic_write_json(path, record)
+        record["path"] = str(path)
+        result.selections.append(record)
+    return result
+
+
+def _count_failed(outcome: Any) -> int:
+    return int(getattr(outcome, "failed", 0) or 0)

@@ -1,0 +1,217 @@
+"""The fair protocol: common random numbers (data_fingerprint), validation metrics, and tuning on validation.
+
+Tuning must never read the test split: ``test_poisoning_the_test_metric_leaves_the_choice_unchanged``
+rewrites the records' test metrics to favour the losing setting and checks the choice stands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import gradbench
+from gradbench import leaderboard as lb
+from gradbench import records
+from gradbench.cli import main
+from gradbench.errors import UsageError
+from gradbench.registry import get_task_class
+from gradbench.spec import RunOptions, resolve
+from gradbench.sweep import Grid
+from gradbench.task import valid_name
+from gradbench.tune import candidates, choose, parse_grid, score, tune
+
+QUICK = {"device": "cpu", "grad_stats": False}
+
+
+# ------------------------------------------------------------------------- common random numbers
+
+
+def test_one_seed_gives_every_estimator_the_same_data(tmp_path):
+    fingerprints = {}
+    for est in ("ste", "dab", "gumbel", "reinforce"):
+        r = gradbench.run("classify:node=bernoulli", est, seed=4, steps=3, runs=str(tmp_path), **QUICK)
+        assert r["status"] == "ok", r["error"]
+        fingerprints[est] = r["data_fingerprint"]
+    assert len(set(fingerprints.values())) == 1, fingerprints
+    other = gradbench.run("classify:node=bernoulli", "ste", seed=5, steps=3, runs=str(tmp_path), **QUICK)
+    assert other["data_fingerprint"] != fingerprints["ste"]
+
+
+def test_the_data_stream_ignores_what_the_estimator_draws():
+    """Two tasks of one seed draw the same batches even when the global generator is used in between
+    (as an estimator's noise would be): data comes from the task's own generator."""
+    def batches(perturb: bool) -> list[torch.Tensor]:
+        torch.manual_seed(11)
+        spec = resolve("vae", "ste", seed=11)
+        task = spec.task_cls(spec.task_config)
+        out = []
+        for _ in range(3):
+            if perturb:
+                torch.rand(1000)
+            out.append(task.train_batch()[0])
+        return out
+
+    for a, b in zip(batches(False), batches(True), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fingerprint_and_fixed_batch_leave_the_data_stream_where_it_was():
+    torch.manual_seed(2)
+    spec = resolve("autoencode", "ste", seed=2)
+    task = spec.task_cls(spec.task_config)
+    state = task.data_generator.get_state()
+    first = task.data_fingerprint()
+    task.fixed_batch()
+    assert torch.equal(task.data_generator.get_state(), state)
+    assert task.data_fingerprint() == first
+
+
+def test_batched_seeds_record_no_fingerprint(tmp_path):
+    from gradbench.runner import execute_seeds
+
+    specs = [resolve("toy", "ste", seed=s, steps=3, grad_stats=False) for s in (0, 1)]
+    done = execute_seeds(specs, device="cpu", runs_dir=tmp_path, batch=True)
+    assert [r["data_fingerprint"] for r in done] == [None, None]  # their data is drawn together: not theirs alone
+
+
+# ------------------------------------------------------------------------------ validation metrics
+
+
+@pytest.mark.parametrize("task", ["sort", "classify", "autoencode", "vae"])
+def test_validation_metrics_are_recorded_beside_the_test_metrics(tmp_path, task):
+    cls = get_task_class(task)
+    assert cls.selection_metric() == valid_name(cls.main_metric)
+    r = gradbench.run(task, "ste", steps=2, runs=str(tmp_path), **QUICK)
+    assert r["status"] == "ok", r["error"]
+    for metric in cls.test_metrics():
+        if metric != "train_elbo":  # not a held-out metric
+            assert valid_name(metric) in r["metrics"], metric
+    text = (tmp_path / "leaderboard.md")
+    lb.build(tmp_path, text)
+    assert "valid_" not in text.read_text()  # tables report the test split only
+
+
+def test_sort_validation_set_is_not_the_test_set():
+    with pytest.raises(UsageError, match="valid_seed must differ"):
+        resolve("sort:valid_seed=2024", "ste")
+    spec = resolve("sort", "ste")
+    task = spec.task_cls(spec.task_config)
+    assert task.valid_x.shape == (10_000, 5) and not torch.equal(task.valid_x[:100], task.test_x[:100])
+
+
+# ---------------------------------------------------------------------------------------- tuning
+
+
+def test_parse_grid():
+    assert parse_grid("lr=1e-4,3e-4,1e-3,tau=0.5,1") == {"lr": ["1e-4", "3e-4", "1e-3"], "tau": ["0.5", "1"]}
+    for bad in ("", "1e-3,lr=2", "lr=", "lr=1,lr=2", "lr=1,1", "=3"):
+        with pytest.raises(UsageError):
+            parse_grid(bad)
+
+
+def test_grid_keys_route_to_the_task_or_the_estimator():
+    opts = RunOptions(steps=2, grad_stats=False)
+    c = candidates("autoencode", "gumbel", {"tau": ["0.5", "1"]}, [0], "quick", opts)
+    assert c.points == [{"tau": "0.5"}, {"tau": "1"}]
+    for bad in ({"nope": ["1"]}, {"task.tau": ["1"]}, {"model.lr": ["1"]}):
+        with pytest.raises(UsageError):
+            candidates("classify", "ste", bad, [0], "quick", opts)
+    with pytest.raises(UsageError, match="both in --task and in --grid"):
+        candidates("classify:lr=0.01", "ste", {"lr": ["1e-3"]}, [0], "quick", opts)
+    with pytest.raises(UsageError, match="no validation metric"):
+        candidates("toy", "ste", {"lr": ["1e-3"]}, [0], "quick", opts)  # exact metrics, no data to hold out
+
+
+def test_choose_rule():
+    rows = [{"n_ok": 3, "n": 3, "n_valued": 3, "mean": 0.9}, {"n_ok": 2, "n": 3, "n_valued": 2, "mean": 0.99},
+            {"n_ok": 3, "n": 3, "n_valued": 3, "mean": 0.9}, {"n_ok": 3, "n": 3, "n_valued": 3, "mean": 0.5}]
+    assert choose(rows, higher_is_better=True) == 0  # row 1 lost a seed: not eligible; a tie goes to the earlier
+    assert choose(rows, higher_is_better=False) == 3
+    assert choose([{"n_ok": 1, "n": 2, "n_valued": 1, "mean": 1.0}], True) is None
+
+
+def _sweep_here(runs):
+    from gradbench.sweep import LocalExecutor, run_sweep
+
+    def sweep(grid: Grid):
+        return run_sweep(grid, str(runs), LocalExecutor(1), device="cpu", progress=False)
+    return sweep
+
+
+@pytest.mark.slow
+def test_poisoning_the_test_metric_leaves_the_choice_unchanged(tmp_path):
+    opts = RunOptions(steps=60, grad_stats=False, runs=str(tmp_path), device="cpu")
+    grid = "lr=1e-5,3e-3"
+    result = tune("classify", "ste", grid, [0, 1], [0, 1, 2], "quick", opts, _sweep_here(tmp_path))
+    (sel,) = result.selections
+    assert sel["choice"]["values"] == {"lr": "3e-3"}  # 1e-5 barely moves in 60 steps
+    assert sel["selection_metric"] == "valid_accuracy" and len(sel["choice"]["final_run_ids"]) == 3
+    saved = json.loads(Path(sel["path"]).read_text())
+    assert saved["settings"][1]["mean"] > saved["settings"][0]["mean"]
+    # poison: the losing setting gets a perfect test score, the chosen one a zero
+    for i, row in enumerate(saved["settings"]):
+        for rid in row["run_ids"]:
+            path = records.record_path(tmp_path, "classify", "ste", rid)
+            rec = json.loads(path.read_text())
+            rec["metrics"]["accuracy"]["value"] = 1.0 if i == 0 else 0.0
+            rec["metrics"]["test_loss"]["value"] = 0.0 if i == 0 else 9.0
+            path.write_text(json.dumps(rec))
+    again = tune("classify", "ste", grid, [0, 1], [0, 1, 2], "quick", opts, _sweep_here(tmp_path))
+    assert again.selections[0]["choice"] == sel["choice"]
+    # and the leaderboard's tuned row is the chosen setting's, at the final seeds
+    lb.build(tmp_path, tmp_path / "lb.md")
+    text = (tmp_path / "lb.md").read_text()
+    assert "### classify [tuned]" in text and "ste [lr=3e-3]" in text and "| 3/3 " in text
+    assert "ste [lr=1e-5]" not in text and "### classify(lr=" not in text  # grid runs leave the plain tables
+
+
+def test_a_setting_that_fails_a_seed_is_not_eligible(tmp_path):
+    opts = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path), device="cpu")
+    c = candidates("classify", "ste", {"lr": ["1e-3", "1e-2"]}, [0, 1], "quick", opts)
+    for specs in c.specs:
+        for s in specs:
+            gradbench.runner.execute(s, device="cpu", runs_dir=tmp_path)
+    bad = records.record_path(tmp_path, "classify", "ste", c.specs[1][1].run_id)
+    rec = json.loads(bad.read_text())
+    rec["status"], rec["error"] = "diverged", "non-finite loss"
+    bad.write_text(json.dumps(rec))
+    rows, missing = score(c, tmp_path)
+    assert missing == 0 and rows[1]["n_ok"] == 1
+    assert choose(rows, True) == 0
+
+
+def test_selections_in_the_leaderboard_say_what_was_not_chosen(tmp_path):
+    sel = {"kind": "selection", "task": {"name": "classify", "label": "classify"}, "preset": "quick",
+           "budget": {"steps": 5}, "estimator": {"name": "ste", "label": "ste"}, "grid": {"lr": ["1", "2"]},
+           "seeds": [0, 1], "final_seeds": [0, 1], "selection_metric": "valid_accuracy",
+           "settings": [{"run_ids": ["aaa"]}, {"run_ids": ["bbb"]}], "choice": None}
+    path = records.selection_path(tmp_path, "x")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(sel))
+    (tmp_path / "selections" / "broken.json").write_text("{")
+    text, problems = lb.build(tmp_path, tmp_path / "lb.md")
+    assert "ste: no setting finished on every tuning seed" in text
+    assert any("broken.json" in p for p in problems)
+
+
+def test_tune_cli_usage_errors(tmp_path, capsys):
+    base = ["tune", "--task", "classify", "--estimators", "ste", "--runs", str(tmp_path), "--steps", "2"]
+    assert main([*base, "--grid", "lr"]) == 2
+    assert main([*base, "--grid", "lr=1e-3", "--seeds", "x"]) == 2
+    assert main(["tune", "--task", "toy", "--estimators", "ste", "--grid", "lr=1e-3", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert all(line.startswith("gradbench: error: ") for line in err.strip().splitlines())
+
+
+@pytest.mark.slow
+def test_tune_cli_end_to_end(tmp_path, capsys):
+    rc = main(["tune", "--task", "classify", "--estimators", "ste,gumbel", "--grid", "lr=1e-3,3e-3", "--seeds", "0-1",
+               "--steps", "20", "--no-grad-stats", "--runs", str(tmp_path), "--device", "cpu", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "skipping unsupported pair classify x gumbel" in err  # sign node
+    assert "valid_accuracy ↑" in out and out.count("chosen") == 1
+    assert len(list((tmp_path / "selections").glob("*.json"))) == 1
