@@ -7,6 +7,12 @@ the DAB loss never moves h.
 
 For stochastic nodes the approximator sees the logits and the uniform noise that drew the sample,
 so it can learn the (deterministic) map (logits, noise) -> sample.
+
+Nodes that change shape (docs/nodes.md) are where DAB has an answer and straight-through has none: the
+``batch`` approximator maps the flattened input (``node.in_numel`` features: n for ``rank``, the m
+vectors and c centroids for ``kmeans``) to the flattened output (``node.numel``: n x n, m x d or
+m x c). The ``independent`` approximator sees one element at a time, so it runs only on elementwise
+nodes (sign, threshold, bernoulli, round).
 """
 
 from __future__ import annotations
@@ -88,15 +94,18 @@ class DAB(Estimator):
             raise UnsupportedError(f"estimator 'dab': approximator=independent sees one class at a time and "
                                    f"cannot represent an argmax over classes ({node.kind} node; use "
                                    f"approximator=batch)")
+        if self.config.approximator == "independent" and not node.elementwise:
+            raise UnsupportedError(f"estimator 'dab': approximator=independent sees one element at a time and "
+                                   f"cannot represent a function of several elements ({node.kind} node; use "
+                                   f"approximator=batch)")
         channels = 2 if node.stochastic else 1  # (logit, noise) for stochastic nodes
-        d = node.numel
-        if self.config.approximator == "batch":
-            self.approximator = _BatchMLP(channels * d, d, self.config.hidden or 128)
+        if self.config.approximator == "batch":  # input features -> output features (they differ for rank, kmeans)
+            self.approximator = _BatchMLP(channels * node.in_numel, node.numel, self.config.hidden or 128)
         else:
             self.approximator = _IndependentMLP(channels, self.config.hidden or 256)
 
     def _inputs(self, logits: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        flat = ops.flat_events(logits, self.node)
+        flat = ops.flat_inputs(logits, self.node)
         if noise is None:
             return flat.unsqueeze(1)  # (batch, 1, features): a view, no copy
         return torch.stack([flat, ops.flat_events(noise, self.node)], dim=1)  # (batch, 2, features)

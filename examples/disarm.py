@@ -1,9 +1,12 @@
-"""DisARM (Dong, Mnih & Tucker, 2020) as a gradbench plugin: a complete estimator in one file.
+"""DisARM (Dong, Mnih & Tucker, 2020) written as a gradbench plugin: a complete estimator in one file.
 
-Run it without installing anything:
+gradbench ships DisARM as the built-in ``disarm`` (estimators/disarm.py); this file is the same estimator
+as a plugin registered under its own name, ``my-disarm``, to show how an estimator is written and
+checked outside the package (tests/test_plugin_checks.py pins that both give the same estimate). Run it
+without installing anything:
 
-    gradbench validate --estimator disarm --plugin examples/disarm.py
-    gradbench run --estimator disarm --task toy --plugin examples/disarm.py
+    gradbench validate --estimator my-disarm --plugin examples/disarm.py
+    gradbench run --estimator my-disarm --task toy --plugin examples/disarm.py
 
 For Bernoulli logits phi with sigma = sigmoid(phi) and one uniform u per unit, the antithetic pair
 b1 = 1[u > 1 - sigma], b2 = 1[u < sigma] gives, per unit i,
@@ -25,10 +28,10 @@ from gradbench import ops
 
 @dataclass(frozen=True)
 class DisARMConfig:
-    """No hyper-parameters; a frozen dataclass all the same, so `disarm:key=value` errors are clear."""
+    """No hyper-parameters; a frozen dataclass all the same, so `my-disarm:key=value` errors are clear."""
 
 
-@gradbench.register_estimator("disarm")
+@gradbench.register_estimator("my-disarm")
 class DisARM(gradbench.Estimator):
     supports = frozenset({"bernoulli"})
     unbiased = True

@@ -52,6 +52,8 @@ class Estimator(torch.nn.Module):
     compilable: ClassVar[bool] = True  # False: forward cannot run under torch.compile (e.g. double backward)
     capturable: ClassVar[bool] = True  # False: a training step cannot be replayed from a CUDA graph (host syncs,
     # data-dependent control flow, host-side state); the harness then runs it eagerly
+    needs_log_weights: ClassVar[bool] = False  # True: needs the task's per-sample log-weights (VIMCO); run only
+    # where ``Task.provides_log_weights(config)``, refused elsewhere before any work
     batchable: ClassVar[bool] = True  # False: forward cannot run under torch.func.vmap (batched seeds), e.g.
     # because it calls torch.autograd.grad; seeds then run one after another
 
@@ -69,6 +71,12 @@ class Estimator(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, cost_fn: CostFn) -> EstimatorOutput:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def refusal(cls, node: Node) -> str | None:
+        """Why this estimator cannot run ``node``, when it can say more than "unsupported kind" (e.g.
+        straight-through on a node that changes shape); None otherwise. Shown in the one-line refusal."""
+        return None
 
     @classmethod
     def make_config(cls, values: dict[str, Any] | None = None) -> Any:

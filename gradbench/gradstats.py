@@ -115,7 +115,8 @@ def cost_reaches_encoder(task: Task, params: list[torch.Tensor]) -> bool:
     drawing no random numbers."""
     logits, cost_fn = task.fixed_batch()
     with torch.enable_grad():
-        cost = cost_fn(torch.zeros_like(logits.detach()))
+        # the node's output shape, which is not the input's for rank and kmeans assignments
+        cost = cost_fn(logits.new_zeros(logits.shape[:1] + task.node.shape))
     if not cost.requires_grad:
         return False
     direct = torch.autograd.grad(cost.sum(), params, allow_unused=True)

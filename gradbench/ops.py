@@ -25,7 +25,11 @@ def uniform(shape: torch.Size | tuple[int, ...], like: torch.Tensor,
 
 
 def hard(node: Node, logits: torch.Tensor) -> torch.Tensor:
-    """Exact value of a deterministic node (no gradient)."""
+    """Exact value of a deterministic node: logits (*prefix, *in_shape) -> (*prefix, *shape).
+
+    No gradient is meant to flow through it (sort's values would carry autograd's; callers detach).
+    ``sort``, ``rank`` and ``topk`` act on the last dim; ties (probability zero for continuous inputs)
+    go to the lower index first, as a stable sort orders them."""
     if node.kind == "sign":
         m = node.params["margin"]
         return (logits > m).to(logits.dtype) - (logits < -m).to(logits.dtype)
@@ -33,7 +37,54 @@ def hard(node: Node, logits: torch.Tensor) -> torch.Tensor:
         return (logits > 0).to(logits.dtype)
     if node.kind == "argmax":
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    if node.kind == "sort":
+        return logits.sort(dim=-1, stable=True).values
+    if node.kind == "rank":
+        return rank_matrix(logits)
+    if node.kind == "topk":
+        return topk_mask(logits, node.params["k"])
+    if node.kind == "round":
+        return quantize(logits, node.params["levels"], node.params["low"], node.params["high"])
+    if node.kind == "kmeans":
+        vectors, centroids = kmeans_parts(node, logits)
+        index = nearest_centroid(vectors, centroids)
+        if node.params["output"] == "assignments":
+            return F.one_hot(index, centroids.shape[-2]).to(logits.dtype)
+        return centroids.gather(-2, index.unsqueeze(-1).expand(*index.shape, centroids.shape[-1]))
     raise ValueError(f"{node.kind} is stochastic: use perturb/from_perturbed")
+
+
+def rank_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(..., n) -> (..., n, n): P[i, j] = 1 iff x_j is the i-th smallest (0-based), so P @ x = sort(x),
+    P.argmax(-1) = argsort(x) and P.argmax(-2) = the rank of each entry."""
+    return F.one_hot(x.argsort(dim=-1, stable=True), x.shape[-1]).to(x.dtype)
+
+
+def topk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., n) -> (..., n): 1 at the k largest entries of the last dim, 0 elsewhere."""
+    order = x.argsort(dim=-1, descending=True, stable=True)
+    return torch.zeros_like(x).scatter(-1, order[..., :k], 1.0)
+
+
+def quantize(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """Uniform quantization to ``levels`` evenly spaced values from ``low`` to ``high`` (inclusive): clamp,
+    then round to the nearest level (half to even, as torch.round)."""
+    step = (high - low) / (levels - 1)
+    return low + step * torch.round((x.clamp(low, high) - low) / step)
+
+
+def kmeans_parts(node: Node, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A kmeans node's input (..., m + c, d) split into its m vectors (..., m, d) and c centroids (..., c, d)."""
+    m = node.shape[0]
+    return x[..., :m, :], x[..., m:, :]
+
+
+def nearest_centroid(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest centroid (squared Euclidean) of each vector: (..., m, d), (..., c, d) -> (..., m);
+    ties to the lower index."""
+    d2 = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ centroids.transpose(-1, -2)
+          + centroids.pow(2).sum(-1).unsqueeze(-2))
+    return d2.argmin(-1)
 
 
 def perturb(node: Node, logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -105,6 +156,11 @@ def conditional_perturb(node: Node, logits: torch.Tensor, b: torch.Tensor, v: to
 def flat_events(y: torch.Tensor, node: Node) -> torch.Tensor:
     """(*prefix, *shape) -> (*prefix, numel): flatten one example's event dims."""
     return y.flatten(start_dim=y.dim() - len(node.shape))
+
+
+def flat_inputs(x: torch.Tensor, node: Node) -> torch.Tensor:
+    """(*prefix, *in_shape) -> (*prefix, in_numel): flatten one example's input dims."""
+    return x.flatten(start_dim=x.dim() - len(node.in_shape))
 
 
 class TooManyEvents(ValueError):

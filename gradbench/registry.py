@@ -21,14 +21,28 @@ from gradbench.errors import UnknownNameError, UsageError
 BUILTIN_ESTIMATORS = {
     "dab": "gradbench.estimators.dab:DAB",
     "ste": "gradbench.estimators.ste:StraightThrough",
+    "exact": "gradbench.estimators.exact:Exact",
+    "perturbed": "gradbench.estimators.perturbed:Perturbed",
+    "blackbox": "gradbench.estimators.blackbox:Blackbox",
+    "imle": "gradbench.estimators.imle:IMLE",
+    "softsort": "gradbench.estimators.softsort:SoftSort",
     "gumbel": "gradbench.estimators.gumbel:GumbelSoftmax",
     "reinforce": "gradbench.estimators.reinforce:Reinforce",
     "relax": "gradbench.estimators.relax:Relax",
+    "arm": "gradbench.estimators.arm:ARM",
+    "disarm": "gradbench.estimators.disarm:DisARM",
+    "nvil": "gradbench.estimators.nvil:NVIL",
+    "muprop": "gradbench.estimators.muprop:MuProp",
+    "reinmax": "gradbench.estimators.reinmax:ReinMax",
+    "gumbel-rao": "gradbench.estimators.gumbel_rao:GumbelRao",
+    "indecater": "gradbench.estimators.indecater:IndeCateR",
+    "vimco": "gradbench.estimators.vimco:VIMCO",
 }
 BUILTIN_TASKS = {
     "autoencode": "gradbench.tasks.autoencode:AutoencodeTask",
     "classify": "gradbench.tasks.classify:ClassifyTask",
     "sort": "gradbench.tasks.sort:SortTask",
+    "topk": "gradbench.tasks.topk:TopkTask",
     "toy": "gradbench.tasks.toy:ToyTask",
     "vae": "gradbench.tasks.vae:VaeTask",
 }

@@ -136,9 +136,13 @@ def _check_supported(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimato
     node = task_cls.node_of(task_cfg)
     if node.kind not in est_cls.supports:
         hint = _working_setting(task_cls, task_cfg, est_cls, preset)
-        raise UnsupportedError(
-            f"estimator {est_cls.name!r} does not support the {node.kind!r} node of task {task_cls.name!r} "
-            f"(it supports: {', '.join(sorted(est_cls.supports))})" + (f"; try --task {hint}" if hint else ""))
+        why = est_cls.refusal(node) or (f"estimator {est_cls.name!r} does not support the {node.kind!r} node of "
+                                        f"task {task_cls.name!r} (it supports: {', '.join(sorted(est_cls.supports))})")
+        raise UnsupportedError(why + (f"; try --task {hint}" if hint else ""))
+    if est_cls.needs_log_weights and not task_cls.provides_log_weights(task_cfg):
+        raise UnsupportedError(f"estimator {est_cls.name!r} needs per-sample log-weights, which task {task_cls.name!r} "
+                               f"does not provide with these settings (the vae does with iw_k >= 2: try --task "
+                               f"vae:iw_k=5)")
     est_cls(node, est_cfg)  # constructor-level checks (e.g. a variant undefined for this node)
 
 

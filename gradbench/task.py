@@ -139,6 +139,29 @@ class Task(torch.nn.Module):
         (the harness then uses the plain loop for such tasks)."""
         return None
 
+    @classmethod
+    def provides_log_weights(cls, config: Any) -> bool:
+        """Whether this config's cost functions carry per-sample log-weights (``with_log_weight``), known
+        without building the model, so that an estimator that needs them (VIMCO) can be refused before a
+        run. Default: False."""
+        return False
+
+    @staticmethod
+    def with_log_weight(cost_fn: Callable[[torch.Tensor], torch.Tensor],
+                        log_weight: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Optional hook for multi-sample estimators (VIMCO): a task whose examples carry k latent samples
+        along the node's first event dim and whose cost is the negative k-sample importance-weighted bound
+        -log 1/k sum_j exp(l_j) returns its cost function through this, from ``train_batch`` and
+        ``repeated_fixed_batch``. ``log_weight(y)`` maps node outputs (*prefix, batch, k, ...) to the
+        per-sample log-weights l_j = log p(x, h_j) - log q(h_j | x), shape (*prefix, batch, k); estimators
+        read it as ``cost_fn.log_weight``. Tasks without it leave such estimators to refuse."""
+
+        def cost(y: torch.Tensor) -> torch.Tensor:
+            return cost_fn(y)
+
+        cost.log_weight = log_weight  # type: ignore[attr-defined]
+        return cost
+
     def encoder_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters upstream of the node: those the logits depend on."""
         logits, _ = self.fixed_batch()

@@ -44,7 +44,22 @@ SMALL_NODES = {
     "argmax": Node("argmax", (2, 4)),
     "bernoulli": Node("bernoulli", (4,)),
     "categorical": Node("categorical", (2, 3)),
+    "sort": Node("sort", (2, 4)),
+    "rank": Node("rank", (2, 4, 4)),  # two vectors of 4 -> two 4 x 4 permutation matrices
+    "topk": Node("topk", (2, 5), k=2),
+    "round": Node("round", (6,), levels=4),
+    "kmeans": Node("kmeans", (3, 2), centroids=4),  # 3 vectors of dim 2, 4 centroids: input (7, 2)
 }
+# Other settings of a kind, checked where the estimator's configuration accepts them (not part of nodes_for):
+VARIANT_NODES = {
+    "kmeans(assignments)": Node("kmeans", (3, 4), centroids=4, output="assignments", dim=2),
+}
+_LABELS = {node: label for label, node in {**SMALL_NODES, **VARIANT_NODES}.items()}
+
+
+def node_label(node: Node) -> str:
+    """A check's name for its node: the kind, or the kind and setting of a VARIANT_NODES entry."""
+    return _LABELS.get(node, node.kind)
 
 
 @dataclass
@@ -77,6 +92,14 @@ class CheckCost(nn.Module):
         h = torch.tanh(flat @ self.W + self.c)
         return (h - self.t).pow(2).sum(-1) + flat @ self.a
 
+    def log_weight(self, y: torch.Tensor) -> torch.Tensor:
+        """The optional per-sample log-weight hook (``Task.with_log_weight``) that multi-sample estimators
+        such as VIMCO take: one value per sample along the node's first event dim, (*prefix, batch, k),
+        here -(s + tanh(s)^2) with s = a.y over each sample's elements."""
+        ay = y * self.a.view(self.node.shape)
+        s = ay.reshape(*ay.shape[:ay.dim() - len(self.node.shape) + 1], -1).sum(-1)
+        return -(s + torch.tanh(s).pow(2))
+
 
 def _as_class(estimator: Any) -> type[Estimator]:
     if isinstance(estimator, str):
@@ -87,14 +110,15 @@ def _as_class(estimator: Any) -> type[Estimator]:
 
 
 def _upstream(node: Node, batch: int, seed: int) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
-    """A linear layer in front of the node, so 'upstream of logits' is a real parameter."""
+    """A linear layer in front of the node, so 'upstream of logits' is a real parameter; logits have the
+    node's input shape (batch, *in_shape), which differs from the output's for rank and kmeans."""
     g = torch.Generator().manual_seed(99 + seed)
-    layer = nn.Linear(5, node.numel)
+    layer = nn.Linear(5, node.in_numel)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.7)
         layer.bias.copy_(torch.randn(layer.bias.shape, generator=g) * 0.3)
     x = torch.randn(batch, 5, generator=g)
-    return layer, x, layer(x).view(batch, *node.shape)
+    return layer, x, layer(x).view(batch, *node.in_shape)
 
 
 def _grads(output: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
@@ -152,9 +176,10 @@ def check_output(cls, node, config, seed=0) -> CheckResult:
     _, _, logits = _upstream(node, batch, seed)
     out = est(logits, cost_fn)
     if not isinstance(out, EstimatorOutput):
-        return CheckResult("output", node.kind, False, f"forward returned {type(out).__name__}, not EstimatorOutput")
+        return CheckResult("output", node_label(node), False,
+                           f"forward returned {type(out).__name__}, not EstimatorOutput")
     problems = _shape_problems(out, node, batch) or _value_problems(out, node, logits, cost_fn)
-    return CheckResult("output", node.kind, not problems, "; ".join(problems) or "shapes, values ok")
+    return CheckResult("output", node_label(node), not problems, "; ".join(problems) or "shapes, values ok")
 
 
 def check_gradients(cls, node, config, seed=0) -> CheckResult:
@@ -173,7 +198,7 @@ def check_gradients(cls, node, config, seed=0) -> CheckResult:
             problems.append(f"non-finite gradient on {label} parameters")
         elif label != "estimator" and not _moved(grads):
             problems.append(f"no gradient reaches the {label} parameters")
-    return CheckResult("gradients", node.kind, not problems, "; ".join(problems) or "finite, non-zero")
+    return CheckResult("gradients", node_label(node), not problems, "; ".join(problems) or "finite, non-zero")
 
 
 def check_separation(cls, node, config, seed=0) -> CheckResult:
@@ -191,7 +216,7 @@ def check_separation(cls, node, config, seed=0) -> CheckResult:
     if _moved(_grads(out.aux_loss, others)):
         problems.append("aux_loss has a gradient on parameters that are not the estimator's")
     detail = "; ".join(problems) or (f"{len(own)} own parameter tensors kept apart" if own else "no own parameters")
-    return CheckResult("separation", node.kind, not problems, detail)
+    return CheckResult("separation", node_label(node), not problems, detail)
 
 
 def check_determinism(cls, node, config, seed=0) -> CheckResult:
@@ -208,7 +233,8 @@ def check_determinism(cls, node, config, seed=0) -> CheckResult:
 
     a, b = once(), once()
     same = all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    return CheckResult("determinism", node.kind, same, "identical" if same else "two runs with one seed differ")
+    return CheckResult("determinism", node_label(node), same,
+                       "identical" if same else "two runs with one seed differ")
 
 
 def exact_gradient(node: Node, base_logits: torch.Tensor, cost_fn: nn.Module) -> tuple[torch.Tensor, list]:
@@ -246,7 +272,7 @@ def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 2
         out = est(logits, cost_fn)
         out.loss.backward()
         if logits.grad is None:
-            return CheckResult("unbiased", node.kind, False, "loss has no gradient w.r.t. the logits")
+            return CheckResult("unbiased", node_label(node), False, "loss has no gradient w.r.t. the logits")
         per_example.append(logits.grad.detach() * batch)  # loss is a batch mean
         param_rounds.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
                                        for p in params]))
@@ -271,7 +297,7 @@ def check_unbiased(cls, node, config, seed=0, batch: int = 2000, rounds: int = 2
     n = est_logits.shape[0]
     detail = (f"{n} draws; max |z|/critical = {worst:.2f}" if not failures
               else f"biased at {len(failures)} group(s): " + "; ".join(failures))
-    return CheckResult("unbiased", node.kind, not failures, detail)
+    return CheckResult("unbiased", node_label(node), not failures, detail)
 
 
 def check_float64(cls, node, config, seed=0) -> CheckResult:
@@ -279,13 +305,13 @@ def check_float64(cls, node, config, seed=0) -> CheckResult:
     torch.manual_seed(seed)
     est = cls(node, config)
     cost_fn = CheckCost(node).double()
-    logits = (torch.randn(8, *node.shape, dtype=torch.float64) * 0.8).requires_grad_(True)
+    logits = (torch.randn(8, *node.in_shape, dtype=torch.float64) * 0.8).requires_grad_(True)
     out = est(logits, cost_fn)
     (out.loss + out.aux_loss).backward()
     problems = [f"{name} is {t.dtype}" for name, t in (("sample", out.sample), ("cost", out.cost),
                                                        ("logits gradient", logits.grad))
                 if t is None or t.dtype != torch.float64]
-    return CheckResult("float64", node.kind, not problems, "; ".join(problems) or "float64 throughout")
+    return CheckResult("float64", node_label(node), not problems, "; ".join(problems) or "float64 throughout")
 
 
 class _RowCounter(nn.Module):
@@ -302,6 +328,12 @@ class _RowCounter(nn.Module):
         self.rows += y.numel() / (self.batch * self.node.numel)
         return self.inner(y)
 
+    def log_weight(self, y: torch.Tensor) -> torch.Tensor:
+        """The inner cost's log-weight hook, counted like the cost: a row is a row."""
+        self.calls += 1
+        self.rows += y.numel() / (self.batch * self.node.numel)
+        return self.inner.log_weight(y)
+
 
 def check_cost_evals(cls, node, config, seed=0) -> CheckResult:
     """``diagnostics["cost_evals"]`` is the number of cost-function rows evaluated per example in one
@@ -315,13 +347,14 @@ def check_cost_evals(cls, node, config, seed=0) -> CheckResult:
     seen = f"{counter.rows:g} row(s) per example in {counter.calls} call(s)"
     diagnostics = out.diagnostics if isinstance(out.diagnostics, dict) else {}
     if "cost_evals" not in diagnostics:
-        return CheckResult("cost_evals", node.kind, False, f"diagnostics has no 'cost_evals' (cost-function rows "
-                                                           f"per example per step); forward evaluated {seen}")
+        return CheckResult("cost_evals", node_label(node), False,
+                           f"diagnostics has no 'cost_evals' (cost-function rows per example per step); "
+                           f"forward evaluated {seen}")
     reported = float(diagnostics["cost_evals"])
     if reported != counter.rows:
-        return CheckResult("cost_evals", node.kind, False, f"reports cost_evals={reported:g}, but forward evaluated "
-                                                           f"{seen}")
-    return CheckResult("cost_evals", node.kind, True, seen)
+        return CheckResult("cost_evals", node_label(node), False,
+                           f"reports cost_evals={reported:g}, but forward evaluated {seen}")
+    return CheckResult("cost_evals", node_label(node), True, seen)
 
 
 CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check_separation, check_determinism,
@@ -336,9 +369,19 @@ def nodes_for(cls: type[Estimator]) -> list[Node]:
 def accepted_nodes(cls: type[Estimator], config: Any) -> list[Node]:
     """``nodes_for(cls)`` less the kinds whose constructor refuses ``config`` (UnsupportedError, e.g.
     ``ste:variant=prob`` on sign). Other construction errors keep the node: its checks report them."""
+    return _accepting(cls, config, nodes_for(cls))
+
+
+def accepted_variant_nodes(cls: type[Estimator], config: Any) -> list[Node]:
+    """The VARIANT_NODES of the kinds ``cls`` supports that its constructor accepts with ``config`` (e.g.
+    kmeans assignments: ``dab`` runs them, ``ste`` refuses them)."""
+    return _accepting(cls, config, [n for n in VARIANT_NODES.values() if n.kind in cls.supports])
+
+
+def _accepting(cls: type[Estimator], config: Any, candidates: list[Node]) -> list[Node]:
     nodes = []
     with torch.random.fork_rng(devices=[]):  # building a module draws parameters: leave the global RNG as it was
-        for node in nodes_for(cls):
+        for node in candidates:
             try:
                 cls(node, config)
             except UnsupportedError:
@@ -376,7 +419,7 @@ class EstimatorCheck:
         if changed:
             name += "[" + ",".join(f"{k}={format_value(v)}" for k, v in changed.items()) + "]"
         check = self.check.__name__.removeprefix("check_")
-        return f"{name}-{check}" + (f"-{self.node.kind}" if self.node is not None else "")
+        return f"{name}-{check}" + (f"-{node_label(self.node)}" if self.node is not None else "")
 
     def __call__(self) -> CheckResult:
         result = self.check(self.cls, self.node, self.config, self.seed)
@@ -408,7 +451,7 @@ def estimator_checks(estimators: Iterable[Any], seed: int = 0) -> list[Estimator
     items = []
     for entry in estimators:
         cls, config = _entry(entry)
-        nodes = accepted_nodes(cls, config)
+        nodes = accepted_nodes(cls, config) + accepted_variant_nodes(cls, config)
         for node in nodes:
             items += [EstimatorCheck(check, cls, config, node, seed) for check in CHECKS]
             if cls.unbiased and node.stochastic:
@@ -449,4 +492,5 @@ def _guarded(check, cls, node, config, seed) -> CheckResult:
         return check(cls, node, config, seed)
     except Exception as e:  # a crash is a failed check, reported like the others
         name = check.__name__.removeprefix("check_")
-        return CheckResult(name, node.kind if node is not None else "-", False, f"raised {type(e).__name__}: {e}")
+        return CheckResult(name, node_label(node) if node is not None else "-", False,
+                           f"raised {type(e).__name__}: {e}")

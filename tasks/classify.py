@@ -3,7 +3,14 @@
 Model: Linear(D, hidden)-ReLU-Linear(hidden, code) [-Tanh for ``sign``] -> node (``code`` units) ->
 Linear(code, hidden)-ReLU-Linear(hidden, 10). Inputs are grey levels in [0, 1]. Cost: cross-entropy of
 the class, per example. The node is ``sign`` (with margin, after a Tanh, as in the DAB paper's demo),
-``threshold`` (1[x > 0]) or ``bernoulli`` (stochastic; evaluated with one sample from a fixed generator).
+``threshold`` (1[x > 0]) or ``bernoulli`` (stochastic; evaluated with one sample from a fixed generator),
+or one of the DAB paper's own non-elementwise functions (docs/nodes.md):
+
+* ``sort``: the sort non-linearity, the code units split into groups of ``group`` units, each group sorted
+  (``group`` = ``code`` sorts the whole layer); the decoder sees the sorted values (``code`` units).
+* ``rank``: each group's permutation matrix (group x group: the layer changes shape, ``code`` -> ``code`` x
+  ``group`` units into the decoder; straight-through cannot run it).
+* ``round``: a quantized hidden layer, Tanh then uniform quantization to ``levels`` levels over [-1, 1].
 
 The paper's own architecture could not be retrieved; this protocol is gradbench's (docs/tasks.md).
 Metrics on the fixed test split: accuracy (main) and mean cross-entropy (``test_loss``); the same on the
@@ -28,17 +35,23 @@ from gradbench.task import Preset, Task, validation_metrics
 @dataclass(frozen=True)
 class ClassifyConfig:
     dataset: Literal["digits", "fashion-mnist", "mnist"] = "digits"  # digits is embedded; the others load from disk
-    node: Literal["sign", "threshold", "bernoulli"] = "sign"  # the hidden layer's op (sign: after a Tanh)
+    node: Literal["sign", "threshold", "bernoulli", "sort", "rank", "round"] = "sign"  # the hidden layer's op
     margin: float = 0.5  # sign's dead zone: 0 for |x| <= margin
     hidden: int = 256  # width of the dense layers around the node
     code: int = 256  # units through the node
     batch_size: int = 64  # training images per step
     lr: float = 1e-3  # Adam learning rate of the model
+    group: int = 8  # sort, rank: units per sorted (ranked) group; code must be a multiple
+    levels: int = 4  # round: quantization levels over [-1, 1]
 
     def __post_init__(self) -> None:
         for key in ("hidden", "code", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.node in ("sort", "rank") and (self.group < 2 or self.code % self.group):
+            raise ValueError(f"group must be >= 2 and divide code={self.code}, got {self.group}")
+        if self.levels < 2:
+            raise ValueError(f"levels must be >= 2, got {self.levels}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.margin < 1:
@@ -63,6 +76,13 @@ class ClassifyTask(Task):
     def node_of(cls, config: ClassifyConfig) -> Node:
         if config.node == "sign":
             return Node("sign", (config.code,), margin=config.margin)
+        groups = (config.code // config.group, config.group)
+        if config.node == "sort":
+            return Node("sort", groups)
+        if config.node == "rank":
+            return Node("rank", (*groups, config.group))
+        if config.node == "round":
+            return Node("round", (config.code,), levels=config.levels)
         return Node(config.node, (config.code,))
 
     @classmethod
@@ -74,10 +94,16 @@ class ClassifyTask(Task):
         c = config
         self.data = data.image_set(c.dataset, None, self.device)
         layers = [nn.Linear(self.data.dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.code)]
-        if c.node == "sign":
+        if c.node in ("sign", "round"):
             layers.append(nn.Tanh())
+        node = self.node
+        grouped = len(node.in_shape) > 1  # sort, rank: (groups, group) into the node, flattened after it
+        if grouped:
+            layers.append(nn.Unflatten(-1, node.in_shape))
         self.encoder = nn.Sequential(*layers)
-        self.decoder = nn.Sequential(nn.Linear(c.code, c.hidden), nn.ReLU(), nn.Linear(c.hidden, self.data.classes))
+        head = [nn.Flatten(-len(node.shape))] if grouped else []
+        self.decoder = nn.Sequential(*head, nn.Linear(node.numel, c.hidden), nn.ReLU(),
+                                     nn.Linear(c.hidden, self.data.classes))
         self.to(self.device)
         self.eval_generator = torch.Generator(device=self.device)
 

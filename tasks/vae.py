@@ -14,6 +14,12 @@ the KL in closed form. The KL depends on the encoder's logits directly (not thro
 see it as part of the cost and its gradient flows straight to the encoder; ``repeated_fixed_batch`` lets
 gradient statistics batch their draws all the same.
 
+``iw_k = k > 1`` trains the k-sample importance-weighted bound (IWAE, Burda et al. 2016) instead: each
+example carries k latent samples along a leading node dim (node shape (k, latents)), the encoder's logits
+repeated for each, and the cost is -log 1/k sum_j p(x, h_j) / q(h_j | x). Every estimator trains it (the k
+samples are one node value to them); the per-sample log-weights are also handed over through
+``Task.with_log_weight``, which VIMCO needs. The metrics are the same at any k.
+
 Metrics (fixed binarized splits; samples from a fixed generator): ``test_elbo`` (nats, main, one sample
 per image), ``test_iw_bound``: the importance-weighted bound log 1/k sum_i p(x, b_i)/q(b_i|x) with
 k = ``iw_samples`` (default 100; ELBO <= bound <= log p(x), tighter as k grows), and ``train_elbo``; the
@@ -48,9 +54,10 @@ class VaeConfig:
     batch_size: int = 50  # training images per step
     lr: float = 1e-3  # Adam learning rate of the model and prior
     iw_samples: int = 100  # samples k of the importance-weighted test bound
+    iw_k: int = 1  # samples per example of the bound trained on: 1 the ELBO, k > 1 the k-sample IW bound (vimco)
 
     def __post_init__(self) -> None:
-        for key in ("latents", "hidden", "batch_size", "iw_samples"):
+        for key in ("latents", "hidden", "batch_size", "iw_samples", "iw_k"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.classes < 2:
@@ -86,9 +93,19 @@ class VaeTask(Task):
 
     @classmethod
     def node_of(cls, config: VaeConfig) -> Node:
+        draws = (config.iw_k,) if config.iw_k > 1 else ()  # k samples per example: a leading dim
         if config.node == "categorical":
-            return Node("categorical", (config.latents, config.classes))
-        return Node("bernoulli", (config.latents,))
+            return Node("categorical", (*draws, config.latents, config.classes))
+        return Node("bernoulli", (*draws, config.latents))
+
+    @property
+    def latent(self) -> Node:
+        """One latent sample's node: the node, less its leading dim of k samples when iw_k > 1."""
+        return Node(self.node.kind, self.node.shape[1:]) if self.config.iw_k > 1 else self.node
+
+    @classmethod
+    def provides_log_weights(cls, config: VaeConfig) -> bool:
+        return config.iw_k > 1  # the k-sample bound's per-sample log-weights (Task.with_log_weight)
 
     @classmethod
     def check_config(cls, config: VaeConfig) -> None:
@@ -100,9 +117,9 @@ class VaeTask(Task):
         self.data = data.image_set(c.dataset, c.binarize, self.device)
         width = c.latents * (c.classes if c.node == "categorical" else 1)
         mid = [c.hidden, c.hidden] if c.arch == "nonlinear" else []
-        self.encoder = nn.Sequential(_mlp([self.data.dim, *mid, width]), nn.Unflatten(-1, self.node.shape))
-        self.decoder = nn.Sequential(nn.Flatten(-len(self.node.shape)), _mlp([width, *mid, self.data.dim]))
-        self.prior_logits = nn.Parameter(torch.zeros(self.node.shape))
+        self.encoder = nn.Sequential(_mlp([self.data.dim, *mid, width]), nn.Unflatten(-1, self.latent.shape))
+        self.decoder = nn.Sequential(nn.Flatten(-len(self.latent.shape)), _mlp([width, *mid, self.data.dim]))
+        self.prior_logits = nn.Parameter(torch.zeros(self.latent.shape))
         self.to(self.device)
         self.eval_generator = torch.Generator(device=self.device)
 
@@ -116,7 +133,7 @@ class VaeTask(Task):
         else:
             log_q = F.log_softmax(logits, -1)
             kl = log_q.exp() * (log_q - F.log_softmax(prior, -1))
-        return ops.flat_events(kl, self.node).sum(-1)
+        return ops.flat_events(kl, self.latent).sum(-1)
 
     def log_likelihood(self, code: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|b) per example; ``code`` may carry leading sample dims."""
@@ -126,15 +143,36 @@ class VaeTask(Task):
     def train_batch(self):
         x, _ = self.data.batch(self.config.batch_size, self.data_generator)
         logits = self.encoder(x)
+        if self.config.iw_k > 1:
+            draws = logits.unsqueeze(1).expand(logits.shape[0], self.config.iw_k, *logits.shape[1:])
+            return draws, self.iw_cost(draws, x)
         kl = self.kl(logits)
         return logits, lambda code: kl - self.log_likelihood(code, x)
+
+    def iw_cost(self, draws: torch.Tensor, x: torch.Tensor):
+        """iw_k > 1: the cost -log 1/k sum_j exp(l_j) of codes (*prefix, batch, k, *latent), with the
+        per-sample log-weights l_j = log p(x | h_j) + log p(h_j) - log q(h_j | x) as the VIMCO hook."""
+        latent, k = self.latent, self.config.iw_k
+
+        def log_weight(code: torch.Tensor) -> torch.Tensor:
+            return (self.log_likelihood(code, x.unsqueeze(1)) + ops.log_prob(latent, self.prior_logits, code)
+                    - ops.log_prob(latent, draws, code))
+
+        def cost(code: torch.Tensor) -> torch.Tensor:
+            return math.log(k) - torch.logsumexp(log_weight(code), -1)
+
+        return self.with_log_weight(cost, log_weight)
 
     def repeated_fixed_batch(self, repeats: int):
         """The fixed batch repeated, with the KL computed from the repeated logits (see Task)."""
         with self.fixed_rng():  # the same draws as fixed_batch(): the same images
             x, _ = self.data.batch(self.config.batch_size, self.data_generator)
         logits = self.encoder(x)
+        if self.config.iw_k > 1:
+            logits = logits.unsqueeze(1).expand(logits.shape[0], self.config.iw_k, *logits.shape[1:])
         rep = logits.detach().repeat(repeats, *[1] * len(self.node.shape)).requires_grad_(True)
+        if self.config.iw_k > 1:
+            return logits, rep, self.iw_cost(rep, x.repeat(repeats, 1))
         kl, x_rep = self.kl(rep), x.repeat(repeats, 1)
         return logits, rep, lambda code: kl - self.log_likelihood(code, x_rep)
 
@@ -146,7 +184,7 @@ class VaeTask(Task):
         total = 0.0
         for part in x.split(4096):
             logits = self.encoder(part)
-            code = ops.forward(self.node, logits, self.eval_generator)
+            code = ops.forward(self.latent, logits, self.eval_generator)
             total += float((self.log_likelihood(code, part) - self.kl(logits)).sum())
         return total
 
@@ -159,8 +197,8 @@ class VaeTask(Task):
             logits = self.encoder(part)
             u = ops.uniform((k, *logits.shape), logits, self.eval_generator)
             b = ops.from_perturbed(self.node, ops.perturb(self.node, logits.expand_as(u), u))
-            log_w = (self.log_likelihood(b, part) + ops.log_prob(self.node, prior.expand_as(b), b)
-                     - ops.log_prob(self.node, logits, b))
+            log_w = (self.log_likelihood(b, part) + ops.log_prob(self.latent, prior.expand_as(b), b)
+                     - ops.log_prob(self.latent, logits, b))
             out.append(torch.logsumexp(log_w, 0) - math.log(k))
         return torch.cat(out)
 

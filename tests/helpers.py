@@ -59,7 +59,7 @@ def run_toy(tmp_path, **kw) -> dict[str, Any]:
 
 # cheap task settings, in order of preference, for tests that need some task an estimator supports
 SMALL_TASKS = ("sort", "sort:node=bernoulli", "toy:variant=categorical", "topk", "classify:node=sort",
-               "classify:node=rank", "classify:node=round", "autoencode:node=kmeans")
+               "classify:node=rank", "classify:node=round", "autoencode:node=kmeans", "vae:iw_k=2,latents=20")
 
 
 def task_for(estimator: str) -> str | None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import CountsInPython, history, register
+from helpers import CountsInPython, history, register, task_for
 
 import gradbench
 from gradbench import execution
@@ -72,7 +72,8 @@ class ReplayByRerun:
         self.warmups += 1
         return eager_step()
 
-    def capture(self, step_fn, optimizer):
+    def capture(self, step_fn, optimizer, generators=()):
+        self.generators = list(generators)  # the task's data stream, which a real capture registers
         if self.fail:
             raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
         self.fn, self.optimizer = step_fn, optimizer
@@ -104,6 +105,7 @@ def test_graph_loop_follows_eager_with_a_schedule(tmp_path, monkeypatch, estimat
     graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert graph["status"] == "ok", graph["error"]
     assert graph["accel"]["used"] == "graph" and graph["cost"]["capture_seconds"] is not None
+    assert len(ReplayByRerun.last.generators) == 1  # the data stream is handed to the capture
     warmup = execution.GRAPH_WARMUP
     assert (ReplayByRerun.last.warmups, ReplayByRerun.last.replays) == (warmup, 40 - warmup)
     rows_e, rows_g = history(eager), history(graph)
@@ -158,8 +160,7 @@ def test_pick_accel_per_device_and_estimator(monkeypatch):
 def test_graph_follows_eager_on_cuda(tmp_path, estimator):
     """The captured step computes what eager computes: same logged costs and metrics to float tolerance
     (Adam's capturable bias correction is computed in float32 on the device, hence not bit-equal)."""
-    node = "sort" if "sign" in get_estimator_class(estimator).supports else "sort:node=bernoulli"
-    kw = dict(task=node, estimator=estimator, steps=60, eval_every=20, device="cuda", grad_stats=False)
+    kw = dict(task=task_for(estimator), estimator=estimator, steps=60, eval_every=20, device="cuda", grad_stats=False)
     eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
     graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert eager["status"] == graph["status"] == "ok", graph["error"]

@@ -46,8 +46,8 @@ def test_failed_run_exits_1(tmp_path, capsys):
 
 
 def test_external_plugin_is_validated_and_run(tmp_path, capsys):
-    assert main(["validate", "--estimator", "disarm", "--plugin", DISARM]) == 0
-    assert main(["run", "-t", "toy", "-e", "disarm", "--plugin", DISARM, "--steps", "200", "--runs", str(tmp_path),
+    assert main(["validate", "--estimator", "my-disarm", "--plugin", DISARM]) == 0
+    assert main(["run", "-t", "toy", "-e", "my-disarm", "--plugin", DISARM, "--steps", "200", "--runs", str(tmp_path),
                  "--json", "--no-progress"]) == 0
     out = capsys.readouterr().out
     record = json.loads(out[out.index("{"):])

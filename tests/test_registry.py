@@ -311,7 +311,7 @@ def test_cli_usage_errors_are_one_line(argv, needles, capsys):
 
 
 def test_cli_validate_plugin_example(capsys):
-    rc = main(["validate", "--estimator", "disarm", "--plugin", str(EXAMPLES / "disarm.py")])
+    rc = main(["validate", "--estimator", "my-disarm", "--plugin", str(EXAMPLES / "disarm.py")])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "7/7 checks passed" in out
