@@ -187,3 +187,23 @@ def test_compare_pairs_runs_of_one_budget(tmp_path, capsys):
     assert "several budgets" in capsys.readouterr().err
     assert main(["compare", "-t", "toy", "ste", "gumbel", "--runs", runs, "--steps", "20", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["budget"] == {"steps": 20}
+
+
+def test_bias_test_ignores_rounding_but_not_small_biases():
+    """An estimator exact up to float32 rounding (IndeCateR on an additive cost) is not biased; a relative
+    bias of 1e-3 with draws that barely vary is (the floor is 1e-5 x |reference|)."""
+    from gradbench.gradstats import bias_test
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(300, generator=g)
+    rounding = ref * (1 + 3e-7) + 1e-9 * torch.randn(100, 300, generator=g)
+    assert bias_test(rounding, ref)[0] > 0.05
+    biased = ref * (1 + 1e-3) + 1e-9 * torch.randn(100, 300, generator=g)
+    assert bias_test(biased, ref)[0] < 1e-6
+
+
+def test_an_exact_estimator_is_not_flagged_on_the_toy(tmp_path):
+    r = gradbench.run("toy", "indecater", steps=20, grad_draws=100, runs=str(tmp_path), device="cpu")
+    end = r["gradient"]["checkpoints"][-1]
+    assert end["reference"] == "exact" and end["log10_variance"] < -9  # exact for an additive cost
+    assert end["bias_p"] is None or end["bias_p"] > 0.05

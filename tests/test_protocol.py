@@ -166,6 +166,10 @@ def test_poisoning_the_test_metric_leaves_the_choice_unchanged(tmp_path):
     text = (tmp_path / "lb.md").read_text()
     assert "### classify [tuned]" in text and "ste [lr=3e-3]" in text and "| 3/3 " in text
     assert "ste [lr=1e-5]" not in text and "### classify(lr=" not in text  # grid runs leave the plain tables
+    from gradbench.plots import plot
+
+    pngs = [p.name for p in plot(tmp_path)]
+    assert pngs and all(name.startswith("classify_tuned_-quick-steps_60--") for name in pngs), pngs
 
 
 def test_a_setting_that_fails_a_seed_is_not_eligible(tmp_path):
