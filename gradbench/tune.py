@@ -164,7 +164,9 @@ def choose(rows: list[dict[str, Any]], higher_is_better: bool) -> int | None:
     if not eligible:
         return None
     sign = 1.0 if higher_is_better else -1.0
-    return max(eligible, key=lambda i: (sign * rows[i]["mean"], -i))
+    # means equal to 12 significant digits are a tie (two settings with the same hits out of the same
+    # examples differ in the last bit of a float mean): the earlier setting wins
+    return max(eligible, key=lambda i: (sign * float(f"{rows[i]['mean']:.12g}"), -i))
 
 
 def selection_id(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int]) -> str:

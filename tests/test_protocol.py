@@ -131,6 +131,9 @@ def test_choose_rule():
     assert choose(rows, higher_is_better=True) == 0  # row 1 lost a seed: not eligible; a tie goes to the earlier
     assert choose(rows, higher_is_better=False) == 3
     assert choose([{"n_ok": 1, "n": 2, "n_valued": 1, "mean": 1.0}], True) is None
+    # the same hits out of the same examples, averaged in another order: a tie, not a win by one bit
+    last_bit = [{"n_ok": 3, "n": 3, "n_valued": 3, "mean": m} for m in (0.9833333333333333, 0.9833333333333334)]
+    assert choose(last_bit, higher_is_better=True) == 0
 
 
 def _sweep_here(runs):
