@@ -175,6 +175,16 @@ def apply_selections(records: list[dict[str, Any]], selections: Iterable[Mapping
     return [r for r in records if str(r.get("run_id")) not in consumed] + tuned, notes
 
 
+def collect_tables(runs_dir: str | Path, relabel: Relabel | None = None
+                   ) -> tuple[list[dict[str, Any]], dict[TableKey, list[str]], list[str]]:
+    """What the tables (and their plots) are made of: ``collect``'s records with the selection records
+    applied (``apply_selections``), the notes per table, and every unreadable file."""
+    records, problems = collect(runs_dir, relabel)
+    selections, bad = read_selections(runs_dir)
+    records, notes = apply_selections(records, selections)
+    return records, notes, problems + bad
+
+
 # ----------------------------------------------------------------------------------------------
 # Ties
 
@@ -801,10 +811,7 @@ def build(runs_dir: str | Path, out_path: str | Path, unsupported: Mapping[str, 
     if not Path(runs_dir).is_dir():
         what = "is not a folder" if Path(runs_dir).exists() else "does not exist"
         raise UsageError(f"runs folder {os.fspath(runs_dir)!r} {what}; pass --runs DIR with the run records")
-    records, problems = collect(runs_dir, relabel)
-    selections, bad = read_selections(runs_dir)
-    records, notes = apply_selections(records, selections)
-    problems += bad
+    records, notes, problems = collect_tables(runs_dir, relabel)
     check_writable(out_path, bool(records))
     links = {key: plot_links(runs_dir, out_path, key) for key in group(records)}
     text = render(records, unsupported, problems, links, notes)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from gradbench.leaderboard import Relabel, TableKey, apply_selections, collect, group, table_slug
-from gradbench.records import history_path, read_history, read_selections, record_path
+from gradbench.leaderboard import Relabel, TableKey, collect_tables, group, table_slug
+from gradbench.records import history_path, read_history, record_path
 
 TRACE_KEY = "grad/log10_variance"  # history rows: log10 gradient variance measured at an evaluation
 
@@ -212,8 +212,7 @@ def plot(runs_dir: str | Path, task: str | None = None, relabel: Relabel | None 
     """Every table's figures (or only ``task``'s); returns the PNG paths. ``relabel`` names rows as the
     leaderboard does (``compare.registry_label``), so old and new labels of one config share a line."""
     runs_dir = Path(runs_dir)
-    records, _ = collect(runs_dir, relabel)
-    records, _ = apply_selections(records, read_selections(runs_dir)[0])  # tuned tables, as the leaderboard's
+    records, _, _ = collect_tables(runs_dir, relabel)  # tuned tables too, as the leaderboard's
     written: list[Path] = []
     for key, rows in sorted(group(records).items()):
         if task is None or key[0] == task:

@@ -13,8 +13,6 @@ batched run's identity includes the seeds it was trained with (``RunSpec.seed_ba
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
@@ -23,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from gradbench.estimator import Estimator
-from gradbench.task import Task
+from gradbench.task import Task, restored
 
 StepOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]
 
@@ -89,17 +87,6 @@ class Pair:
         self.step.train(mode)
 
 
-@contextlib.contextmanager
-def _restored(states: list[tuple[torch.Generator, torch.Tensor]]) -> Iterator[None]:
-    """Put the given generators back in these states on leaving (the tasks' data streams, as fork_rng does
-    for the global ones)."""
-    try:
-        yield
-    finally:
-        for generator, state in states:
-            generator.set_state(state)
-
-
 class SeedBatch:
     """S replicas of one (task, estimator) spec, stacked and run by one vmapped step."""
 
@@ -133,8 +120,8 @@ class SeedBatch:
         modules, whose buffers must be updated in place (``functional_call`` would drop a rebinding).
         The replicas' own modules are overwritten by ``sync`` before any use, so that forward is harmless."""
         device = next(iter(self.params.values())).device
-        data_states = [(s.task.data_generator, s.task.data_generator.get_state()) for s in self.steps]
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _restored(data_states):
+        streams = [s.task.data_generator for s in self.steps]
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), restored(streams):
             total = self._forward(self.params, {k: v.clone() for k, v in self.buffers.items()})[0]
             torch.autograd.grad(total.sum(), [p for p in self.params.values() if p.requires_grad],
                                 allow_unused=True)

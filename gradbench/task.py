@@ -93,30 +93,28 @@ class Task(torch.nn.Module):
     def fixed_rng(self) -> Iterator[None]:
         """Forked generators (the global ones and the data stream) seeded with FIXED_BATCH_SEED: draws
         inside repeat on every call and never perturb training."""
+        with self.forked_streams():
+            torch.manual_seed(FIXED_BATCH_SEED)
+            self.data_generator.manual_seed(FIXED_BATCH_SEED)
+            yield
+
+    @contextlib.contextmanager
+    def forked_streams(self) -> Iterator[None]:
+        """Forked global generators and the data stream kept: what is drawn inside changes no training."""
         devices = [self.device] if self.device.type == "cuda" else []
-        state = self.data_generator.get_state()
-        try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(FIXED_BATCH_SEED)
-                self.data_generator.manual_seed(FIXED_BATCH_SEED)
-                yield
-        finally:
-            self.data_generator.set_state(state)
+        with torch.random.fork_rng(devices=devices), restored([self.data_generator]):
+            yield
 
     @torch.no_grad()
     def data_fingerprint(self, batches: int = FINGERPRINT_BATCHES) -> str:
         """A hash of the logits of the next ``batches`` training batches, drawn from a copy of the data
         stream: equal fingerprints mean the same data and the same initial encoder (common random
         numbers hold). Changes nothing: the data stream and the global generators are restored."""
-        state = self.data_generator.get_state()
         h = hashlib.sha256()
-        try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                for _ in range(batches):
-                    logits, _ = self.train_batch()
-                    h.update(logits.detach().to("cpu", torch.float64).numpy().tobytes())
-        finally:
-            self.data_generator.set_state(state)
+        with self.forked_streams():
+            for _ in range(batches):
+                logits, _ = self.train_batch()
+                h.update(logits.detach().to("cpu", torch.float64).numpy().tobytes())
         return h.hexdigest()[:16]
 
     @classmethod
@@ -205,6 +203,18 @@ class Task(torch.nn.Module):
     def label_for(cls, config: Any, preset: str) -> str:
         """Table label: the name plus the config values that differ from the preset's."""
         return label(cls.name, non_default(config, cls.make_config(None, preset)))
+
+
+@contextlib.contextmanager
+def restored(generators: list[torch.Generator]) -> Iterator[None]:
+    """Put ``generators`` back in their present states on leaving (as ``torch.random.fork_rng`` does for
+    the global ones): for tasks' data streams."""
+    states = [g.get_state() for g in generators]
+    try:
+        yield
+    finally:
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
 
 
 def valid_name(metric: str) -> str:
