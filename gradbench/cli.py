@@ -1,4 +1,4 @@
-"""Command line: ``gradbench run | sweep | tune | list | describe | validate | show | rerun | plot | compare |
+"""Command line: ``gradbench run | sweep | tune | study | list | describe | validate | show | rerun | plot | compare |
 leaderboard | data``. A thin layer over the Python API; the readable output lives in ``gradbench.report``.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
@@ -122,6 +122,20 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     tn.add_argument("--final-seeds", help="seeds the chosen setting is reported at (default: the tuning seeds)")
     tn.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
     _add_executor_options(tn)
+
+    st = sub.add_parser("study", parents=[common], help="run a study file's claims and write the claims report",
+                        description="Run what a study (studies/*.toml: a paper's claims) still needs through the "
+                                    "sweep machinery, then judge each claim by the rule the report states.")
+    st.add_argument("file", help="the study file, e.g. studies/dab-claims.toml")
+    st.add_argument("--profile", required=True, help="which of the file's budgets: e.g. cpu or paper")
+    st.add_argument("--dry-run", action="store_true", help="list the runs it would make, say how many are missing")
+    st.add_argument("--out", help="write the report here (e.g. claims.md; figures beside it); default: stdout")
+    st.add_argument("--runs", help="records folder (default: the study file's runs, else ./runs)")
+    st.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the profile's)")
+    st.add_argument("--accel", default="auto", help="auto | none | graph | compile (as for run)")
+    st.add_argument("--shard", help="i/N: run only shard i of N; the report needs every shard's records")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_executor_options(st)
 
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -427,6 +441,52 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK if chosen and not result.missing else EXIT_FAILED
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from gradbench import claims, study
+    from gradbench.sweep import make_executor, parse_shard, run_sweep
+
+    spec = study.load_study(args.file)
+    plan = study.plan(spec, args.profile, runs=args.runs, device=args.device)
+    shard = parse_shard(args.shard)
+    runs = next(iter(plan.options.values())).runs
+    if args.dry_run:
+        todo = study.missing(plan, shard)
+        for s in todo.runs:
+            print(f"missing  {s.task_cls.label_for(s.task_config, s.preset)}  "
+                  f"{s.estimator_cls.label_for(s.estimator_config)}  seed {s.seed}  {json.dumps(s.budget)}  {s.run_id}")
+        for sp, n in todo.unchosen:
+            print(f"pending  {sp.task}  {sp.estimator}: {n} final run(s), chosen once its tuning grid is done")
+        print(f"study {spec.name} ({args.profile}): {todo.count} run(s) missing in {runs}")
+        return EXIT_OK
+    _records_folder(runs)
+    device = args.device or plan.profile.device
+
+    def sweep(grid):
+        executor = make_executor(args.backend, args.workers, args.ray_address, device)
+        return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
+                         progress=not args.no_progress, accel=args.accel)
+
+    failed, todo = study.run_study(plan, sweep, argv=_argv())
+    if failed:
+        print(f"gradbench: {failed} run(s) failed or diverged (counted in the report)", file=sys.stderr)
+    if todo.count:
+        print(f"gradbench: {todo.count} run(s) still missing (another shard's, or a failed grid); the report "
+              f"judges only complete claims", file=sys.stderr)
+    out = Path(args.out) if args.out else None
+    text = claims.render(plan, args.file, out, _argv())
+    if out is None:
+        print(text, end="")
+    else:
+        from gradbench.records import atomic_write_text
+
+        atomic_write_text(out, text)
+        print(f"study {spec.name} ({args.profile}): wrote {out}")
+    unjudged = [c.id for c in spec.claims if study.judge(plan, c)["verdict"] is None]
+    if unjudged:
+        print(f"gradbench: not judged: {', '.join(unjudged)}", file=sys.stderr)
+    return EXIT_FAILED if failed or todo.count or unjudged else EXIT_OK
+
+
 def _find_record(runs: str, run_id: str) -> tuple[Path, dict[str, Any]]:
     """The record whose id is ``run_id`` or starts with it (a unique prefix)."""
     from gradbench import records
@@ -502,7 +562,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "describe": cmd_describe,
             "validate": cmd_validate, "show": cmd_show, "rerun": cmd_rerun, "plot": cmd_plot,
-            "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data, "tune": cmd_tune}
+            "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data, "tune": cmd_tune,
+            "study": cmd_study}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -54,20 +54,21 @@ def _partial(runs_dir: Path, record: dict[str, Any], key: str, x_key: str) -> tu
     return [float(h[x_key]) for h in rows], [float(h[key]) for h in rows]
 
 
-def _curves(runs_dir: Path, records: list[dict[str, Any]], metric: str, x_key: str
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """x, mean, min, max over seeds of ``test/<metric>``, at the evaluation steps every seed has (a history
-    made before step-0 evaluations were logged starts later; x is the seeds' mean ``x_key`` there)."""
+def curves(runs_dir: Path, records: list[dict[str, Any]], key: str, x_key: str = "step"
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """x, mean, min, max over seeds of history ``key`` (e.g. ``test/<metric>``), at the evaluation steps
+    every seed has (a history made before step-0 evaluations were logged starts later; x is the seeds'
+    mean ``x_key`` there)."""
     series = []
     for r in records:
-        rows = {h["step"]: h for h in _history(runs_dir, r) if h.get(f"test/{metric}") is not None}
+        rows = {h["step"]: h for h in _history(runs_dir, r) if _finite(h.get(key))}
         if rows:
             series.append(rows)
     steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
     if not steps:
         return None
     xs = np.array([[s[k][x_key] for k in steps] for s in series], float).mean(0)
-    ys = np.array([[s[k][f"test/{metric}"] for k in steps] for s in series], float)
+    ys = np.array([[s[k][key] for k in steps] for s in series], float)
     return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
@@ -112,7 +113,7 @@ def _draw_row(ax: Any, runs_dir: Path, row: Any, color: str, metric: str, x_key:
     dashed, ending in an ``x``; the legend label on the first thing drawn. Whether anything was drawn."""
     label = row_label(row.label, row.records.values())
     ok = row.ok()
-    c = _curves(runs_dir, ok, metric, x_key) if ok else None
+    c = curves(runs_dir, ok, f"test/{metric}", x_key) if ok else None
     if c is not None:
         x, mean, lo, hi = c
         ax.plot(x, mean, color=color, label=label, lw=1.5)
@@ -218,3 +219,25 @@ def plot(runs_dir: str | Path, task: str | None = None, relabel: Relabel | None 
         if task is None or key[0] == task:
             written += plot_table(runs_dir, key, rows)
     return written
+
+
+def sides_figure(runs_dir: Path, sides: dict[str, list[dict[str, Any]]], key: str, title: str, ylabel: str,
+                 path: Path) -> Path | None:
+    """History ``key`` against training step for each side (mean over its ok seeds, band min..max), e.g.
+    a study claim's two estimators; None when no side logged it."""
+    fig, ax = _figure(title, "training step", ylabel)
+    drawn = False
+    for i, (label, recs) in enumerate(sides.items()):
+        ok = [r for r in recs if r.get("status") == "ok"]
+        c = curves(runs_dir, ok, key) if ok else None
+        if c is not None:
+            x, mean, lo, hi = c
+            ax.plot(x, mean, color=f"C{i}", lw=1.5, label=row_label(label, recs))
+            ax.fill_between(x, lo, hi, color=f"C{i}", alpha=0.15)
+            drawn = True
+    if drawn:
+        return _save(fig, path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return None

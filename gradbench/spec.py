@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from gradbench import records
@@ -91,6 +92,22 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return records.run_id(self.as_dict())
+
+    @property
+    def run_ids(self) -> list[str]:
+        """This spec's id, then the id it had before its task's ``added_keys`` existed (when it is at their
+        values): a record under either id is this run."""
+        spec = self.as_dict()
+        config, added = spec["task"]["config"], self.task_cls.added_keys
+        if not added or any(config.get(k) != v for k, v in added.items()):
+            return [self.run_id]
+        spec["task"]["config"] = {k: v for k, v in config.items() if k not in added}
+        return [self.run_id, records.run_id(spec)]
+
+    def record_paths(self, runs_dir: str | Path) -> list[Path]:
+        """Where this run's record may be, newest id first."""
+        return [records.record_path(runs_dir, self.task_cls.name, self.estimator_cls.name, rid)
+                for rid in self.run_ids]
 
 
 def _split(spec: str | tuple[str, dict[str, Any]], extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
@@ -225,6 +242,6 @@ def spec_from_record(record: dict[str, Any]) -> RunSpec:
                    preset=record["preset"], seed=record["seed"], options=options_of(record))
     if record.get("seed_batch") is not None:
         spec = replace(spec, seed_batch=tuple(record["seed_batch"]))
-    if spec.run_id != record["run_id"]:
+    if record["run_id"] not in spec.run_ids:
         raise UsageError(f"record {record['run_id']} does not rebuild to the same run id ({spec.run_id})")
     return spec

@@ -217,10 +217,10 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
         if not in_shard(group_key(spec), shard):  # a seed batch stays in one shard
             continue
         # a seed batch whose first step could not be batched was run seed by seed: its ordinary records count
-        ids = [spec.run_id] + ([replace(spec, seed_batch=None).run_id] if spec.seed_batch is not None else [])
+        where = spec.record_paths(runs_dir) + (
+            replace(spec, seed_batch=None).record_paths(runs_dir) if spec.seed_batch is not None else [])
         try:
-            done = [r for rid in ids if (r := records.load_finished(records.record_path(
-                runs_dir, spec.task_cls.name, spec.estimator_cls.name, rid))) is not None]
+            done = [r for p in where if (r := records.load_finished(p)) is not None]
         except records.CorruptRecord as e:
             corrupt.append(str(e))
             done = []

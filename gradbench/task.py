@@ -53,6 +53,10 @@ class Task(torch.nn.Module):
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
+    # config keys added after records were published -> the value every older record ran at: a spec at
+    # those values also answers to the id it had before the keys existed (RunSpec.run_ids), so published
+    # records stay reusable and rerunnable
+    added_keys: ClassVar[dict[str, Any]] = {}
     Config: ClassVar[type]
     presets: ClassVar[dict[str, Preset]]
     metrics: ClassVar[dict[str, bool]]  # metric name -> higher is better

@@ -134,12 +134,20 @@ def candidates(task: str, estimator: str, grid: dict[str, list[str]], seeds: lis
     return Candidate(task, estimator, points, specs, settings)
 
 
-def _record(runs_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
-    path = records.record_path(runs_dir, spec.task_cls.name, spec.estimator_cls.name, spec.run_id)
-    try:
-        return records.read_record(path) if path.exists() else None
-    except records.CorruptRecord:
-        return None
+def find_record(runs_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The run's record under any of its ids (``RunSpec.run_ids``), or None (none yet, or corrupt: re-run)."""
+    for path in spec.record_paths(runs_dir):
+        try:
+            if path.exists():
+                return records.read_record(path)
+        except records.CorruptRecord:
+            return None
+    return None
+
+
+def found_id(record: dict[str, Any] | None, spec: RunSpec) -> str:
+    """The id a run's record is filed under (an older id for records made before a task's added keys)."""
+    return str(record["run_id"]) if record is not None else spec.run_id
 
 
 def score(candidate: Candidate, runs_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
@@ -147,12 +155,13 @@ def score(candidate: Candidate, runs_dir: str | Path) -> tuple[list[dict[str, An
     metric = candidate.specs[0][0].task_cls.selection_metric()
     rows, missing = [], 0
     for point, specs in zip(candidate.points, candidate.specs, strict=True):
-        found = [_record(runs_dir, s) for s in specs]
+        found = [find_record(runs_dir, s) for s in specs]
         missing += sum(r is None for r in found)
         ok = [r for r in found if r is not None and r.get("status") == "ok"]
         values = [((r.get("metrics") or {}).get(metric) or {}).get("value") for r in ok]
         mean, half, n = mean_ci(v for v in values if isinstance(v, (int, float)))
-        rows.append({"values": point, "run_ids": [s.run_id for s in specs], "n_ok": len(ok), "n": len(specs),
+        ids = [found_id(r, s) for r, s in zip(found, specs, strict=True)]
+        rows.append({"values": point, "run_ids": ids, "n_ok": len(ok), "n": len(specs),
                      "statuses": sorted({str(r.get("status")) for r in found if r is not None}),
                      "mean": mean if n else None, "ci95": half, "n_valued": n})
     return rows, missing
@@ -178,7 +187,7 @@ def selection_id(candidate: Candidate, grid: dict[str, list[str]], seeds: list[i
 
 
 def selection_record(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int],
-                     rows: list[dict[str, Any]], argv: list[str] | None) -> dict[str, Any]:
+                     rows: list[dict[str, Any]], argv: list[str] | None, runs_dir: str | Path) -> dict[str, Any]:
     """The plain-JSON account of one tuning: the grid, every point's validation mean with its CI, the rule,
     the choice and its final runs, and the tuning's cost."""
     spec = candidate.specs[0][0]
@@ -200,7 +209,7 @@ def selection_record(candidate: Candidate, grid: dict[str, list[str]], seeds: li
         "rule": RULE.format(metric=metric), "settings": rows,
         "choice": None if chosen is None else {
             "index": candidate.choice, "values": chosen["values"],
-            "final_run_ids": [s.run_id for s in candidate.final]},
+            "final_run_ids": [found_id(find_record(runs_dir, s), s) for s in candidate.final]},
         "cost": {"runs": sum(len(s) for s in candidate.specs), "points": len(candidate.points),
                  "seeds": len(seeds)},
         "argv": argv,
@@ -251,7 +260,7 @@ def tune(task: str, estimators: str, grid_text: str, seeds: list[int], final_see
     for c in found:
         if c.rows is None:
             continue
-        record = selection_record(c, grid, seeds, final_seeds, c.rows, argv)
+        record = selection_record(c, grid, seeds, final_seeds, c.rows, argv, options.runs)
         path = records.selection_path(options.runs, record["id"])
         path.parent.mkdir(parents=True, exist_ok=True)
         records.atomic_write_json(path, record)

@@ -61,6 +61,7 @@ class ClassifyConfig:
 @register_task("classify")
 class ClassifyTask(Task):
     version = "2"  # 2: data from the task's own stream (common random numbers); validation metrics
+    added_keys = {"group": 8, "levels": 4}  # with the sort, rank and round nodes
     Config = ClassifyConfig
     presets = {
         "quick": Preset("digits (8x8), 256-unit sign layer, batch 64, Adam lr 1e-3, 1500 steps; CPU, seconds",

@@ -78,6 +78,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 @register_task("vae")
 class VaeTask(Task):
     version = "2"  # 2: data from the task's own stream (common random numbers); validation metrics
+    added_keys = {"iw_k": 1}  # with vimco
     Config = VaeConfig
     presets = {
         "quick": Preset("digits (8x8, dynamic binarization), linear, 200 Bernoulli latents, batch 50, "

@@ -1,0 +1,502 @@
+"""Studies: a paper's claims as one TOML file, run under gradbench's protocol and judged by a stated rule.
+
+A study file (``studies/*.toml``, format in docs/studies.md) names its profiles (``cpu``: the whole study
+in about an hour on a 2-core machine; ``paper``: the paper's budgets, for a GPU) and its claims. Each claim
+names a task setting, side A (the estimator the paper champions) and, for a comparison, side B, the metric,
+and what the paper states: a relative gain in % (``gain = 25``), a level (``level = 0.942``), or only a
+direction (neither). Per profile a claim gives its budget and, optionally, a tuning grid: each side is
+then tuned on validation exactly as ``gradbench tune`` does (same specs, same selection records), and
+reported at the profile's seeds.
+
+Everything runs through the sweep machinery (resumable, sharded, local pool or Ray): first every tuning
+grid and every untuned side, then the tuned sides' choices. Claims that share a side share its runs.
+
+The verdict rule (``verdict``), from the relative gain's 95% interval [lo, hi] (``stats.relative_gain``):
+
+- contradicted: hi < 0 (B is better);
+- not supported: 0 <= hi < the claimed gain (the gain is smaller than claimed);
+- supported: lo > 0 and hi >= the claimed gain (A is better, by as much as claimed or more);
+- inconclusive: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
+
+A claim with no stated gain uses gain 0+: supported when lo > 0, contradicted when hi < 0, inconclusive
+otherwise. A level claim ("reaches 94.2%") is supported when the 95% interval of A's mean reaches the
+level in the metric's better direction, not supported otherwise. False alarms, exact under normal
+seed-to-seed variation and checked by simulation in tests/test_study.py: a true claim (gain exactly as
+stated, or the level exactly reached) is judged not supported or contradicted with probability <= 2.5%;
+with no true difference, supported (or contradicted) with probability <= 2.5% each.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gradbench import records
+from gradbench.errors import UnsupportedError, UsageError
+from gradbench.spec import RunOptions, RunSpec, resolve
+from gradbench.stats import mean_ci, relative_gain, t_half_width
+from gradbench.sweep import Grid, parse_seeds, todo
+from gradbench.tune import Candidate, candidates, choose, find_record, parse_grid, score, selection_record
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+SUPPORTED, NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "not supported", "contradicted", "inconclusive"
+STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
+PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
+CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint"}
+BUDGET_KEYS = {"steps", "evals", "seconds", "tune"}
+# gradient statistics a claim may judge, with their better direction (from the gradient checkpoints)
+GRADIENT_FIELDS = {"variance": False, "log10_variance": False, "snr": True, "mse": False, "cosine": True,
+                   "bias_sq": False}
+MAX_SEEDS = 1000  # beyond this, "what would settle it" says "more than 1000 seeds"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    preset: str
+    seeds: list[int]
+    tune_seeds: list[int]
+    device: str = "auto"
+    grad_checkpoints: tuple[float, ...] = (1.0,)
+    grad_draws: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    quote: str  # what the paper says, in its words
+    assumption: str  # what we had to assume (e.g. the baseline the paper does not name)
+    task: str
+    a: str
+    b: str | None  # None: a level claim about A alone
+    metric: str  # a test metric of the task, or gradient.<field>
+    gain: float | None  # the relative gain the paper states, in % (None: only a direction)
+    level: float | None  # the level the paper states A reaches, in the metric's units
+    checkpoint: str  # which gradient checkpoint a gradient.<field> metric reads
+    budgets: dict[str, dict[str, Any]]  # profile -> {steps|evals|seconds: N, tune: grid text}
+
+    @property
+    def sides(self) -> list[str]:
+        return [self.a] if self.b is None else [self.a, self.b]
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path
+    name: str
+    title: str
+    source: str
+    runs: str
+    profiles: dict[str, Profile]
+    claims: list[Claim]
+
+
+def _bad(where: str, message: str) -> UsageError:
+    return UsageError(f"{where}: {message}")
+
+
+def _check_keys(where: str, table: Any, known: set[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _bad(where, f"expected a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise _bad(where, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return table
+
+
+def _str(where: str, table: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or (default is None and not value.strip()):
+        raise _bad(where, f"{key!r} must be a non-empty string" if key in table or default is None
+                   else f"{key!r} is required")
+    return value
+
+
+def _number(where: str, table: dict[str, Any], key: str) -> float | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad(where, f"{key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _profile(where: str, name: str, table: Any) -> Profile:
+    t = _check_keys(where, table, PROFILE_KEYS)
+    points = t.get("grad_checkpoints", [1.0])
+    if not isinstance(points, list) or not points or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1 for p in points):
+        raise _bad(where, f"'grad_checkpoints' must be a list of fractions in [0, 1], got {points!r}")
+    draws = t.get("grad_draws")
+    if draws is not None and (isinstance(draws, bool) or not isinstance(draws, int) or draws < 2):
+        raise _bad(where, f"'grad_draws' must be an integer >= 2, got {draws!r}")
+    try:
+        seeds = parse_seeds(_str(where, t, "seeds"))
+        tune_seeds = parse_seeds(_str(where, t, "tune_seeds", t.get("seeds", "")))
+    except UsageError as e:
+        raise _bad(where, str(e).replace("--seeds", "seeds")) from None
+    return Profile(name, _str(where, t, "description", ""), _str(where, t, "preset"), seeds, tune_seeds,
+                   _str(where, t, "device", "auto"), tuple(float(p) for p in points), draws)
+
+
+def _budget(where: str, table: Any) -> dict[str, Any]:
+    t = _check_keys(where, table, BUDGET_KEYS)
+    given = [k for k in ("steps", "evals", "seconds") if k in t]
+    if len(given) > 1:
+        raise _bad(where, f"give one budget, not {' and '.join(given)}")
+    for key in given:
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+                key != "seconds" and not isinstance(value, int)):
+            raise _bad(where, f"{key!r} must be a positive {'number' if key == 'seconds' else 'integer'}, "
+                              f"got {value!r}")
+    if "tune" in t:
+        parse_grid(_str(where, t, "tune"))
+    return dict(t)
+
+
+def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
+    t = _check_keys(where, table, CLAIM_KEYS | set(profiles))
+    cid = _str(where, t, "id")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", cid):
+        raise _bad(where, f"'id' must be lowercase letters, digits and dashes, got {cid!r}")
+    where = f"{where} ({cid})"
+    gain, level = _number(where, t, "gain"), _number(where, t, "level")
+    b = t.get("b")
+    if b is not None and not (isinstance(b, str) and b.strip()):
+        raise _bad(where, f"'b' must be an estimator spec, got {b!r}")
+    if level is not None and (gain is not None or b is not None):
+        raise _bad(where, "a 'level' claim is about side A alone: give no 'b' and no 'gain'")
+    if level is None and b is None:
+        raise _bad(where, "give side 'b' to compare with, or a 'level' that side A reaches")
+    if gain is not None and gain <= 0:
+        raise _bad(where, f"'gain' is the relative gain in % the paper claims for A, > 0; got {gain:g}")
+    missing = sorted(set(profiles) - set(t))
+    if missing:
+        raise _bad(where, f"no budget for profile {missing[0]!r} (a table [claims.{missing[0]}] with steps, "
+                          f"evals or seconds, and optionally tune)")
+    return Claim(cid, _str(where, t, "title"), _str(where, t, "quote"), _str(where, t, "assumption", ""),
+                 _str(where, t, "task"), _str(where, t, "a"), b, _str(where, t, "metric"), gain, level,
+                 _str(where, t, "checkpoint", "end"),
+                 {p: _budget(f"{where} [{p}]", t[p]) for p in profiles})
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file; every problem is a one-line UsageError naming the file and the place."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"no study file {str(path)!r}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read study file {str(path)!r}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: not valid TOML: {e}") from None
+    _check_keys(str(path), data, STUDY_KEYS)
+    profiles_table = _check_keys(f"{path} [profiles]", data.get("profiles", {}), set(data.get("profiles", {})))
+    if not profiles_table:
+        raise _bad(str(path), "no [profiles.NAME] table (e.g. [profiles.cpu])")
+    clash = sorted(set(profiles_table) & CLAIM_KEYS)
+    if clash:
+        raise _bad(f"{path} [profiles]", f"a profile cannot be named {clash[0]!r} (a claim key)")
+    profiles = {name: _profile(f"{path} [profiles.{name}]", name, t) for name, t in profiles_table.items()}
+    claims_list = data.get("claims")
+    if not isinstance(claims_list, list) or not claims_list:
+        raise _bad(str(path), "no claims: add [[claims]] tables")
+    claims = [_claim(f"{path} claim {i + 1}", t, profiles) for i, t in enumerate(claims_list)]
+    ids = [c.id for c in claims]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup:
+        raise _bad(str(path), f"claim id {dup!r} given twice")
+    return Study(path, _str(str(path), data, "name"), _str(str(path), data, "title"),
+                 _str(str(path), data, "source", ""), _str(str(path), data, "runs", "runs"), profiles, claims)
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class SidePlan:
+    """One side of a claim under a profile: its fixed runs, or its tuning (and, once chosen, its finals)."""
+
+    task: str
+    estimator: str
+    options: RunOptions
+    finals: list[RunSpec]  # the runs the claim reads (empty until a tuned side is chosen)
+    tuning: Candidate | None = None
+    grid: dict[str, list[str]] | None = None
+    selection: dict[str, Any] | None = None
+
+
+@dataclass
+class Plan:
+    study: Study
+    profile: Profile
+    options: dict[str, RunOptions]  # claim id -> its run options (budget, gradient statistics, folder)
+    sides: dict[str, list[SidePlan]]  # claim id -> its sides, A first
+    unique: dict[tuple[Any, ...], SidePlan] = field(default_factory=dict)  # sides shared by claims
+
+
+def metric_direction(claim: Claim, spec: RunSpec) -> bool:
+    """Whether higher is better for the claim's metric, or a UsageError naming what the task has."""
+    if claim.metric.startswith("gradient."):
+        name = claim.metric.removeprefix("gradient.")
+        if name not in GRADIENT_FIELDS:
+            raise UsageError(f"claim {claim.id!r}: unknown gradient statistic {name!r} "
+                             f"(known: {', '.join(GRADIENT_FIELDS)})")
+        if spec.grad is None:
+            raise UsageError(f"claim {claim.id!r}: metric {claim.metric} needs gradient statistics")
+        return GRADIENT_FIELDS[name]
+    metrics = spec.task_cls.metrics
+    if claim.metric.startswith(records.VALID_PREFIX) or claim.metric not in metrics:
+        known = [m for m in metrics if not m.startswith(records.VALID_PREFIX)]
+        raise UsageError(f"claim {claim.id!r}: task {spec.task_cls.name!r} has no test metric {claim.metric!r} "
+                         f"(known: {', '.join(known)}, or gradient.<statistic>); claims are judged on test metrics")
+    return bool(metrics[claim.metric])
+
+
+def plan(study: Study, profile_name: str, runs: str | None = None, device: str | None = None) -> Plan:
+    """Resolve every claim's sides under the profile (one-line UsageError on a bad task, estimator,
+    metric or grid); tuned sides whose grid is complete in the records folder get their choice."""
+    if profile_name not in study.profiles:
+        raise UsageError(f"{study.path}: no profile {profile_name!r} (known: {', '.join(study.profiles)})")
+    profile = study.profiles[profile_name]
+    result = Plan(study, profile, {}, {})
+    for claim in study.claims:
+        budget = claim.budgets[profile_name]
+        opts = RunOptions(steps=budget.get("steps"), evals=budget.get("evals"), seconds=budget.get("seconds"),
+                          grad_checkpoints=profile.grad_checkpoints, grad_draws=profile.grad_draws,
+                          device=device or profile.device, runs=runs or study.runs, progress=False)
+        result.options[claim.id] = opts
+        result.sides[claim.id] = []
+        for side in claim.sides:
+            try:
+                sp = _side(result, claim, side, budget.get("tune"), opts)
+            except (UsageError, UnsupportedError) as e:
+                raise UsageError(f"{study.path}: claim {claim.id!r}, side {side!r}: {e}") from None
+            result.sides[claim.id].append(sp)
+        first = result.sides[claim.id][0]
+        spec = first.finals[0] if first.finals else first.tuning.specs[0][0]
+        metric_direction(claim, replace(spec, grad=_grad_of(opts, spec)))
+    return result
+
+
+def _grad_of(opts: RunOptions, spec: RunSpec) -> dict[str, Any] | None:
+    if spec.grad is not None:
+        return spec.grad
+    return None if not opts.grad_stats else {"checkpoints": list(opts.grad_checkpoints)}
+
+
+def _side(p: Plan, claim: Claim, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
+    key = (claim.task, estimator, grid_text, opts)
+    if key in p.unique:
+        return p.unique[key]
+    preset = p.profile.preset
+    if grid_text is None:
+        sp = SidePlan(claim.task, estimator, opts,
+                      [resolve(claim.task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
+    else:
+        grid = parse_grid(grid_text)
+        sp = SidePlan(claim.task, estimator, opts, [],
+                      candidates(claim.task, estimator, grid, p.profile.tune_seeds, preset, opts), grid)
+    p.unique[key] = sp
+    return sp
+
+
+def choose_side(p: Plan, sp: SidePlan) -> bool:
+    """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does; False while
+    some grid run has no record yet."""
+    c = sp.tuning
+    if c is None or sp.finals:
+        return True
+    rows, missing = score(c, sp.options.runs)
+    if missing:
+        return False
+    task_cls = c.specs[0][0].task_cls
+    c.rows, c.choice = rows, choose(rows, task_cls.metrics[task_cls.selection_metric()])
+    if c.choice is not None:
+        task_spec, est_spec = c.settings[c.choice]
+        c.final = [resolve(task_spec, est_spec, preset=p.profile.preset, seed=s, options=sp.options)
+                   for s in p.profile.seeds]
+        sp.finals = c.final
+    return True
+
+
+def write_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
+    """The tuned side's selection record (the leaderboard's [tuned] row); an existing record of the same
+    tuning with the same choice and validation figures is left as it is."""
+    c = sp.tuning
+    if c is None or c.rows is None:
+        return
+    record = selection_record(c, sp.grid, p.profile.tune_seeds, p.profile.seeds, c.rows, argv, sp.options.runs)
+    path = records.selection_path(sp.options.runs, record["id"])
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (OSError, ValueError):
+        old = None  # unreadable: rewritten below
+    same = isinstance(old, dict) and all(old.get(k) == record[k] for k in ("settings", "choice", "rule"))
+    if not same:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records.atomic_write_json(path, record)
+    sp.selection = {**(old if same else record), "path": str(path)}
+
+
+# -------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class Missing:
+    """What a study still needs: runs with no finished record, and finals not yet known (grids unfinished)."""
+
+    runs: list[RunSpec]
+    unchosen: list[tuple[SidePlan, int]]  # tuned sides whose grid is incomplete, and their final-run count
+
+    @property
+    def count(self) -> int:
+        return len(self.runs) + sum(n for _, n in self.unchosen)
+
+
+def _dedupe(specs: list[RunSpec]) -> list[RunSpec]:
+    seen: dict[str, RunSpec] = {}
+    for s in specs:
+        seen.setdefault(s.run_id, s)
+    return list(seen.values())
+
+
+def _runs_dir(p: Plan) -> str:
+    dirs = {o.runs for o in p.options.values()}
+    return dirs.pop()
+
+
+def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
+    """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete."""
+    grid_specs = [s for sp in p.unique.values() if sp.tuning for specs in sp.tuning.specs for s in specs]
+    for sp in p.unique.values():
+        choose_side(p, sp)
+    finals = [s for sp in p.unique.values() for s in sp.finals]
+    pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), _runs_dir(p), shard)
+    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and not sp.finals
+                and sp.tuning.rows is None]
+    return Missing(pending, unchosen)
+
+
+def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
+    """Run what is missing: every tuning grid and untuned side at once, then the tuned sides' choices;
+    write their selection records. Returns (failed or diverged runs, what is still missing)."""
+    failed = 0
+    first = [s for sp in p.unique.values() for s in (
+        [x for specs in sp.tuning.specs for x in specs] if sp.tuning else sp.finals)]
+    failed += int(getattr(sweep(Grid(_dedupe(first))), "failed", 0) or 0)
+    for sp in p.unique.values():
+        choose_side(p, sp)
+    finals = [s for sp in p.unique.values() if sp.tuning for s in sp.finals]
+    if finals:
+        failed += int(getattr(sweep(Grid(_dedupe(finals))), "failed", 0) or 0)
+    for sp in p.unique.values():
+        write_selection(p, sp, argv)
+    return failed, missing(p)
+
+
+# ------------------------------------------------------------------------------------------ judge
+
+
+def _metric_value(record: dict[str, Any], claim: Claim) -> float | None:
+    if claim.metric.startswith("gradient."):
+        name = claim.metric.removeprefix("gradient.")
+        points = (record.get("gradient") or {}).get("checkpoints") or []
+        hit = next((c for c in points if isinstance(c, dict) and c.get("checkpoint") == claim.checkpoint), None)
+        value = None if hit is None else hit.get(name)
+    else:
+        value = ((record.get("metrics") or {}).get(claim.metric) or {}).get("value")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def side_records(sp: SidePlan) -> dict[int, dict[str, Any] | None]:
+    """seed -> the side's final record (None: not run yet)."""
+    out: dict[int, dict[str, Any] | None] = {}
+    for spec in sp.finals:
+        out[spec.seed] = find_record(sp.options.runs, spec)
+    return out
+
+
+def verdict(lo: float, hi: float, claimed: float) -> str:
+    """The rule of the module docstring, on a gain interval [lo, hi] and the claimed gain (fractions; a
+    claim of only a direction passes 0)."""
+    if hi < 0:
+        return CONTRADICTED
+    if claimed > 0 and hi < claimed:
+        return NOT_SUPPORTED
+    return SUPPORTED if lo > 0 else INCONCLUSIVE
+
+
+def level_verdict(mean: float, half: float | None, level: float, higher_is_better: bool) -> str:
+    """Supported when A's 95% interval reaches the level in the better direction; inconclusive with one seed."""
+    if half is None or not math.isfinite(mean):
+        return INCONCLUSIVE
+    reach = mean + half >= level if higher_is_better else mean - half <= level
+    return SUPPORTED if reach else NOT_SUPPORTED
+
+
+def seeds_to_settle(sd: float, width: float) -> int | None:
+    """The fewest seeds whose 95% interval of a gain with seed-to-seed spread ``sd`` has half-width below
+    ``width`` (None: more than MAX_SEEDS)."""
+    if not (sd > 0 and width > 0):
+        return None if not sd == 0 else 2
+    for n in range(2, MAX_SEEDS + 1):
+        if t_half_width(sd, n) < width:
+            return n
+    return None
+
+
+def judge(p: Plan, claim: Claim) -> dict[str, Any]:
+    """One claim's figures and verdict (``verdict`` None while runs are missing)."""
+    sides = p.sides[claim.id]
+    spec = sides[0].finals[0] if sides[0].finals else sides[0].tuning.specs[0][0]
+    higher = metric_direction(claim, spec)
+    out: dict[str, Any] = {"id": claim.id, "higher_is_better": higher, "sides": [], "verdict": None,
+                           "budget": spec.budget, "preset": p.profile.preset}
+    values: list[dict[int, float]] = []
+    for label, sp in zip(("A", "B"), sides, strict=False):
+        recs = side_records(sp)
+        vals = {s: v for s, r in recs.items() if r is not None and r.get("status") == "ok"
+                and (v := _metric_value(r, claim)) is not None}
+        mean, half, n = mean_ci(vals.values())
+        statuses = [str(r.get("status")) if r is not None else "missing" for r in recs.values()]
+        out["sides"].append({"side": label, "estimator": sp.estimator, "mean": mean, "ci95": half, "n": n,
+                             "seeds": len(recs) or len(p.profile.seeds), "statuses": statuses,
+                             "records": {s: r for s, r in recs.items() if r is not None},
+                             "selection": sp.selection, "chosen": _chosen(sp)})
+        values.append(vals)
+    out["no_choice"] = [sp.estimator for sp in sides if sp.tuning is not None and sp.tuning.rows is not None
+                        and sp.tuning.choice is None]
+    if not all(sp.finals for sp in sides) or any("missing" in s["statuses"] for s in out["sides"]):
+        return out
+    if claim.level is not None:
+        a = out["sides"][0]
+        out["verdict"] = level_verdict(a["mean"], a["ci95"], claim.level, higher)
+        return out
+    shared = sorted(set(values[0]) & set(values[1]))
+    g = relative_gain([values[0][s] for s in shared], [values[1][s] for s in shared], higher)
+    claimed = (claim.gain or 0.0) / 100
+    out.update(gain=g, paired_seeds=shared, verdict=verdict(g.lo, g.hi, claimed))
+    if out["verdict"] == INCONCLUSIVE:  # the interval must shrink below the claimed gain (or the estimate)
+        out["seeds_to_settle"] = seeds_to_settle(g.sd, claimed / 2 if claimed > 0 else abs(g.gain))
+    return out
+
+
+def _chosen(sp: SidePlan) -> dict[str, str] | None:
+    c = sp.tuning
+    if c is None or c.choice is None:
+        return None
+    return c.points[c.choice]

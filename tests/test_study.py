@@ -1,0 +1,366 @@
+"""Studies (gradbench study): the relative gain's interval, the verdict rule's false-alarm rates by
+simulation, the study file's checks, and the command end to end on small settings.
+
+Simulations are seeded; each rate is checked against a band of about 4 binomial standard deviations, so
+a correct rule fails a check with probability below 1e-4 per bound (and, being seeded, never flakes).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gradbench import study
+from gradbench.cli import main
+from gradbench.errors import UsageError
+from gradbench.spec import RunOptions, resolve, spec_from_record
+from gradbench.stats import relative_gain
+from gradbench.sweep import Grid, todo
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 4000
+
+
+def _pairs(rng: np.random.Generator, n: int, mean_b: float, gain: float, higher: bool, sd: float = 0.05,
+           rho: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """n seeds of (A, B): B ~ N(mean_b, sd), A's mean set so that the true relative gain is ``gain``,
+    A and B correlated (seeds share data and initial weights)."""
+    s = 1.0 if higher else -1.0
+    mean_a = mean_b + s * gain * abs(mean_b)
+    cov = np.array([[1.0, rho], [rho, 1.0]]) * sd**2
+    draws = rng.multivariate_normal([mean_a, mean_b], cov, size=n)
+    return draws[:, 0], draws[:, 1]
+
+
+def _rates(gain_true: float, claimed: float, higher: bool = True, mean_b: float = 0.8, n: int = 5,
+           seed: int = 0) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    counts = dict.fromkeys((study.SUPPORTED, study.NOT_SUPPORTED, study.CONTRADICTED, study.INCONCLUSIVE), 0)
+    for _ in range(TRIALS):
+        a, b = _pairs(rng, n, mean_b, gain_true, higher)
+        g = relative_gain(a, b, higher)
+        counts[study.verdict(g.lo, g.hi, claimed)] += 1
+    return {k: v / TRIALS for k, v in counts.items()}
+
+
+BAND = 4 * math.sqrt(0.025 * 0.975 / TRIALS)  # 4 standard deviations of a 2.5% rate over TRIALS
+
+
+# ----------------------------------------------------------------------------------- relative gain
+
+
+def test_relative_gain_signs_follow_the_better_direction():
+    assert relative_gain([1.1, 1.2], [1.0, 1.0], True).gain == pytest.approx(0.15)
+    assert relative_gain([0.9, 0.8], [1.0, 1.0], False).gain == pytest.approx(0.15)  # lower loss is a gain
+    # ELBOs are negative and higher is better: -90 against -100 is +10%
+    assert relative_gain([-90.0, -90.0], [-100.0, -100.0], True).gain == pytest.approx(0.10)
+    assert relative_gain([-110.0, -110.0], [-100.0, -100.0], True).gain == pytest.approx(-0.10)
+
+
+def test_relative_gain_interval_degenerate_and_unbounded_cases():
+    exact = relative_gain([3.0, 3.0, 3.0], [4.0, 4.0, 4.0], False)
+    assert exact.lo == exact.hi == pytest.approx(0.25) and exact.p == 0.0
+    wild = relative_gain([1.0, 2.0, 3.0], [0.5, -0.4, 0.2], True)  # B's mean not clearly away from 0
+    assert wild.lo == -math.inf and wild.hi == math.inf
+    one = relative_gain([1.0], [2.0], True)
+    assert one.n == 1 and math.isnan(one.p) and one.lo == -math.inf
+
+
+@pytest.mark.parametrize("higher,mean_b,gain", [(True, 0.8, 0.1), (False, 3.0, 0.2), (True, -100.0, 0.05)])
+def test_fieller_interval_covers_the_true_gain_95_percent_of_the_time(higher, mean_b, gain):
+    rng = np.random.default_rng(1)
+    miss = 0
+    for _ in range(TRIALS):
+        a, b = _pairs(rng, 5, mean_b, gain, higher, sd=0.05 * abs(mean_b))
+        g = relative_gain(a, b, higher)
+        miss += not (g.lo <= gain <= g.hi)
+    band = 4 * math.sqrt(0.05 * 0.95 / TRIALS)
+    assert abs(miss / TRIALS - 0.05) < band, miss / TRIALS
+
+
+# ------------------------------------------------------------------------------------ verdict rule
+
+
+@pytest.mark.parametrize("lo,hi,claimed,expected", [
+    (-0.3, -0.01, 0.25, study.CONTRADICTED),
+    (-0.1, 0.1, 0.25, study.NOT_SUPPORTED),
+    (0.02, 0.2, 0.25, study.NOT_SUPPORTED),  # better, but by less than claimed
+    (0.1, 0.4, 0.25, study.SUPPORTED),
+    (0.3, 0.4, 0.25, study.SUPPORTED),  # more than claimed is still the claim
+    (-0.1, 0.4, 0.25, study.INCONCLUSIVE),
+    (0.01, 0.02, 0.0, study.SUPPORTED),  # direction only
+    (-0.01, 0.02, 0.0, study.INCONCLUSIVE),
+    (-0.02, -0.01, 0.0, study.CONTRADICTED),
+])
+def test_verdict_rule(lo, hi, claimed, expected):
+    assert study.verdict(lo, hi, claimed) == expected
+
+
+def test_a_true_claim_is_rejected_at_most_2_5_percent_of_the_time():
+    r = _rates(gain_true=0.10, claimed=0.10)
+    rejected = r[study.NOT_SUPPORTED] + r[study.CONTRADICTED]
+    assert rejected < 0.025 + BAND, r
+    assert rejected > 0.025 - BAND, r  # exact, not merely conservative: the test can tell a broken rule
+
+
+def test_with_no_difference_supported_and_contradicted_are_each_at_most_2_5_percent():
+    for claimed in (0.0, 0.10):
+        r = _rates(gain_true=0.0, claimed=claimed, seed=2)
+        assert r[study.SUPPORTED] < 0.025 + BAND, r
+        assert r[study.CONTRADICTED] < 0.025 + BAND, r
+
+
+def test_the_rule_is_sensitive_to_a_real_gain_and_to_a_much_smaller_one():
+    assert _rates(gain_true=0.3, claimed=0.25, seed=3)[study.SUPPORTED] > 0.9
+    assert _rates(gain_true=0.0, claimed=0.77, seed=4)[study.NOT_SUPPORTED] > 0.9
+
+
+def test_level_verdict_and_seeds_to_settle():
+    assert study.level_verdict(0.93, 0.02, 0.942, True) == study.SUPPORTED
+    assert study.level_verdict(0.90, 0.02, 0.942, True) == study.NOT_SUPPORTED
+    assert study.level_verdict(3.0, 0.5, 3.2, False) == study.SUPPORTED
+    assert study.level_verdict(0.99, None, 0.942, True) == study.INCONCLUSIVE
+    n = study.seeds_to_settle(0.1, 0.05)
+    assert n is not None and 15 < n < 25  # t * 0.1 / sqrt(n) < 0.05 needs n near 18
+    assert study.seeds_to_settle(10.0, 1e-4) is None
+
+
+def test_level_claims_miss_a_reached_level_at_most_2_5_percent_of_the_time():
+    rng = np.random.default_rng(5)
+    misses = 0
+    for _ in range(TRIALS):
+        x = rng.normal(0.942, 0.01, size=5)
+        mean, sd = x.mean(), x.std(ddof=1)
+        from gradbench.stats import t_half_width
+
+        misses += study.level_verdict(mean, t_half_width(sd, 5), 0.942, True) == study.NOT_SUPPORTED
+    assert misses / TRIALS < 0.025 + BAND
+
+
+# ----------------------------------------------------------------------------------------- files
+
+
+GOOD = """
+name = "t"
+title = "T"
+runs = "{runs}"
+[profiles.cpu]
+preset = "quick"
+seeds = "0-2"
+device = "cpu"
+grad_checkpoints = [0.0, 1.0]
+grad_draws = 20
+[[claims]]
+id = "toy-gain"
+title = "reinforce beats ste on the toy"
+quote = "REINFORCE is better."
+task = "toy"
+a = "reinforce"
+b = "ste"
+metric = "gap"
+gain = 10
+[claims.cpu]
+steps = 60
+[[claims]]
+id = "toy-level"
+title = "ste reaches a gap of 4.9"
+quote = "It reaches 4.9."
+task = "toy"
+a = "ste"
+metric = "gap"
+level = 4.9
+[claims.cpu]
+steps = 60
+[[claims]]
+id = "toy-variance"
+title = "a baseline lowers the variance"
+quote = "Lower variance."
+task = "toy"
+a = "reinforce"
+b = "reinforce:baseline=none,samples=1"
+metric = "gradient.variance"
+checkpoint = "start"
+[claims.cpu]
+steps = 60
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text.replace("{runs}", str(tmp_path / "runs")))
+    return path
+
+
+@pytest.mark.parametrize("change,message", [
+    (("gain = 10", "gain = 10\ncolour = 1"), "unknown key 'colour'"),
+    (("[profiles.cpu]", "[profiles.cpu]\nspeed = 1"), "unknown key 'speed'"),
+    (("steps = 60\n[[claims]]", "steps = 60\nepochs = 3\n[[claims]]"), "unknown key 'epochs'"),
+    (("level = 4.9", "level = 4.9\nb = \"dab\""), "a 'level' claim is about side A alone"),
+    (("gain = 10", "gain = -5"), "'gain' is the relative gain"),
+    (("gain = 10", "gain = \"ten\""), "'gain' must be a number"),
+    (("seeds = \"0-2\"", "seeds = \"two\""), "bad seeds"),
+    (("id = \"toy-level\"", "id = \"toy-gain\""), "claim id 'toy-gain' given twice"),
+    (("id = \"toy-level\"", "id = \"Toy Level\""), "'id' must be lowercase"),
+    (("steps = 60\n[[claims]]", "steps = 60\nevals = 60\n[[claims]]"), "give one budget"),
+    (("[profiles.cpu]", "[profiles.quote]\npreset = \"quick\"\nseeds = \"0\"\n[profiles.cpu]"),
+     "cannot be named 'quote'"),
+    (("b = \"ste\"", "b = \"ste\"\n[claims.paper]"), "unknown key 'paper'"),
+    (("name = \"t\"", "name = \"t\"\nname2 = [1"), "not valid TOML"),
+])
+def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
+    path = _write(tmp_path, GOOD.replace(*change, 1))
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        study.load_study(path)
+
+
+def test_a_claim_without_a_budget_for_a_profile_is_refused(tmp_path):
+    text = GOOD.replace("[profiles.cpu]", "[profiles.gpu]\npreset = \"paper\"\nseeds = \"0\"\n[profiles.cpu]")
+    with pytest.raises(UsageError, match="no budget for profile 'gpu'"):
+        study.load_study(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("change,message", [
+    (("metric = \"gap\"", "metric = \"accuracy\""), "has no test metric 'accuracy'"),
+    (("metric = \"gradient.variance\"", "metric = \"gradient.colour\""), "unknown gradient statistic"),
+    (("a = \"reinforce\"", "a = \"no-such-estimator\""), "no-such-estimator"),
+    (("steps = 60\n[[claims]]", "steps = 60\ntune = \"lr=1e-2,3e-2\"\n[[claims]]"), "no validation metric"),
+])
+def test_bad_claims_are_refused_before_any_run(tmp_path, change, message, capsys):
+    path = _write(tmp_path, GOOD.replace(*change, 1))
+    assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_profile_and_missing_file_exit_2(tmp_path, capsys):
+    path = _write(tmp_path, GOOD)
+    assert main(["study", str(path), "--profile", "paper"]) == 2
+    assert "no profile 'paper' (known: cpu)" in capsys.readouterr().err
+    assert main(["study", str(tmp_path / "none.toml"), "--profile", "cpu"]) == 2
+    assert "no study file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["dab-claims", "relax-toy"])
+@pytest.mark.parametrize("profile", ["cpu", "paper"])
+def test_the_shipped_studies_load_and_resolve(name, profile):
+    s = study.load_study(ROOT / "studies" / f"{name}.toml")
+    p = study.plan(s, profile, runs="/nonexistent")
+    assert set(p.sides) == {c.id for c in s.claims}
+    if name == "dab-claims":
+        assert {c.id for c in s.claims} >= {"sort-level", "sort-gain", "classify-sort", "represent-recon",
+                                            "represent-probe", "density-elbo"}
+        # claims on the same runs share them: recon and probe read one pair of tuned sides
+        assert p.sides["represent-recon"][0] is p.sides["represent-probe"][0]
+
+
+# -------------------------------------------------------------------------------------- end to end
+
+
+def test_study_end_to_end_on_the_toy(tmp_path, capsys):
+    path = _write(tmp_path, GOOD)
+    assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "9 run(s) missing" in out  # reinforce, ste, reinforce(baseline=none): 3 seeds each, shared sides once
+    report = tmp_path / "claims.md"
+    assert main(["study", str(path), "--profile", "cpu", "--out", str(report), "--no-progress"]) == 0
+    text = report.read_text()
+    for cid in ("toy-gain", "toy-level", "toy-variance"):
+        assert f"## {cid}" in text and (tmp_path / "claims-figures" / f"{cid}.png").exists()
+    assert "**Verdict:" in text and "not run" not in text
+    assert "Learning curves (test gap" in text and "paired t-test p =" in text
+    # the figures in the report are the records' own: recompute one claim's gain from them
+    recs = [json.loads(Path(f).read_text()) for f in glob.glob(str(tmp_path / "runs" / "toy" / "*" / "*.json"))]
+    gap = {(r["estimator"]["label"], r["seed"]): r["metrics"]["gap"]["value"] for r in recs}
+    g = relative_gain([gap[("reinforce", s)] for s in range(3)], [gap[("ste", s)] for s in range(3)], False)
+    assert f"{100 * g.gain:+.1f}% ({100 * g.lo:+.1f}% to {100 * g.hi:+.1f}%)" in text
+    assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 0
+    assert "0 run(s) missing" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_tuned_claim_shares_runs_and_selection_records_with_gradbench_tune(tmp_path, capsys):
+    text = GOOD.split("[[claims]]")[0] + """
+[[claims]]
+id = "classify"
+title = "dab beats ste"
+quote = "+1%."
+task = "classify"
+a = "dab"
+b = "ste"
+metric = "accuracy"
+gain = 1
+[claims.cpu]
+steps = 40
+tune = "lr=1e-3,1e-2"
+"""
+    path = _write(tmp_path, text.replace('seeds = "0-2"', 'seeds = "0-2"\ntune_seeds = "0-1"'))
+    assert main(["study", str(path), "--profile", "cpu", "--out", str(tmp_path / "c.md"), "--no-progress",
+                 "--workers", "2"]) == 0
+    sels = sorted((tmp_path / "runs" / "selections").glob("*.json"))
+    assert len(sels) == 2
+    report = (tmp_path / "c.md").read_text()
+    assert "each side's settings tuned on validation over `lr=1e-3,1e-2`" in report
+    for sel in sels:
+        chosen = json.loads(sel.read_text())["choice"]["values"]["lr"]
+        assert f"[lr={chosen}]" in report
+    made = sorted((tmp_path / "runs").glob("classify/*/*.json"))
+    # gradbench tune with the same settings finds every run made: the study used tune's own specs
+    assert main(["tune", "--task", "classify", "--estimators", "dab,ste", "--grid", "lr=1e-3,1e-2", "--seeds", "0-1",
+                 "--final-seeds", "0-2", "--steps", "40", "--grad-checkpoints", "0,1", "--grad-draws", "20",
+                 "--device", "cpu", "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
+    assert sorted((tmp_path / "runs").glob("classify/*/*.json")) == made
+    assert sorted((tmp_path / "runs" / "selections").glob("*.json")) == sels
+
+
+# ------------------------------------------------------------------------- ids across added keys
+
+
+def test_a_task_key_added_later_keeps_the_older_records_id():
+    spec = resolve("vae", "ste", seed=0, options=RunOptions(steps=10))
+    assert len(spec.run_ids) == 2 and spec.run_ids[0] == spec.run_id
+    old = spec.as_dict()
+    del old["task"]["config"]["iw_k"]  # as a record made before vimco added the key
+    from gradbench import records
+
+    old["run_id"] = records.run_id(old)
+    old["eval_every"] = spec.eval_every
+    assert old["run_id"] == spec.run_ids[1]
+    assert spec_from_record(old).run_id == spec.run_id  # rerun rebuilds it
+    assert len(resolve("vae:iw_k=2", "ste", seed=0, options=RunOptions(steps=10)).run_ids) == 1
+
+
+def test_a_finished_record_under_the_older_id_is_reused(tmp_path):
+    from gradbench import records
+    from gradbench.runner import execute
+    from gradbench.tune import find_record
+
+    spec = resolve("classify", "ste", seed=0, options=RunOptions(steps=3, grad_stats=False))
+    assert execute(spec, device="cpu", runs_dir=str(tmp_path))["status"] == "ok"
+    new, legacy = spec.record_paths(tmp_path)
+    record = json.loads(new.read_text())  # made again as it was before the sort/rank/round keys existed
+    for key in ("group", "levels"):
+        del record["task"]["config"][key]
+    record["run_id"] = legacy.stem
+    records.atomic_write_json(legacy, record)
+    new.unlink()
+    assert todo(Grid([spec]), str(tmp_path), (0, 1))[:2] == ([], 1)
+    assert find_record(tmp_path, spec)["run_id"] == legacy.stem
+
+
+def test_every_committed_record_rebuilds_to_its_id():
+    paths = [p for p in glob.glob(str(ROOT / "results" / "*" / "*" / "*.json")) if "/selections/" not in p]
+    assert len(paths) > 500
+    bad = []
+    for p in paths:
+        record = json.loads(Path(p).read_text())
+        try:
+            spec_from_record(record)
+        except UsageError as e:
+            bad.append(str(e))
+    assert not bad, bad[:3]
