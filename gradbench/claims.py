@@ -29,18 +29,25 @@ RULE = f"""A claim's verdict comes from the 95% confidence interval [lo, hi] of 
 
 - **{CONTRADICTED}**: hi < 0 (B is better);
 - **{NOT_SUPPORTED}**: 0 <= hi < the claimed gain (the gain is smaller than claimed);
-- **{SUPPORTED}**: lo > 0 and hi >= the claimed gain (A is better, by as much as claimed or more);
+- **{SUPPORTED}**: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as claimed is not
+  ruled out; the measured gain is printed beside the claim, and may be smaller);
 - **{INCONCLUSIVE}**: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
 
-A claim that states only a direction is judged against a gain just above 0. A level claim ("reaches
-94.2%") is {SUPPORTED} when the 95% interval of A's mean reaches the level, {NOT_SUPPORTED} otherwise.
-False alarms (exact when seed-to-seed variation is normal; checked by simulation in tests/test_study.py):
-a true claim is judged {NOT_SUPPORTED} or {CONTRADICTED} with probability at most 2.5%; with no true
-difference between A and B, {SUPPORTED} with probability at most 2.5%, and {CONTRADICTED} likewise.
-Seeds where either side failed or diverged are not paired; they are counted in the side's row."""
+A claim that states only a direction is judged by the paired t-test at 5%: {SUPPORTED} when it finds A
+better, {CONTRADICTED} when it finds B better, {INCONCLUSIVE} otherwise. A level claim ("reaches 94.2%")
+is {SUPPORTED} when the 95% interval of A's mean reaches the level, {NOT_SUPPORTED} otherwise.
+Failures count against their side: seeds where a side failed or diverged are not paired, a level is not
+reached by a seed that failed, a claim is never {SUPPORTED} while A failed or diverged on some seed nor
+{CONTRADICTED} while B did (it is then {INCONCLUSIVE}, and the report says why); fewer than 2 paired seeds
+is {INCONCLUSIVE}. False alarms (exact when seed-to-seed variation is normal; checked by simulation in
+tests/test_study.py): a true claim is judged {NOT_SUPPORTED} or {CONTRADICTED} with probability at most
+2.5%; with no true difference between A and B, {SUPPORTED} with probability at most 2.5%, and
+{CONTRADICTED} likewise."""
 
 
 def _pct(x: float) -> str:
+    if math.isnan(x):
+        return "—"
     return "unbounded" if not math.isfinite(x) else f"{100 * x:+.1f}%"
 
 
@@ -74,27 +81,34 @@ def _budget(budget: dict[str, Any]) -> str:
 def explain(claim: Claim, result: dict[str, Any], study_file: str, profile: str, other: dict[str, str]) -> str:
     """One paragraph: why this verdict, and what would settle the claim."""
     v = result["verdict"]
+    notes = "".join(f" ({n})" for n in result.get("notes") or [])
+    return _explain(claim, result, v, paper_cmd_of(study_file, other)) + notes
+
+
+def paper_cmd_of(study_file: str, other: dict[str, str]) -> str:
+    return "".join(f" Under the `{p}` profile ({b}): `gradbench study {study_file} --profile {p}`."
+                   for p, b in other.items())
+
+
+def _explain(claim: Claim, result: dict[str, Any], v: str | None, paper_cmd: str) -> str:
     if v is None and result.get("no_choice"):
         return (f"Not judged: tuning found no eligible setting for {', '.join(result['no_choice'])} (every "
                 f"setting failed or diverged on some tuning seed; see its selection record).")
     if v is None:
         return "Not judged yet: some runs have no record (run the study again to make them)."
-    paper_cmd = "".join(f" Under the `{p}` profile ({b}): `gradbench study {study_file} --profile {p}`."
-                        for p, b in other.items())
     if claim.level is not None:
-        a = result["sides"][0]
-        reach = a["mean"] + (a["ci95"] or 0) if result["higher_is_better"] else a["mean"] - (a["ci95"] or 0)
-        if v == SUPPORTED:
-            return f"A's interval reaches {claim.level:g} (its end: {reach:.4g})."
-        if v == INCONCLUSIVE:
-            return "One seed gives no interval; run more seeds."
-        return (f"A's interval ends at {reach:.4g}, short of the stated {claim.level:g} at this budget; the "
-                f"paper's budget would settle whether longer training reaches it.{paper_cmd}")
+        return _explain_level(claim, result, v, paper_cmd)
     g = result["gain"]
+    if g.n < 2 or not math.isfinite(g.gain):
+        return "Too few seeds where both sides finished with a value."
     claimed = (claim.gain or 0.0) / 100
     stated = f"the claimed {100 * claimed:+.0f}%" if claim.gain else "a gain above 0"
+    if claim.gain is None and v in (SUPPORTED, CONTRADICTED):
+        return (f"The paired t-test finds {'A' if v == SUPPORTED else 'B'} better (p = {g.p:.3g}); the relative "
+                f"gain of A is {_pct(g.gain)} (interval {_pct(g.lo)} to {_pct(g.hi)}).")
     if v == SUPPORTED:
-        return f"A is better by {_pct(g.gain)} (interval {_pct(g.lo)} to {_pct(g.hi)}), consistent with {stated}."
+        return (f"A is better by {_pct(g.gain)} (interval {_pct(g.lo)} to {_pct(g.hi)}), which does not rule out "
+                f"{stated}.")
     if v == CONTRADICTED:
         return (f"B is better: the whole interval ({_pct(g.lo)} to {_pct(g.hi)}) is below 0 at this budget."
                 f"{paper_cmd}")
@@ -107,6 +121,18 @@ def explain(claim: Claim, result: dict[str, Any], study_file: str, profile: str,
             f"more than {MAX_SEEDS} seeds at this budget would be needed to decide")
     return f"The interval ({_pct(g.lo)} to {_pct(g.hi)}) holds both no gain and {stated}; {more}.{paper_cmd}"
 
+
+def _explain_level(claim: Claim, result: dict[str, Any], v: str, paper_cmd: str) -> str:
+    a = result["sides"][0]
+    if a["n"] == 0:
+        return "No seed of A finished with a value."
+    reach = a["mean"] + (a["ci95"] or 0) if result["higher_is_better"] else a["mean"] - (a["ci95"] or 0)
+    if v == SUPPORTED:
+        return f"A's interval reaches {claim.level:g} (its end: {reach:.4g})."
+    if v == INCONCLUSIVE:
+        return "Fewer than 2 ok seeds give no interval; run more seeds."
+    return (f"A's interval ends at {reach:.4g}, short of the stated {claim.level:g} at this budget; the "
+            f"paper's budget would settle whether longer training reaches it.{paper_cmd}")
 
 def _history_key(claim: Claim) -> tuple[str, str]:
     if claim.metric.startswith("gradient."):
@@ -196,10 +222,12 @@ def _claim_section(p: Plan, claim: Claim, res: dict[str, Any], study_file: str, 
     lines = [f"## {claim.id}", "", f"**{claim.title}**", "", f"> {claim.quote}", ""]
     if claim.assumption:
         lines += [f"Assumption: {claim.assumption}", ""]
+    hw, _, seconds, n_runs = _hardware([res])
+    ran = f" Final runs: {n_runs} on {hw}, {seconds / 60:.1f} min of training." if n_runs else ""
     lines += [f"Task `{claim.task}`, preset `{res['preset']}`, budget {_budget(res['budget'])}; metric "
               f"`{metric}` ({direction} is better)"
               + (f"; each side's settings tuned on validation over `{tune}` at seeds {_seeds(p.profile.tune_seeds)}"
-                 if tune else "") + ".", "",
+                 if tune else "") + "." + ran, "",
               "| side | estimator | mean ± 95% CI | seeds | selection record |", "|---|---|---|---|---|"]
     for s in res["sides"]:
         where = f"`{Path(s['selection']['path']).as_posix()}`" if s.get("selection") else "—"

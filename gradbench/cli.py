@@ -469,6 +469,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     failed, todo = study.run_study(plan, sweep, argv=_argv())
     if failed:
         print(f"gradbench: {failed} run(s) failed or diverged (counted in the report)", file=sys.stderr)
+    if shard != (0, 1):  # the report needs every shard's records: run the study unsharded once they are in
+        print(f"study {spec.name} ({args.profile}): shard {shard[0]}/{shard[1]} done; {todo.count} run(s) still "
+              f"missing across all shards (the tuned sides' finals need every shard's grid)")
+        return EXIT_FAILED if failed else EXIT_OK
     if todo.count:
         print(f"gradbench: {todo.count} run(s) still missing (another shard's, or a failed grid); the report "
               f"judges only complete claims", file=sys.stderr)

@@ -67,14 +67,16 @@ def _finished(spec: RunSpec, runs_dir: str | Path, force: bool) -> tuple[Path, d
     if force:
         return path, None
     try:
-        existing = records.load_finished(path)
+        found = spec.finished_record(runs_dir)  # under its id, or the id it had before a task's added keys
     except records.CorruptRecord as e:
         _say(f"re-running over a corrupt record: {e}")
         return path, None
-    if existing is not None:
-        existing["reused"] = True
-        existing["path"] = os.fspath(path)
-    return path, existing
+    if found is None:
+        return path, None
+    where, existing = found
+    existing["reused"] = True
+    existing["path"] = os.fspath(where)
+    return where, existing
 
 
 def _note_reused_path(existing: dict[str, Any], used: str) -> None:

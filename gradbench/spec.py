@@ -109,6 +109,22 @@ class RunSpec:
         return [records.record_path(runs_dir, self.task_cls.name, self.estimator_cls.name, rid)
                 for rid in self.run_ids]
 
+    def finished_record(self, runs_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+        """(path, record) of this run's finished record (ok or diverged) under any of its ids, or None;
+        CorruptRecord when the only record there is unreadable."""
+        corrupt = None
+        for path in self.record_paths(runs_dir):
+            try:
+                record = records.load_finished(path)
+            except records.CorruptRecord as e:
+                corrupt = corrupt or e
+                continue
+            if record is not None:
+                return path, record
+        if corrupt is not None:
+            raise corrupt
+        return None
+
 
 def _split(spec: str | tuple[str, dict[str, Any]], extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     if isinstance(spec, tuple):

@@ -15,15 +15,20 @@ The verdict rule (``verdict``), from the relative gain's 95% interval [lo, hi] (
 
 - contradicted: hi < 0 (B is better);
 - not supported: 0 <= hi < the claimed gain (the gain is smaller than claimed);
-- supported: lo > 0 and hi >= the claimed gain (A is better, by as much as claimed or more);
+- supported: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as claimed is not ruled
+  out: "supported" does not say the gain is as large as claimed; the measured gain stands beside it);
 - inconclusive: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
 
-A claim with no stated gain uses gain 0+: supported when lo > 0, contradicted when hi < 0, inconclusive
-otherwise. A level claim ("reaches 94.2%") is supported when the 95% interval of A's mean reaches the
-level in the metric's better direction, not supported otherwise. False alarms, exact under normal
-seed-to-seed variation and checked by simulation in tests/test_study.py: a true claim (gain exactly as
-stated, or the level exactly reached) is judged not supported or contradicted with probability <= 2.5%;
-with no true difference, supported (or contradicted) with probability <= 2.5% each.
+A claim with no stated gain is judged by the paired t-test at 5%: supported when it finds A better,
+contradicted when it finds B better, inconclusive otherwise (the same as lo > 0 / hi < 0 whenever the
+interval is bounded, and still decided when B's mean is near 0). A level claim ("reaches 94.2%") is
+supported when the 95% interval of A's mean reaches the level in the metric's better direction, not
+supported otherwise. Failures count against their side: a seed where A failed or diverged did not reach
+a level, and a claim is never supported while A failed or diverged on some seed (nor contradicted while B
+did); fewer than 2 usable seeds is inconclusive. False alarms, exact under normal seed-to-seed variation
+and checked by simulation in tests/test_study.py: a true claim (gain exactly as stated, or the level
+exactly reached) is judged not supported or contradicted with probability <= 2.5%; with no true
+difference, supported (or contradicted) with probability <= 2.5% each.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from typing import Any
 from gradbench import records
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.spec import RunOptions, RunSpec, resolve
-from gradbench.stats import mean_ci, relative_gain, t_half_width
+from gradbench.stats import mean_ci, paired_t, relative_gain, t_half_width
 from gradbench.sweep import Grid, parse_seeds, todo
+from gradbench.training import checkpoint_label
 from gradbench.tune import Candidate, candidates, choose, find_record, parse_grid, score, selection_record
 
 try:
@@ -246,6 +252,7 @@ class Plan:
     options: dict[str, RunOptions]  # claim id -> its run options (budget, gradient statistics, folder)
     sides: dict[str, list[SidePlan]]  # claim id -> its sides, A first
     unique: dict[tuple[Any, ...], SidePlan] = field(default_factory=dict)  # sides shared by claims
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # claim id -> its metric's direction
 
 
 def metric_direction(claim: Claim, spec: RunSpec) -> bool:
@@ -268,7 +275,7 @@ def metric_direction(claim: Claim, spec: RunSpec) -> bool:
 
 def plan(study: Study, profile_name: str, runs: str | None = None, device: str | None = None) -> Plan:
     """Resolve every claim's sides under the profile (one-line UsageError on a bad task, estimator,
-    metric or grid); tuned sides whose grid is complete in the records folder get their choice."""
+    metric, checkpoint or grid). Nothing is read from the records folder yet (``missing`` does that)."""
     if profile_name not in study.profiles:
         raise UsageError(f"{study.path}: no profile {profile_name!r} (known: {', '.join(study.profiles)})")
     profile = study.profiles[profile_name]
@@ -288,7 +295,11 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
             result.sides[claim.id].append(sp)
         first = result.sides[claim.id][0]
         spec = first.finals[0] if first.finals else first.tuning.specs[0][0]
-        metric_direction(claim, replace(spec, grad=_grad_of(opts, spec)))
+        result.higher_is_better[claim.id] = metric_direction(claim, replace(spec, grad=_grad_of(opts, spec)))
+        names = [checkpoint_label(f) for f in profile.grad_checkpoints]
+        if claim.metric.startswith("gradient.") and claim.checkpoint not in names:
+            raise UsageError(f"{study.path}: claim {claim.id!r}: checkpoint {claim.checkpoint!r} is not one of "
+                             f"profile {profile.name!r}'s gradient checkpoints ({', '.join(names)})")
     return result
 
 
@@ -440,6 +451,14 @@ def verdict(lo: float, hi: float, claimed: float) -> str:
     return SUPPORTED if lo > 0 else INCONCLUSIVE
 
 
+def direction_verdict(p: float, diff: float, higher_is_better: bool, alpha: float = 0.05) -> str:
+    """A claim of only a direction: the paired t-test of A against B at ``alpha`` (two-sided), with the
+    sign of the mean difference saying which side it found better."""
+    if not p < alpha:
+        return INCONCLUSIVE
+    return SUPPORTED if (diff > 0) == higher_is_better else CONTRADICTED
+
+
 def level_verdict(mean: float, half: float | None, level: float, higher_is_better: bool) -> str:
     """Supported when A's 95% interval reaches the level in the better direction; inconclusive with one seed."""
     if half is None or not math.isfinite(mean):
@@ -451,8 +470,10 @@ def level_verdict(mean: float, half: float | None, level: float, higher_is_bette
 def seeds_to_settle(sd: float, width: float) -> int | None:
     """The fewest seeds whose 95% interval of a gain with seed-to-seed spread ``sd`` has half-width below
     ``width`` (None: more than MAX_SEEDS)."""
-    if not (sd > 0 and width > 0):
-        return None if not sd == 0 else 2
+    if not width > 0 or not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return 2
     for n in range(2, MAX_SEEDS + 1):
         if t_half_width(sd, n) < width:
             return n
@@ -463,9 +484,9 @@ def judge(p: Plan, claim: Claim) -> dict[str, Any]:
     """One claim's figures and verdict (``verdict`` None while runs are missing)."""
     sides = p.sides[claim.id]
     spec = sides[0].finals[0] if sides[0].finals else sides[0].tuning.specs[0][0]
-    higher = metric_direction(claim, spec)
+    higher = p.higher_is_better[claim.id]
     out: dict[str, Any] = {"id": claim.id, "higher_is_better": higher, "sides": [], "verdict": None,
-                           "budget": spec.budget, "preset": p.profile.preset}
+                           "budget": spec.budget, "preset": p.profile.preset, "notes": []}
     values: list[dict[int, float]] = []
     for label, sp in zip(("A", "B"), sides, strict=False):
         recs = side_records(sp)
@@ -482,15 +503,32 @@ def judge(p: Plan, claim: Claim) -> dict[str, Any]:
                         and sp.tuning.choice is None]
     if not all(sp.finals for sp in sides) or any("missing" in s["statuses"] for s in out["sides"]):
         return out
+    failed = [s["n"] < s["seeds"] for s in out["sides"]]  # a seed failed, diverged or has no value
     if claim.level is not None:
         a = out["sides"][0]
-        out["verdict"] = level_verdict(a["mean"], a["ci95"], claim.level, higher)
+        out["verdict"] = NOT_SUPPORTED if failed[0] else level_verdict(a["mean"], a["ci95"], claim.level, higher)
+        if failed[0]:
+            out["notes"].append("A failed or diverged on some seed, which did not reach the level")
         return out
     shared = sorted(set(values[0]) & set(values[1]))
-    g = relative_gain([values[0][s] for s in shared], [values[1][s] for s in shared], higher)
+    a_vals, b_vals = [values[0][s] for s in shared], [values[1][s] for s in shared]
+    g = relative_gain(a_vals, b_vals, higher)
     claimed = (claim.gain or 0.0) / 100
-    out.update(gain=g, paired_seeds=shared, verdict=verdict(g.lo, g.hi, claimed))
-    if out["verdict"] == INCONCLUSIVE:  # the interval must shrink below the claimed gain (or the estimate)
+    if g.n < 2 or not math.isfinite(g.gain):
+        v = INCONCLUSIVE
+        out["notes"].append(f"{g.n} seed(s) where both sides finished with a value: too few to judge")
+    elif claim.gain is None:
+        v = direction_verdict(g.p, paired_t(a_vals, b_vals).diff, higher)
+    else:
+        v = verdict(g.lo, g.hi, claimed)
+    if v == SUPPORTED and failed[0]:
+        v = INCONCLUSIVE
+        out["notes"].append("not supported while A failed or diverged on some seed (its failures count against it)")
+    if v == CONTRADICTED and failed[1]:
+        v = INCONCLUSIVE
+        out["notes"].append("not contradicted while B failed or diverged on some seed (its failures count against it)")
+    out.update(gain=g, paired_seeds=shared, verdict=v)
+    if v == INCONCLUSIVE and g.n >= 2:  # the interval must shrink below the claimed gain (or the estimate)
         out["seeds_to_settle"] = seeds_to_settle(g.sd, claimed / 2 if claimed > 0 else abs(g.gain))
     return out
 

@@ -217,10 +217,9 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
         if not in_shard(group_key(spec), shard):  # a seed batch stays in one shard
             continue
         # a seed batch whose first step could not be batched was run seed by seed: its ordinary records count
-        where = spec.record_paths(runs_dir) + (
-            replace(spec, seed_batch=None).record_paths(runs_dir) if spec.seed_batch is not None else [])
+        candidates = [spec] + ([replace(spec, seed_batch=None)] if spec.seed_batch is not None else [])
         try:
-            done = [r for p in where if (r := records.load_finished(p)) is not None]
+            done = [found[1] for s in candidates if (found := s.finished_record(runs_dir)) is not None]
         except records.CorruptRecord as e:
             corrupt.append(str(e))
             done = []

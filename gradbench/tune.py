@@ -135,13 +135,20 @@ def candidates(task: str, estimator: str, grid: dict[str, list[str]], seeds: lis
 
 
 def find_record(runs_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
-    """The run's record under any of its ids (``RunSpec.run_ids``), or None (none yet, or corrupt: re-run)."""
+    """The run's record under any of its ids (``RunSpec.run_ids``): a finished one (ok or diverged) first,
+    else a failed one; None when there is none (or only a corrupt one: it is re-run)."""
+    try:
+        found = spec.finished_record(runs_dir)
+    except records.CorruptRecord:
+        return None
+    if found is not None:
+        return found[1]
     for path in spec.record_paths(runs_dir):
         try:
             if path.exists():
                 return records.read_record(path)
         except records.CorruptRecord:
-            return None
+            continue
     return None
 
 

@@ -364,3 +364,70 @@ def test_every_committed_record_rebuilds_to_its_id():
         except UsageError as e:
             bad.append(str(e))
     assert not bad, bad[:3]
+
+
+# ------------------------------------------------------------------------------- failures and edges
+
+
+def test_direction_claims_follow_the_paired_t_test():
+    assert study.direction_verdict(0.01, -0.5, False) == study.SUPPORTED  # lower is better, A lower
+    assert study.direction_verdict(0.01, -0.5, True) == study.CONTRADICTED
+    assert study.direction_verdict(0.2, 0.5, True) == study.INCONCLUSIVE
+    assert study.seeds_to_settle(0.0, 0.0) is None  # identical sides: no number of seeds decides
+    assert study.seeds_to_settle(0.0, 0.1) == 2
+
+
+def _judged(tmp_path, text, statuses_a, statuses_b=None):
+    """Plan a toy study and judge it from records written by hand: A's and B's gap per seed and status."""
+    from gradbench import records
+
+    s = study.load_study(_write(tmp_path, text))
+    p = study.plan(s, "cpu")
+    claim = s.claims[0]
+    for sp, statuses in zip(p.sides[claim.id], (statuses_a, statuses_b), strict=False):
+        for spec, (status, gap) in zip(sp.finals, statuses, strict=True):
+            rec = {**spec.as_dict(), "run_id": spec.run_id, "schema_version": records.SCHEMA_VERSION,
+                   "status": status, "error": None if status == "ok" else "x", "eval_every": spec.eval_every,
+                   "metrics": {"gap": {"value": gap, "higher_is_better": False}}, "main_metric": "gap"}
+            path = spec.record_paths(tmp_path / "runs")[0]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec))
+    return study.judge(p, claim)
+
+
+def test_failures_count_against_their_side(tmp_path):
+    level = GOOD.split("[[claims]]")[0] + "[[claims]]" + GOOD.split("[[claims]]")[2]
+    # two good seeds would reach the level with a wide interval; the diverged third did not reach it
+    res = _judged(tmp_path, level, [("ok", 4.0), ("ok", 6.0), ("diverged", None)])
+    assert res["verdict"] == study.NOT_SUPPORTED and res["notes"]
+    gain = GOOD.split("[[claims]]")[0] + "[[claims]]" + GOOD.split("[[claims]]")[1]
+    (tmp_path / "g").mkdir()
+    res = _judged(tmp_path / "g", gain, [("ok", 1.0), ("ok", 1.1), ("diverged", None)],
+                  [("ok", 3.0), ("ok", 3.1), ("ok", 3.05)])
+    assert res["paired_seeds"] == [0, 1]
+    assert res["verdict"] == study.INCONCLUSIVE and "A failed or diverged" in res["notes"][0]
+
+
+def test_a_tuned_claim_on_a_gradient_metric_is_judged_later_not_crashed(tmp_path):
+    text = GOOD.split("[[claims]]")[0] + """[[claims]]
+id = "snr"
+title = "t"
+quote = "q"
+task = "classify"
+a = "dab"
+b = "ste"
+metric = "gradient.snr"
+[claims.cpu]
+steps = 5
+tune = "lr=1e-3,1e-2"
+"""
+    s = study.load_study(_write(tmp_path, text))
+    p = study.plan(s, "cpu")
+    assert study.missing(p).count > 0
+    assert study.judge(p, s.claims[0])["verdict"] is None
+
+
+def test_a_checkpoint_the_profile_does_not_measure_is_refused(tmp_path):
+    path = _write(tmp_path, GOOD.replace('checkpoint = "start"', 'checkpoint = "middle"'))
+    with pytest.raises(UsageError, match="checkpoint 'middle' is not one of profile 'cpu'"):
+        study.plan(study.load_study(path), "cpu")
