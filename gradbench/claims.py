@@ -23,6 +23,7 @@ from gradbench.study import (
     Plan,
     judge,
 )
+from gradbench.tune import find_record
 
 RULE = f"""A claim's verdict comes from the 95% confidence interval [lo, hi] of the relative gain of A over B
 (Fieller's interval over the paired seeds: every gain the paired t-test does not reject):
@@ -174,13 +175,17 @@ def render(p: Plan, study_file: str, out: Path | None, argv: list[str]) -> str:
     runs_dir = Path(next(iter(p.options.values())).runs)
     results = [(c, judge(p, c)) for c in study.claims]
     hw, commits, seconds, n_runs = _hardware([r for _, r in results])
+    grid = _grid_seconds(p)
+    grids = f", and the tuning grids' {grid[1]} runs {grid[0] / 60:.1f} min more" if grid[1] else ""
+    tuned = any(c.budgets[profile.name].get("tune") for c in study.claims)
+    tuning = f", tuning seeds {_seeds(profile.tune_seeds)}" if tuned else ""
     lines = [f"# {study.title}", "", study.source, "",
              f"Made by `{' '.join(argv)}` from the records in `{runs_dir}` (profile `{profile.name}`: "
              f"{profile.description or 'no description'}; preset `{profile.preset}`, final seeds "
-             f"{_seeds(profile.seeds)}, tuning seeds {_seeds(profile.tune_seeds)}). The claims' final runs: "
+             f"{_seeds(profile.seeds)}{tuning}). The claims' final runs: "
              f"{n_runs}, made by gradbench at commit(s) {', '.join(commits) or '—'} on {hw or '—'}; their "
-             f"training took {seconds / 60:.1f} min (tuning grids not counted). Cells are means ± 95% CI over "
-             f"seeds; A is the side the paper champions.", "",
+             f"training took {seconds / 60:.1f} min{grids} (evaluation and start-up not counted). Cells are "
+             f"means ± 95% CI over seeds; A is the side the paper champions.", "",
              "## Verdicts", "",
              "| claim | the paper | A | B | measured | n | paired p | verdict |",
              "|---|---|---|---|---|---:|---:|---|"]
@@ -200,14 +205,22 @@ def render(p: Plan, study_file: str, out: Path | None, argv: list[str]) -> str:
     lines += ["", "## How a verdict is reached", "", RULE, ""]
     figures = None if out is None else out.parent / f"{out.stem}-figures"
     for claim, res in results:
-        other = {name: _budget(_claim_budget(claim, name)) for name in study.profiles if name != profile.name}
+        other = {name: _claim_budget(claim, name) for name in study.profiles if name != profile.name}
         lines += _claim_section(p, claim, res, study_file, other, runs_dir, figures, out)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _claim_budget(claim: Claim, profile: str) -> dict[str, Any]:
+def _grid_seconds(p: Plan) -> tuple[float, int]:
+    """(training seconds, runs) of the tuning grids' runs that have records."""
+    found = [find_record(sp.options.runs, s) for sp in p.unique.values() if sp.tuning
+             for specs in sp.tuning.specs for s in specs]
+    recs = {r["run_id"]: r for r in found if r is not None}
+    return sum(float((r.get("cost") or {}).get("train_seconds") or 0.0) for r in recs.values()), len(recs)
+
+
+def _claim_budget(claim: Claim, profile: str) -> str:
     budget = {k: v for k, v in claim.budgets[profile].items() if k != "tune"}
-    return budget or {"budget": "the preset's"}
+    return _budget(budget) if budget else "the preset's steps"
 
 
 def _seeds(seeds: list[int]) -> str:
