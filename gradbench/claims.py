@@ -21,7 +21,6 @@ from gradbench.study import (
     SUPPORTED,
     Claim,
     Plan,
-    judge,
 )
 from gradbench.tune import find_record
 
@@ -169,11 +168,12 @@ def _hardware(results: list[dict[str, Any]]) -> tuple[str, list[str], float, int
     return "; ".join(f"{k} ({n} runs)" for k, n in hw.most_common()), commits, seconds, len(recs)
 
 
-def render(p: Plan, study_file: str, out: Path | None, argv: list[str]) -> str:
-    """The whole report (markdown); with ``out``, the curves' PNGs go beside it, in ``<stem>-figures/``."""
+def render(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: dict[str, dict[str, Any]]) -> str:
+    """The whole report (markdown) from each claim's ``study.judge`` result (``judged``, by claim id); with
+    ``out``, the curves' PNGs go beside it, in ``<stem>-figures/``."""
     study, profile = p.study, p.profile
-    runs_dir = Path(next(iter(p.options.values())).runs)
-    results = [(c, judge(p, c)) for c in study.claims]
+    runs_dir = Path(p.runs)
+    results = [(c, judged[c.id]) for c in study.claims]
     hw, commits, seconds, n_runs = _hardware([r for _, r in results])
     grid = _grid_seconds(p)
     grids = f", and the tuning grids' {grid[1]} runs {grid[0] / 60:.1f} min more" if grid[1] else ""

@@ -448,7 +448,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     spec = study.load_study(args.file)
     plan = study.plan(spec, args.profile, runs=args.runs, device=args.device)
     shard = parse_shard(args.shard)
-    runs = next(iter(plan.options.values())).runs
+    runs = plan.runs
     if args.dry_run:
         todo = study.missing(plan, shard)
         for s in todo.runs:
@@ -477,7 +477,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"gradbench: {todo.count} run(s) still missing (another shard's, or a failed grid); the report "
               f"judges only complete claims", file=sys.stderr)
     out = Path(args.out) if args.out else None
-    text = claims.render(plan, args.file, out, _argv())
+    judged = {c.id: study.judge(plan, c) for c in spec.claims}
+    text = claims.render(plan, args.file, out, _argv(), judged)
     if out is None:
         print(text, end="")
     else:
@@ -485,7 +486,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         atomic_write_text(out, text)
         print(f"study {spec.name} ({args.profile}): wrote {out}")
-    unjudged = [c.id for c in spec.claims if study.judge(plan, c)["verdict"] is None]
+    unjudged = [cid for cid, result in judged.items() if result["verdict"] is None]
     if unjudged:
         print(f"gradbench: not judged: {', '.join(unjudged)}", file=sys.stderr)
     return EXIT_FAILED if failed or todo.count or unjudged else EXIT_OK

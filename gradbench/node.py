@@ -11,6 +11,7 @@ have shape ``(batch, *node.in_shape)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,12 +131,12 @@ class Node:
     @property
     def numel(self) -> int:
         """Elements of one example's output."""
-        return _prod(self.shape)
+        return math.prod(self.shape)
 
     @property
     def in_numel(self) -> int:
         """Elements of one example's input."""
-        return _prod(self.in_shape)
+        return math.prod(self.in_shape)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Node) and (self.kind, self.shape, self.params) == (
@@ -153,10 +154,3 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "shape": list(self.shape), **self.params}
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n

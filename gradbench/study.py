@@ -33,21 +33,29 @@ difference, supported (or contradicted) with probability <= 2.5% each.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradbench import records
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.spec import RunOptions, RunSpec, resolve
-from gradbench.stats import mean_ci, paired_t, relative_gain, t_half_width
+from gradbench.stats import mean_ci, relative_gain, t_half_width
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
-from gradbench.tune import Candidate, candidates, choose, find_record, parse_grid, score, selection_record
+from gradbench.tune import (
+    Candidate,
+    candidates,
+    count_failed,
+    decide,
+    find_record,
+    parse_grid,
+    selection_record,
+    write_selection,
+)
 
 try:
     import tomllib
@@ -239,16 +247,22 @@ class SidePlan:
     task: str
     estimator: str
     options: RunOptions
-    finals: list[RunSpec]  # the runs the claim reads (empty until a tuned side is chosen)
+    fixed: list[RunSpec]  # an untuned side's runs at the profile's seeds (empty for a tuned side)
     tuning: Candidate | None = None
     grid: dict[str, list[str]] | None = None
     selection: dict[str, Any] | None = None
+
+    @property
+    def finals(self) -> list[RunSpec]:
+        """The runs the claim reads: the fixed ones, or the tuned choice's (empty until chosen)."""
+        return self.tuning.final if self.tuning is not None else self.fixed
 
 
 @dataclass
 class Plan:
     study: Study
     profile: Profile
+    runs: str  # the records folder of every run
     options: dict[str, RunOptions]  # claim id -> its run options (budget, gradient statistics, folder)
     sides: dict[str, list[SidePlan]]  # claim id -> its sides, A first
     unique: dict[tuple[Any, ...], SidePlan] = field(default_factory=dict)  # sides shared by claims
@@ -262,8 +276,6 @@ def metric_direction(claim: Claim, spec: RunSpec) -> bool:
         if name not in GRADIENT_FIELDS:
             raise UsageError(f"claim {claim.id!r}: unknown gradient statistic {name!r} "
                              f"(known: {', '.join(GRADIENT_FIELDS)})")
-        if spec.grad is None:
-            raise UsageError(f"claim {claim.id!r}: metric {claim.metric} needs gradient statistics")
         return GRADIENT_FIELDS[name]
     metrics = spec.task_cls.metrics
     if claim.metric.startswith(records.VALID_PREFIX) or claim.metric not in metrics:
@@ -279,12 +291,12 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
     if profile_name not in study.profiles:
         raise UsageError(f"{study.path}: no profile {profile_name!r} (known: {', '.join(study.profiles)})")
     profile = study.profiles[profile_name]
-    result = Plan(study, profile, {}, {})
+    result = Plan(study, profile, runs or study.runs, {}, {})
     for claim in study.claims:
         budget = claim.budgets[profile_name]
         opts = RunOptions(steps=budget.get("steps"), evals=budget.get("evals"), seconds=budget.get("seconds"),
                           grad_checkpoints=profile.grad_checkpoints, grad_draws=profile.grad_draws,
-                          device=device or profile.device, runs=runs or study.runs, progress=False)
+                          device=device or profile.device, runs=result.runs, progress=False)
         result.options[claim.id] = opts
         result.sides[claim.id] = []
         for side in claim.sides:
@@ -295,18 +307,12 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
             result.sides[claim.id].append(sp)
         first = result.sides[claim.id][0]
         spec = first.finals[0] if first.finals else first.tuning.specs[0][0]
-        result.higher_is_better[claim.id] = metric_direction(claim, replace(spec, grad=_grad_of(opts, spec)))
+        result.higher_is_better[claim.id] = metric_direction(claim, spec)
         names = [checkpoint_label(f) for f in profile.grad_checkpoints]
         if claim.metric.startswith("gradient.") and claim.checkpoint not in names:
             raise UsageError(f"{study.path}: claim {claim.id!r}: checkpoint {claim.checkpoint!r} is not one of "
                              f"profile {profile.name!r}'s gradient checkpoints ({', '.join(names)})")
     return result
-
-
-def _grad_of(opts: RunOptions, spec: RunSpec) -> dict[str, Any] | None:
-    if spec.grad is not None:
-        return spec.grad
-    return None if not opts.grad_stats else {"checkpoints": list(opts.grad_checkpoints)}
 
 
 def _side(p: Plan, claim: Claim, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
@@ -325,42 +331,21 @@ def _side(p: Plan, claim: Claim, estimator: str, grid_text: str | None, opts: Ru
     return sp
 
 
-def choose_side(p: Plan, sp: SidePlan) -> bool:
-    """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does; False while
-    some grid run has no record yet."""
-    c = sp.tuning
-    if c is None or sp.finals:
-        return True
-    rows, missing = score(c, sp.options.runs)
-    if missing:
-        return False
-    task_cls = c.specs[0][0].task_cls
-    c.rows, c.choice = rows, choose(rows, task_cls.metrics[task_cls.selection_metric()])
-    if c.choice is not None:
-        task_spec, est_spec = c.settings[c.choice]
-        c.final = [resolve(task_spec, est_spec, preset=p.profile.preset, seed=s, options=sp.options)
-                   for s in p.profile.seeds]
-        sp.finals = c.final
-    return True
+def choose_side(p: Plan, sp: SidePlan) -> None:
+    """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does (``tune.decide``);
+    nothing while some grid run has no record yet."""
+    if sp.tuning is not None and sp.tuning.rows is None:
+        decide(sp.tuning, p.profile.preset, p.profile.seeds, sp.options)
 
 
-def write_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
+def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
     """The tuned side's selection record (the leaderboard's [tuned] row); an existing record of the same
     tuning with the same choice and validation figures is left as it is."""
     c = sp.tuning
     if c is None or c.rows is None:
         return
     record = selection_record(c, sp.grid, p.profile.tune_seeds, p.profile.seeds, c.rows, argv, sp.options.runs)
-    path = records.selection_path(sp.options.runs, record["id"])
-    try:
-        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    except (OSError, ValueError):
-        old = None  # unreadable: rewritten below
-    same = isinstance(old, dict) and all(old.get(k) == record[k] for k in ("settings", "choice", "rule"))
-    if not same:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        records.atomic_write_json(path, record)
-    sp.selection = {**(old if same else record), "path": str(path)}
+    sp.selection = write_selection(record, sp.options.runs, keep_same=True)
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -385,37 +370,30 @@ def _dedupe(specs: list[RunSpec]) -> list[RunSpec]:
     return list(seen.values())
 
 
-def _runs_dir(p: Plan) -> str:
-    dirs = {o.runs for o in p.options.values()}
-    return dirs.pop()
-
-
 def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
     """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete."""
     grid_specs = [s for sp in p.unique.values() if sp.tuning for specs in sp.tuning.specs for s in specs]
     for sp in p.unique.values():
         choose_side(p, sp)
     finals = [s for sp in p.unique.values() for s in sp.finals]
-    pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), _runs_dir(p), shard)
-    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and not sp.finals
-                and sp.tuning.rows is None]
+    pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), p.runs, shard)
+    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and sp.tuning.rows is None]
     return Missing(pending, unchosen)
 
 
 def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
     """Run what is missing: every tuning grid and untuned side at once, then the tuned sides' choices;
     write their selection records. Returns (failed or diverged runs, what is still missing)."""
-    failed = 0
     first = [s for sp in p.unique.values() for s in (
-        [x for specs in sp.tuning.specs for x in specs] if sp.tuning else sp.finals)]
-    failed += int(getattr(sweep(Grid(_dedupe(first))), "failed", 0) or 0)
+        [x for specs in sp.tuning.specs for x in specs] if sp.tuning else sp.fixed)]
+    failed = count_failed(sweep(Grid(_dedupe(first))))
     for sp in p.unique.values():
         choose_side(p, sp)
     finals = [s for sp in p.unique.values() if sp.tuning for s in sp.finals]
     if finals:
-        failed += int(getattr(sweep(Grid(_dedupe(finals))), "failed", 0) or 0)
+        failed += count_failed(sweep(Grid(_dedupe(finals))))
     for sp in p.unique.values():
-        write_selection(p, sp, argv)
+        write_side_selection(p, sp, argv)
     return failed, missing(p)
 
 
@@ -518,7 +496,7 @@ def judge(p: Plan, claim: Claim) -> dict[str, Any]:
         v = INCONCLUSIVE
         out["notes"].append(f"{g.n} seed(s) where both sides finished with a value: too few to judge")
     elif claim.gain is None:
-        v = direction_verdict(g.p, paired_t(a_vals, b_vals).diff, higher)
+        v = direction_verdict(g.p, sum(a_vals) / len(a_vals) - sum(b_vals) / len(b_vals), higher)
     else:
         v = verdict(g.lo, g.hi, claimed)
     if v == SUPPORTED and failed[0]:

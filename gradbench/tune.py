@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,34 +248,53 @@ def tune(task: str, estimators: str, grid_text: str, seeds: list[int], final_see
             unsupported.append(f"{task} x {est}: {e}")
     if not found:
         raise UsageError("nothing to tune: " + ("; ".join(unsupported) or "no estimator given"))
-    failed = _count_failed(sweep(Grid([s for c in found for specs in c.specs for s in specs])))
+    failed = count_failed(sweep(Grid([s for c in found for specs in c.specs for s in specs])))
     result = TuneResult([], unsupported, failed, 0)
-    finals = []
     for c in found:
-        rows, missing = score(c, options.runs)
-        result.missing += missing
-        if missing:
-            continue
-        task_cls = c.specs[0][0].task_cls
-        c.choice = choose(rows, task_cls.metrics[task_cls.selection_metric()])
-        if c.choice is not None:
-            task_spec, est_spec = c.settings[c.choice]
-            c.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
-            finals.extend(c.final)  # runs already made (same spec) are reused by the sweep
-        c.rows = rows
+        result.missing += decide(c, preset, final_seeds, options)
+    finals = [s for c in found for s in c.final]  # runs already made (same spec) are reused by the sweep
     if finals:
-        result.failed_runs += _count_failed(sweep(Grid(finals)))
+        result.failed_runs += count_failed(sweep(Grid(finals)))
     for c in found:
-        if c.rows is None:
-            continue
-        record = selection_record(c, grid, seeds, final_seeds, c.rows, argv, options.runs)
-        path = records.selection_path(options.runs, record["id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        records.atomic_write_json(path, record)
-        record["path"] = str(path)
-        result.selections.append(record)
+        if c.rows is not None:
+            record = selection_record(c, grid, seeds, final_seeds, c.rows, argv, options.runs)
+            result.selections.append(write_selection(record, options.runs))
     return result
 
 
-def _count_failed(outcome: Any) -> int:
+def decide(c: Candidate, preset: str, final_seeds: list[int], options: RunOptions) -> int:
+    """Score ``c``'s grid from the records in ``options.runs`` and, when every grid run has one, choose by
+    the module's rule and resolve the choice at the final seeds (sets ``c.rows``, ``c.choice``,
+    ``c.final``). Returns how many grid runs have no record yet (0: decided)."""
+    rows, missing = score(c, options.runs)
+    if missing:
+        return missing
+    task_cls = c.specs[0][0].task_cls
+    c.rows, c.choice = rows, choose(rows, task_cls.metrics[task_cls.selection_metric()])
+    if c.choice is not None:
+        task_spec, est_spec = c.settings[c.choice]
+        c.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
+    return 0
+
+
+def write_selection(record: dict[str, Any], runs_dir: str | Path, keep_same: bool = False) -> dict[str, Any]:
+    """Write a selection record to ``<runs>/selections/<id>.json``; returns it with its ``path``. With
+    ``keep_same`` an existing record of the same tuning with the same settings, choice and rule is left as
+    it is (and returned), so re-reading a finished tuning does not rewrite its file."""
+    path = records.selection_path(runs_dir, record["id"])
+    old = None
+    if keep_same and path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None  # unreadable: rewritten below
+    if isinstance(old, dict) and all(old.get(k) == record[k] for k in ("settings", "choice", "rule")):
+        return {**old, "path": str(path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records.atomic_write_json(path, record)
+    return {**record, "path": str(path)}
+
+
+def count_failed(outcome: Any) -> int:
+    """Failed or diverged runs of a sweep's outcome (a ``SweepResult``, or anything with ``failed``)."""
     return int(getattr(outcome, "failed", 0) or 0)
