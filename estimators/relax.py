@@ -12,10 +12,17 @@ which is unbiased for any c. Here
   RELAX used in its discrete experiments (the REBAR term carries each example's context, which a
   network seeing only the relaxed sample cannot know).
 
-eta, log tau and psi are trained to minimise the variance of g: ``aux_loss`` carries
-d/d(eta, tau, psi) of mean ||g||^2 (double backprop; g is the estimate w.r.t. the logits), as a
-surrogate that touches only those parameters. They get their own learning rate (``lr``): a control
-variate that trains at a small model learning rate barely helps.
+eta, log tau and psi are trained to minimise the variance of the whole single-sample estimate of the
+gradient w.r.t. the logits, g + d f(b)/dx|direct: a cost may also depend on the logits directly, not
+through b (a VAE's KL, the log q(b|x) inside vae:iw_k's log-weights), and ``loss`` passes that term on
+too. ``aux_loss`` carries d/d(eta, tau, psi) of mean ||g + d f(b)/dx|direct||^2 (double backprop), as a
+surrogate that touches only those parameters. Leaving the direct term out (version 2) is harmless when
+it does not depend on the sample (analytic KL: it shifts the objective's gradient by a zero-mean term),
+but where it does (a sampled log q) it is correlated with g, and the partial objective's gradient can
+point the wrong way. The direct term is taken w.r.t. the ``logits`` tensor passed in, so it is seen
+where the cost's graph reaches that tensor (under ``samples=k`` it reaches the logits before their
+repeats, and is left out). They get their own learning rate (``lr``): a control variate that trains at
+a small model learning rate barely helps.
 
 Cost: 3 cost evaluations per step (f(b), f at the two relaxed samples).
 """
@@ -54,7 +61,7 @@ class RelaxConfig:
 
 @register_estimator("relax")
 class Relax(Estimator):
-    version = "2"  # 2: r_psi's hidden layer is Tanh (was ReLU)
+    version = "3"  # 3: the variance objective includes the cost's direct path to the logits; 2: Tanh r_psi
     supports = frozenset({"bernoulli", "categorical"})
     unbiased = True
     Config = RelaxConfig
@@ -80,6 +87,15 @@ class Relax(Estimator):
             c = c + self.net(flat.to(self.eta.dtype)).squeeze(-1).to(flat.dtype)
         return c
 
+    @staticmethod
+    def direct_gradient(f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """d sum f / d logits along the cost's own paths to ``logits`` (not through the sample), detached:
+        no control-variate parameter moves it. None where the cost has no such path."""
+        if not (logits.requires_grad and f.requires_grad):
+            return None
+        (direct,) = torch.autograd.grad(f.sum(), logits, retain_graph=True, allow_unused=True)
+        return None if direct is None else direct.detach()
+
     def forward(self, logits, cost_fn) -> EstimatorOutput:
         node = self.node
         x = logits.detach().requires_grad_(True)  # the estimate is built w.r.t. a detached copy
@@ -87,7 +103,8 @@ class Relax(Estimator):
             z = ops.perturb(node, x, ops.uniform(x.shape, x))
             b = ops.from_perturbed(node, z.detach())
             z_tilde = ops.conditional_perturb(node, x, b, ops.uniform(x.shape, x))
-            f = cost_fn(b)  # (batch,); its graph reaches only cost_fn's parameters
+            f = cost_fn(b)  # (batch,); its graph reaches cost_fn's parameters and any direct path to logits
+            direct = self.direct_gradient(f, logits)  # d f(b)/d logits not through b: part of the estimate
             c_z = self.control_variate(z, cost_fn)
             c_zt = self.control_variate(z_tilde, cost_fn)
             # d log p(b)/dx in closed form, so the coefficient's own x-dependence is not differentiated.
@@ -96,8 +113,9 @@ class Relax(Estimator):
             (reparam,) = torch.autograd.grad((c_z - c_zt).sum(), x, create_graph=True, allow_unused=True)
             if reparam is None:  # a cost that ignores its input: the control variate has no x-path
                 reparam = torch.zeros_like(x)
-            g = coef * score + reparam  # (batch, *shape): one estimate per example
-            variance = g.pow(2).flatten(1).sum(-1).mean()
+            g = coef * score + reparam  # (batch, *shape): one estimate per example, less the direct path
+            full = g if direct is None else g + direct  # what loss puts on each example's logits (x batch)
+            variance = full.pow(2).flatten(1).sum(-1).mean()
             own = [p for p in self.parameters() if p.requires_grad]
             own_grads = (torch.autograd.grad(variance, own, allow_unused=True) if variance.requires_grad
                          else [None] * len(own))
