@@ -196,10 +196,20 @@ def exact_expectation(node: Node, logits: torch.Tensor, cost_fn, limit: int = 40
 def repeated_cost(cost_fn, repeats: int, batch: int, event_dims: int):
     """The cost of a batch repeated ``repeats`` times along the batch dim (rows r·batch + i are copies of
     example i), through ``cost_fn``'s support for leading sample dims, so per-example state (targets)
-    lines up; used by multi-sample estimators and batched gradient draws."""
+    lines up; used by multi-sample estimators and batched gradient draws. The optional per-sample
+    log-weight hook (``cost_fn.log_weight``, ``Task.with_log_weight``) is repeated the same way, so an
+    estimator that needs it (VIMCO) runs under ``samples=k`` too."""
+
+    def rows(y: torch.Tensor) -> torch.Tensor:
+        return y.unflatten(y.dim() - event_dims - 1, (repeats, batch))
 
     def cost(y: torch.Tensor) -> torch.Tensor:
-        batch_dim = y.dim() - event_dims - 1
-        return cost_fn(y.unflatten(batch_dim, (repeats, batch))).flatten(-2)
+        return cost_fn(rows(y)).flatten(-2)
 
+    log_weight = getattr(cost_fn, "log_weight", None)
+    if log_weight is not None:
+        def repeated_log_weight(y: torch.Tensor) -> torch.Tensor:  # (*prefix, repeats·batch, k)
+            return log_weight(rows(y)).flatten(-3, -2)
+
+        cost.log_weight = repeated_log_weight  # type: ignore[attr-defined]
     return cost
