@@ -7,6 +7,11 @@ form: the forward value is the discrete sample, the backward the relaxed one's.
 Temperature: constant ``tau`` or, with ``anneal_rate > 0``, tau_t = max(tau_min, tau * exp(-rate * t))
 (the official notebook's schedule). The step counter is a device buffer, so the schedule needs no
 host synchronisation.
+
+Cost: 1 cost evaluation per step. With ``hard=false`` the cost is also evaluated at the discrete
+sample, in the same call, to report the sample's cost (``EstimatorOutput.cost``: what every estimator
+reports, so training curves compare); no gradient comes from that row, so it is not charged to
+``cost_evals`` (which sets the steps of an ``--evals`` budget) but declared as ``report_evals``.
 """
 
 from __future__ import annotations
@@ -62,13 +67,16 @@ class GumbelSoftmax(Estimator):
         if self.config.hard:
             y = hard + (soft - soft.detach())
             cost = cost_fn(y)
-            reported, evals = cost.detach(), 1
+            reported, report_evals = cost.detach(), 0
         else:
             # One call on [relaxed, discrete]: the gradient comes from the relaxed row; the discrete
-            # row is the reported cost of the sample. cost_evals counts rows per example: 2.
+            # row only reports the sample's cost: charged 1 row, plus 1 declared as report_evals.
             both = cost_fn(torch.stack([soft, hard]))
-            cost, reported, evals = both[0], both[1].detach(), 2
+            cost, reported, report_evals = both[0], both[1].detach(), 1
         if self.training:
             self.step += 1
+        diagnostics = {"cost_evals": 1, "tau": tau.detach()}
+        if report_evals:
+            diagnostics["report_evals"] = report_evals
         return EstimatorOutput(sample=hard, cost=reported, loss=cost.mean(), aux_loss=self.zero(logits),
-                               diagnostics={"cost_evals": evals, "tau": tau.detach()})
+                               diagnostics=diagnostics)

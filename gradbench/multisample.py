@@ -70,8 +70,9 @@ def multi_sample(cls: type[Estimator]) -> type[Estimator]:
             rows = logits.unsqueeze(0).expand(k, *logits.shape).reshape(k * batch, *logits.shape[1:])
             out = super().forward(rows, ops.repeated_cost(cost_fn, k, batch, logits.dim() - 1))
             diagnostics = dict(out.diagnostics)
-            if "cost_evals" in diagnostics:
-                diagnostics["cost_evals"] = diagnostics["cost_evals"] * k
+            for key in ("cost_evals", "report_evals"):  # rows per example: k times the estimator's own
+                if key in diagnostics:
+                    diagnostics[key] = diagnostics[key] * k
             return EstimatorOutput(sample=out.sample[:batch], cost=out.cost[:batch], loss=out.loss,
                                    aux_loss=out.aux_loss, diagnostics=diagnostics)
 

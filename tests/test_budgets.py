@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import gradbench
 from gradbench.cli import main
@@ -23,8 +24,8 @@ def test_equal_evaluations_give_rloo_2_half_the_steps_of_straight_through(tmp_pa
     assert (rloo["cost"]["steps"], ste["cost"]["steps"], relax["cost"]["steps"]) == (2000, 4000, 1333)
     assert rloo["budget"] == {"evals": 4000}
     assert [r["cost"]["evals"] for r in (rloo, ste, relax)] == [4000, 4000, 3999]  # whole steps only
-    gumbel2 = _run(tmp_path, "gumbel:samples=2", steps=None)  # 2 samples x (relaxed + hard rows) per step
-    assert gumbel2["cost"]["steps"] == 1000
+    gumbel2 = _run(tmp_path, "gumbel:samples=2", steps=None)  # 2 relaxed rows per step (hard rows: report only)
+    assert gumbel2["cost"]["steps"] == 2000
 
 
 def test_an_evals_budget_is_its_own_run_and_table(tmp_path):
@@ -61,3 +62,54 @@ def test_compare_pairs_runs_of_one_evals_budget(tmp_path, capsys):
             gradbench.run("toy", est, seed=seed, evals=200, runs=str(tmp_path), device="cpu", grad_stats=False)
     assert main(["compare", "--task", "toy", "ste", "reinforce", "--evals", "200", "--runs", str(tmp_path)]) == 0
     assert "budget evals=200" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- what a step is charged (issue 25)
+
+
+def test_vimco_and_soft_gumbel_are_charged_the_evaluations_they_need():
+    """VIMCO evaluates the task's log-weights once (its reported cost, log k - logsumexp of them, needs no
+    second call): 1. Soft Gumbel-Softmax's gradient comes from the relaxed row only; the discrete row it
+    also evaluates reports the sample's cost and is not charged (``report_evals``): 1, as for hard=true.
+    The conformance check counts the rows really evaluated against cost_evals + report_evals."""
+    from gradbench.multisample import estimator_class
+    from gradbench.registry import get_estimator_class
+    from gradbench.testing import SMALL_NODES, check_cost_evals
+
+    vae = gradbench.registry.get_task_class("vae")
+    torch.manual_seed(0)
+    task = vae(vae.make_config({"latents": 3, "batch_size": 6, "iw_k": 3}, "quick"))
+    logits, cost_fn = task.train_batch()
+    calls = []
+
+    def counted(y):
+        calls.append("cost")
+        return cost_fn(y)
+
+    def log_weight(y):
+        calls.append("log_weight")
+        return cost_fn.log_weight(y)
+
+    counted.log_weight = log_weight
+    vimco = get_estimator_class("vimco")(task.node)
+    out = vimco(logits, counted)
+    assert calls == ["log_weight"] and out.diagnostics["cost_evals"] == 1
+    torch.testing.assert_close(out.cost, cost_fn(out.sample))  # the reported cost is the sample's
+    node = SMALL_NODES["bernoulli"]
+    for values, charged in (({}, 1), ({"hard": True}, 1), ({"samples": 2}, 2), ({"samples": 2, "hard": True}, 2)):
+        cls, resolved = estimator_class("gumbel", values)
+        config = cls.make_config(resolved)
+        got = cls(node, config)(torch.zeros(3, *node.shape), lambda y: y.sum(-1)).diagnostics
+        assert got["cost_evals"] == charged, values
+        result = check_cost_evals(cls, node, config)
+        assert result.passed, (values, str(result))
+
+
+def test_evals_budget_gives_vimco_and_soft_gumbel_one_step_per_evaluation(tmp_path):
+    gumbel, gumbel2 = _run(tmp_path, "gumbel", evals=40), _run(tmp_path, "gumbel:samples=2", evals=40)
+    assert (gumbel["cost"]["steps"], gumbel2["cost"]["steps"]) == (40, 20)
+    assert gumbel["cost"]["cost_evals_per_step"] == 1
+    vimco = gradbench.run("vae:iw_k=2,latents=8", "vimco", evals=6, eval_every=6, runs=str(tmp_path),
+                          device="cpu", grad_stats=False)
+    assert vimco["status"] == "ok", vimco["error"]
+    assert (vimco["cost"]["steps"], vimco["cost"]["cost_evals_per_step"]) == (6, 1)

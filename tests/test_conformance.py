@@ -143,7 +143,7 @@ def test_cost_evals_check_counts_rows_per_example(cls, passed, needle):
 @pytest.mark.parametrize("name,values,expected", [
     ("ste", {}, 1), ("ste", {"variant": "prob"}, 1),
     ("dab", {}, 1), ("dab", {"approximator": "independent"}, 1),
-    ("gumbel", {}, 2),  # one call on [relaxed, discrete]
+    ("gumbel", {}, 1),  # one call on [relaxed, discrete]: the discrete row only reports (report_evals)
     ("gumbel", {"hard": True}, 1),
     ("reinforce", {}, 2), ("reinforce", {"baseline": "none", "samples": 1}, 1),
     ("reinforce", {"baseline": "rloo", "samples": 4}, 4),
