@@ -21,7 +21,9 @@ linear loss <g, y> (by Danskin's theorem; tests check it by finite differences).
   ranks (as in Rolinek et al. 2020, "Optimizing rank-based metrics with blackbox differentiation").
 
 lambda applies to each example's own cost gradient: ``loss`` is the batch mean, so the incoming dL/dy is
-multiplied by the batch size before the solver call and the result divided by it. The forward value is the
+multiplied by the batch size before the solver call and the result divided by it. The official code
+applies lambda to the gradient of its batch-mean loss, so its lambda is ``lam`` times the batch size
+(docs/estimators.md derives it; the gradients are then equal). The forward value is the
 exact hard function; the cost is evaluated once (the extra solver call evaluates no cost).
 """
 
@@ -45,7 +47,7 @@ MAX_RANK_N = 12  # the subset DP holds 2^n states per vector
 
 @dataclass(frozen=True)
 class BlackboxConfig:
-    lam: float = 10.0  # lambda: how far the second solver call moves along the per-example cost gradient
+    lam: float = 10.0  # lambda on each example's own cost gradient: the official code's lambda / batch size
 
     def __post_init__(self) -> None:
         if not self.lam > 0:

@@ -19,7 +19,9 @@ paper derives:  eps = sum_{i=1..s} Gamma(shape 1/k, scale 1/i) - log(s) / k.
 
 The forward value is the exact hard function MAP(theta) (the contract of a deterministic node); noise
 enters the backward only. ``loss`` is a batch mean, so each example's dL/dz is the incoming gradient times
-the batch size. The cost is evaluated once; the 2 S solver calls are not cost evaluations.
+the batch size; the official code steps along the batch-mean loss's gradient, so its lambda is ``lam`` times
+the batch size, and its gradient (no 1/lambda) is lambda times ours (docs/estimators.md). The cost is
+evaluated once; the 2 S solver calls are not cost evaluations.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from gradbench.registry import register_estimator
 
 @dataclass(frozen=True)
 class IMLEConfig:
-    lam: float = 10.0  # lambda: the target distribution's step along the per-example cost gradient
+    lam: float = 10.0  # target step on each example's own cost gradient: the official code's lambda / batch size
     tau: float = 1.0  # temperature of the perturbation noise (0: no noise, the blackbox gradient)
     perturbations: int = 1  # noise draws S per example (2 S solver calls per example per step)
     gamma_terms: int = 10  # s: Gamma terms of the Sum-of-Gamma noise (top-k)

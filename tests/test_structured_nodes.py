@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from gradbench.estimators.blackbox import max_assignment
-from gradbench.estimators.imle import sum_of_gamma
+from gradbench.estimators.imle import gumbel, sum_of_gamma
 from gradbench.estimators.softsort import neuralsort, softsort
 from scipy.cluster.vq import vq
 from scipy.optimize import linear_sum_assignment
@@ -325,6 +325,66 @@ def test_imle_without_noise_is_blackbox(node):
     a = _linear_grad(gradbench.create_estimator("imle", node, tau=0.0, lam=2.0), x, g)
     b = _linear_grad(gradbench.create_estimator("blackbox", node, lam=2.0), x, g)
     assert torch.equal(a, b)
+
+
+class _OfficialBlackbox(torch.autograd.Function):
+    """The official blackbox code's rule (martius-lab/blackbox-backprop), for an argmin solver y(w):
+    w' = w + lambda * grad_output, gradient -(y(w) - y(w')) / lambda, where grad_output is the gradient of
+    the loss actually backpropagated (a batch mean in their experiments)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, node: Node, lam: float) -> torch.Tensor:
+        ctx.node, ctx.lam = node, lam
+        ctx.save_for_backward(w)
+        return ops.hard(node, -w)  # argmin <w, y> = argmax <-w, y>
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (w,) = ctx.saved_tensors
+        better = ops.hard(ctx.node, -(w + ctx.lam * grad_output))
+        return -(ops.hard(ctx.node, -w) - better) / ctx.lam, None, None
+
+
+def _batch_mean_loss(y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A nonlinear per-example cost, averaged over the batch as the official experiments do."""
+    return ((y - targets).pow(2).sum(-1) + (y * targets).sum(-1).pow(2)).mean()
+
+
+@pytest.mark.parametrize("node", [Node("argmax", (5,)), Node("topk", (6,), k=2)])
+def test_official_lambda_over_the_batch_size_is_gradbenchs_lambda(node):
+    """docs/estimators.md: the official codes move the solver's input by lambda times the gradient of the
+    batch-mean loss, gradbench by lam times each example's own cost gradient, so lam = lambda_official / B
+    gives the same second solver call. Then blackbox's gradient is the official one exactly, and I-MLE's
+    is the official one divided by lambda_official (the I-MLE code leaves out the 1/lambda)."""
+    batch, official = 16, 20.0
+    theta = _x(batch, *node.shape, seed=11).requires_grad_(True)
+    targets = (_x(batch, *node.shape, seed=12) > 0).to(theta.dtype)
+    _batch_mean_loss(_OfficialBlackbox.apply(-theta, node, official), targets).backward()
+    expected, theta.grad = theta.grad.clone(), None
+    est = gradbench.create_estimator("blackbox", node, lam=official / batch)
+    est(theta, lambda y: (y - targets).pow(2).sum(-1) + (y * targets).sum(-1).pow(2)).loss.backward()
+    assert torch.allclose(theta.grad, expected, rtol=1e-12, atol=1e-12)
+    assert expected.abs().sum() > 0  # some second call moved: not vacuous
+    with_lam = gradbench.create_estimator("blackbox", node, lam=official)  # the same number is another method
+    theta.grad = None
+    with_lam(theta, lambda y: (y - targets).pow(2).sum(-1) + (y * targets).sum(-1).pow(2)).loss.backward()
+    assert not torch.allclose(theta.grad, expected)
+
+    # I-MLE, one perturbation at tau = 1, the same noise: the official rule is
+    # MAP(theta + eps) - MAP(theta - lambda * dL/dz + eps), dL/dz of the batch-mean loss, no 1/lambda
+    imle = gradbench.create_estimator("imle", node, lam=official / batch)
+    torch.manual_seed(3)
+    theta.grad = None
+    imle(theta, lambda y: (y - targets).pow(2).sum(-1) + (y * targets).sum(-1).pow(2)).loss.backward()
+    torch.manual_seed(3)  # the estimator's draw, again
+    shape = (1, *theta.shape)
+    noise = (gumbel(shape, theta) if node.kind == "argmax" else sum_of_gamma(2, 10, shape, theta))[0].detach()
+    z = ops.hard(node, theta.detach()).requires_grad_(True)  # the forward value, where dL/dz is taken
+    _batch_mean_loss(z, targets).backward()
+    x = theta.detach()
+    official_imle = ops.hard(node, x + noise) - ops.hard(node, x - official * z.grad + noise)
+    assert torch.allclose(theta.grad * official, official_imle, rtol=1e-12, atol=1e-12)
+    assert official_imle.abs().sum() > 0
 
 
 def _z_test(draws: torch.Tensor, target: torch.Tensor, target_se: torch.Tensor | float = 0.0) -> float:
