@@ -81,6 +81,7 @@ class TopkTask(Task):
     }
     metrics = validation_metrics({"precision": True, "accuracy": True, "test_loss": False})
     main_metric = "precision"
+    node_key = None  # one node kind (topk): no setting selects another
 
     @classmethod
     def node_of(cls, config: TopkConfig) -> Node:
