@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gradbench import configfile
 from gradbench.errors import UsageError
 from gradbench.registry import ESTIMATORS, TASKS, load_plugin
 
@@ -39,6 +40,14 @@ def _common() -> argparse.ArgumentParser:
                    help="import a file or module that registers estimators/tasks (repeatable)")
     p.add_argument("--traceback", action="store_true",
                    help="print the full traceback of a plugin that fails to import or of a failed run")
+    return p
+
+
+def _config_file() -> argparse.ArgumentParser:
+    """``--config FILE.toml`` (run, sweep, tune): the command's options from a file (gradbench.configfile)."""
+    p = _Parser(add_help=False)
+    p.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file whose keys are the long "
+                   "flags (steps = 1000, estimator = \"dab:gamma=5\"); flags on the command line override it")
     return p
 
 
@@ -77,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gradbench", description="Benchmark gradient estimators through discrete operations.")
     parser.add_argument("--version", action="version", version=f"gradbench {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_training_commands(sub, common, training, runs)
+    _add_training_commands(sub, common, training, runs, _config_file())
     _add_record_commands(sub, common, runs)
     _add_data_command(sub, common)
     return parser
 
 
 def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: argparse.ArgumentParser,
-                           runs: argparse.ArgumentParser) -> None:
-    run = sub.add_parser("run", parents=[common, training, runs], help="train one (task, estimator) pair",
+                           runs: argparse.ArgumentParser, config: argparse.ArgumentParser) -> None:
+    parents = [common, training, runs, config]
+    run = sub.add_parser("run", parents=parents, help="train one (task, estimator) pair",
                          description="Train one (task, estimator) pair, write its run record, print its row.")
     run.add_argument("--estimator", "-e", default="dab", help="NAME or NAME:key=value,... (default: dab)")
     run.add_argument("--task", "-t", default="sort", help="NAME or NAME:key=value,... (default: sort)")
@@ -97,7 +107,7 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     run.add_argument("--force", action="store_true", help="re-run even if a finished record exists")
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
 
-    sw = sub.add_parser("sweep", parents=[common, training, runs], help="run a grid of tasks x estimators x seeds",
+    sw = sub.add_parser("sweep", parents=parents, help="run a grid of tasks x estimators x seeds",
                         description="Run a grid; finished runs are skipped, failed and corrupt ones re-run.")
     sw.add_argument("--tasks", default="all", help="comma-separated specs, or all (default)")
     sw.add_argument("--estimators", default="all",
@@ -109,7 +119,7 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     sw.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
     _add_executor_options(sw)
 
-    tn = sub.add_parser("tune", parents=[common, training, runs], help="tune settings on validation, per estimator",
+    tn = sub.add_parser("tune", parents=parents, help="tune settings on validation, per estimator",
                         description="Run a grid of settings (a sweep: resumable, parallel, Ray), pick per estimator "
                                     "the setting with the best mean validation main metric, run it at the final "
                                     "seeds, and write a selection record; the leaderboard then shows a [tuned] row.")
@@ -227,6 +237,9 @@ def run_options(args: argparse.Namespace) -> Any:
 
 def _records_folder(path: str, flag: str = "--runs") -> None:
     """Refuse a records folder (``--runs``, ``--into``) that cannot hold records before any training starts."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"cannot use {flag} {path!r} as a records folder: it is a file; pass {flag} DIR (a folder, "
+                         f"created if missing)")
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -354,7 +367,19 @@ def _write_leaderboard(runs: str, out: str | None) -> str:
     return path
 
 
+def _has_records(runs: str, command: str) -> None:
+    """``leaderboard`` and ``plot`` share one rule: nothing to show is a usage error (exit 2, nothing written).
+    A folder that is missing, is a file, or holds no run record is almost always a wrong ``--runs``."""
+    if not Path(runs).is_dir():
+        what = "is a file" if Path(runs).exists() else "does not exist"
+        raise UsageError(f"runs folder {runs!r} {what}; pass --runs DIR with the run records")
+    if next(Path(runs).glob("*/*/*.json"), None) is None:
+        raise UsageError(f"no run records in {runs!r}, so no {command} to make; pass --runs DIR, the folder that "
+                         f"holds <task>/<estimator>/<run_id>.json")
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    _has_records(args.runs, "leaderboard")
     path = _write_leaderboard(args.runs, args.out)
     text = Path(path).read_text()
     n_tables = text.count("\n### ")
@@ -366,6 +391,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from gradbench.compare import registry_label
     from gradbench.plots import plot
 
+    _has_records(args.runs, "plot")
     written = plot(args.runs, args.task, relabel=registry_label)
     if not written:
         raise UsageError(f"no finished runs to plot in {args.runs}" + (f" for task {args.task!r}" if args.task else ""))
@@ -575,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = None
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        configfile.apply(parser, argv)  # --config FILE.toml: its values become the defaults
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help(sys.stderr)

@@ -143,6 +143,10 @@ def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
     """
     name, t_label = task_label(task, preset)
     la, lb = estimator_label(a), estimator_label(b)
+    if la == lb:
+        same = f"{a!r} and {b!r} are both {la!r}" if a != b else f"A and B are both {la!r}"
+        raise UsageError(f"{same}: a comparison of an estimator with itself says nothing; name two different "
+                         f"estimators or settings")
     records, _ = collect(runs_dir, relabel=registry_label)
     by_budget = _runs_by_budget(records, name, t_label, preset, (la, lb))
     key = _pick_budget(by_budget, la, lb, t_label, budget)

@@ -8,6 +8,7 @@ the key and the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -17,12 +18,24 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+def did_you_mean(word: str, options: Any) -> str:
+    """``"; did you mean 'tau'?"`` for the closest of ``options`` (difflib, as the registry does), else ``""``."""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"dab:gamma=5,hidden=64"`` -> ``("dab", {"gamma": "5", "hidden": "64"})``."""
     name, _, rest = spec.partition(":")
     name = name.strip()
     if not name:
         raise UsageError(f"empty name in spec {spec!r}; expected NAME or NAME:key=value,...")
+    if "=" in name:  # "gumbel,tau=0.5": settings without the colon that starts them
+        head, sep, tail = name.partition(",")
+        fixed = f"{head.strip()}:{tail.strip()}" + (f",{rest}" if rest else "")
+        hint = f"; did you mean {fixed!r}?" if sep and head.strip() and "=" not in head else ""
+        raise UsageError(f"settings need a colon after the name: bad spec {spec!r}{hint} "
+                         f"(expected NAME or NAME:key=value,...)")
     pairs: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -104,7 +117,8 @@ def build_config(cls: type, values: dict[str, Any] | None, owner: str, base: Any
     unknown = [k for k in values if k not in fields]
     if unknown:
         valid = ", ".join(fields) or "none"
-        raise UsageError(f"{owner}: unknown config key {unknown[0]!r}; valid keys: {valid}")
+        hint = did_you_mean(unknown[0], fields)
+        raise UsageError(f"{owner}: unknown config key {unknown[0]!r}{hint} (valid keys: {valid})")
     hints = typing.get_type_hints(cls)
     coerced = {k: _coerce(v, hints[k], k, owner) for k, v in values.items()}
     try:

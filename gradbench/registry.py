@@ -206,17 +206,38 @@ def load_plugin(spec: str) -> None:
                 del sys.modules[mod_name]
                 raise UsageError(f"plugin {spec} failed to import: {type(e).__name__}: {e}") from e
         else:
-            try:
-                module = importlib.import_module(spec)
-            except ImportError as e:
-                raise UsageError(f"plugin module {spec!r} could not be imported: {e}") from e
-            except UsageError:
-                raise
-            except Exception as e:  # like a file: a module that raises at import is a one-line error
-                raise UsageError(f"plugin module {spec!r} failed to import: {type(e).__name__}: {e}") from e
+            module = _import_module_plugin(spec)
         _loaded_plugins[key] = module
     finally:
         _current_origin = previous
+
+
+def _import_module_plugin(spec: str) -> Any:
+    """Import the module ``spec`` names; a failure is a one-line UsageError (a folder's says what is expected)."""
+    try:
+        return importlib.import_module(spec)
+    except UsageError:
+        raise
+    except Exception as e:  # like a file: a module that raises at import is a one-line error
+        missing = not isinstance(e, ImportError) or getattr(e, "name", None) == spec  # not a package that failed
+        if missing and Path(spec).is_dir():  # "plugins" or "./plugins/": a folder, not a module name
+            raise UsageError(_folder_message(spec)) from e
+        if isinstance(e, ImportError):
+            raise UsageError(f"plugin module {spec!r} could not be imported: {e}") from e
+        raise UsageError(f"plugin module {spec!r} failed to import: {type(e).__name__}: {e}") from e
+
+
+def _folder_message(spec: str) -> str:
+    """What to say when ``--plugin`` names a folder: what it expects, with the folder's .py files as examples."""
+    files = sorted(p.as_posix() for p in Path(spec).glob("*.py") if p.name != "__init__.py")[:3]
+    example = f" (here: {', '.join(files)})" if files else ""
+    return (f"--plugin {spec!r} is a folder; pass a .py file that registers estimators or tasks{example}, "
+            f"or the name of an importable module")
+
+
+def loaded_plugins() -> list[str]:
+    """The plugins imported in this process (a file as its absolute path, a module by name), for provenance."""
+    return list(_loaded_plugins)
 
 
 def get_estimator_class(name: str) -> Any:

@@ -24,8 +24,9 @@ import torch
 import gradbench
 from gradbench import execution, records, training
 from gradbench.errors import UsageError
+from gradbench.registry import loaded_plugins
 from gradbench.spec import RunOptions, RunSpec, resolve, spec_from_record
-from gradbench.training import CannotBatch, Diverged
+from gradbench.training import BudgetTooSmall, CannotBatch, Diverged
 
 __all__ = ["RunOptions", "RunSpec", "execute", "execute_seeds", "resolve", "spec_from_record"]
 
@@ -49,7 +50,7 @@ def provenance(device: torch.device, argv: list[str] | None) -> dict[str, Any]:
         "torch": torch.__version__, "python": platform.python_version(), "cuda": torch.version.cuda,
         "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(), "argv": list(argv if argv is not None else sys.argv),
-        "start_utc": _utc(),
+        "plugins": loaded_plugins(), "start_utc": _utc(),
     }
 
 
@@ -177,7 +178,7 @@ def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[P
     try:
         outcomes: list[Any] = training.train(specs, dev, histories, bar, accel_block,
                                              batched=specs[0].seed_batch is not None)
-    except CannotBatch:
+    except (CannotBatch, BudgetTooSmall):  # refused before the first step: no record
         _discard(histories)
         raise
     except Exception as e:

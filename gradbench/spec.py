@@ -16,7 +16,7 @@ from typing import Any
 
 from gradbench import records
 from gradbench.config import config_dict, format_value, non_default, parse_spec
-from gradbench.errors import UnsupportedError, UsageError
+from gradbench.errors import UnknownNameError, UnsupportedError, UsageError
 from gradbench.estimator import Estimator
 from gradbench.multisample import estimator_class
 from gradbench.registry import get_estimator_class, get_task_class
@@ -232,8 +232,13 @@ def _grad(opts: RunOptions, preset_draws: int) -> dict[str, Any] | None:
     if draws < 2:
         raise UsageError(f"--grad-draws must be >= 2, got {draws}")
     points = sorted(set(float(c) for c in opts.grad_checkpoints))
-    if not points or any(not 0 <= c <= 1 for c in points):
-        raise UsageError(f"--grad-checkpoints are fractions of the budget in [0, 1], got {opts.grad_checkpoints}")
+    if not points:
+        raise UsageError("--grad-checkpoints needs at least one fraction of the budget in [0, 1], e.g. 0,0.5,1 "
+                         "(or pass --no-grad-stats)")
+    outside = [format_value(c) for c in points if not 0 <= c <= 1]
+    if outside:
+        raise UsageError(f"--grad-checkpoints {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} outside "
+                         f"[0, 1]: checkpoints are fractions of the budget (0 = start, 1 = end), e.g. 0,0.5,1")
     return {"draws": int(draws), "checkpoints": points}
 
 
@@ -246,10 +251,51 @@ def options_of(record: dict[str, Any]) -> RunOptions:
                       grad_checkpoints=tuple(grad["checkpoints"]) if grad else DEFAULT_CHECKPOINTS)
 
 
+def record_plugins(record: dict[str, Any]) -> list[str]:
+    """The plugins a record was made with: its provenance's ``plugins``, or, in records made before that
+    field, the ``--plugin`` values of its command line."""
+    prov = record.get("provenance") or {}
+    if prov.get("plugins"):
+        return [str(p) for p in prov["plugins"]]
+    argv, found = [str(a) for a in prov.get("argv") or []], []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            found.append(arg.partition("=")[2])
+    return found
+
+
+def _class_of_record(record: dict[str, Any], part: str) -> Any:
+    """The registered class of a record's task or estimator; a name that a plugin registered, while that
+    plugin is not loaded, is refused naming the plugin to pass."""
+    name = record[part]["name"]
+    try:
+        return (get_task_class if part == "task" else get_estimator_class)(name)
+    except UnknownNameError:
+        plugins = [_shown_path(p) for p in record_plugins(record)]
+        if not plugins:
+            raise
+        flags = " ".join(f"--plugin {p}" for p in plugins)
+        raise UnknownNameError(f"record {record.get('run_id')} was made with {part} {name!r} from a plugin, "
+                               f"which is not loaded: pass {flags}") from None
+
+
+def _shown_path(plugin: str) -> str:
+    """A plugin file under the current folder as a relative path (the record keeps it absolute)."""
+    path = Path(plugin)
+    if path.suffix == ".py" and path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return plugin
+    return plugin
+
+
 def spec_from_record(record: dict[str, Any]) -> RunSpec:
     """Rebuild the exact RunSpec of a record (the record holds the fully resolved spec)."""
     for part in ("task", "estimator"):
-        cls = (get_task_class if part == "task" else get_estimator_class)(record[part]["name"])
+        cls = _class_of_record(record, part)
         if cls.version != record[part]["version"]:
             raise UsageError(f"record {record['run_id']} was made with {part} {cls.name!r} version "
                              f"{record[part]['version']}; this gradbench has version {cls.version}")

@@ -44,12 +44,17 @@ def split_specs(text: str) -> list[str]:
 def parse_seeds(text: str) -> list[int]:
     """``"0-4"`` or ``"0,2,7"`` (or a mix) -> sorted unique seeds."""
     seeds: set[int] = set()
+    reversed_range = None
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             lo, dash, hi = part.partition("-")
+            if dash and int(hi) < int(lo):
+                reversed_range = f"{int(lo)}-{int(hi)}", f"{int(hi)}-{int(lo)}"
             seeds.update(range(int(lo), int(hi) + 1) if dash else [int(lo)])
     except ValueError:
         raise UsageError(f"bad --seeds {text!r}; expected e.g. 0-4 or 0,1,5") from None
+    if reversed_range:
+        raise UsageError(f"bad --seeds {text!r}: the range {reversed_range[0]} is reversed; write {reversed_range[1]}")
     if not seeds or min(seeds) < 0:
         raise UsageError(f"bad --seeds {text!r}; expected non-negative seeds like 0-4")
     return sorted(seeds)
@@ -249,15 +254,16 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
         groups.setdefault(group_key(spec), []).append(spec)
     futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
                                plugins or [], accel): group for group in groups.values()}
-    bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress, unit="run")
+    bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress or not pending, unit="run")
     start = time.perf_counter()
     try:
         for future in cf.as_completed(futures):
             group = futures[future]
             try:
                 outcomes = future.result()
-            except Exception as e:  # a worker that died (killed, out of memory): no record, counted
-                outcomes = [{"run_id": s.run_id, "status": "failed", "error": f"worker died: {e}"} for s in group]
+            except Exception as e:  # a worker that died (killed, out of memory), or a refusal: no record, counted
+                error = str(e) if isinstance(e, UsageError) else f"worker died: {e}"
+                outcomes = [{"run_id": s.run_id, "status": "failed", "error": error} for s in group]
             for spec, outcome in zip(group, outcomes, strict=True):
                 if outcome["status"] == "ok":
                     result.ok += 1

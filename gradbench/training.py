@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from gradbench import execution, gradstats
+from gradbench.errors import UsageError
 from gradbench.replicas import Pair, SeedBatch, changed
 from gradbench.spec import RunSpec
 
@@ -37,6 +38,10 @@ class Diverged(RuntimeError):
 class CannotBatch(RuntimeError):
     """A trial batched step failed (e.g. an estimator that differentiates inside its forward, which vmap
     does not support): the seeds must run one after another."""
+
+
+class BudgetTooSmall(UsageError):
+    """An ``--evals`` budget smaller than one step of the estimator: refused before training, no record."""
 
 
 class Progress:
@@ -194,10 +199,16 @@ class Trainer:
         return evals
 
     def _max_steps(self) -> int | None:
-        """The step budget: given, or from an evals budget (as many whole steps as the evaluations allow,
-        at least 1); None for a seconds budget."""
+        """The step budget: given, or from an evals budget (as many whole steps as the evaluations allow;
+        BudgetTooSmall when they do not allow one); None for a seconds budget."""
         if self.evals_per_step is not None:
-            return max(1, int(self.spec.budget["evals"] // self.evals_per_step))
+            evals, per_step = self.spec.budget["evals"], self.evals_per_step
+            if evals < per_step:  # one step would overspend the budget its record claims
+                who = self.spec.estimator_cls.label_for(self.spec.estimator_config)
+                raise BudgetTooSmall(f"--evals {evals} is less than one step of {who!r}, "
+                                     f"which evaluates the cost {per_step:g} times per example per step; "
+                                     f"give --evals {math.ceil(per_step)} or more")
+            return int(evals // per_step)
         return self.spec.budget.get("steps")
 
     def _build_optimizer(self) -> tuple[torch.optim.Optimizer, Any, Callable[[int], float] | None]:

@@ -247,6 +247,6 @@ def test_leaderboard_never_overwrites_a_file_it_did_not_make(tmp_path, capsys):
     made = notes.read_text()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["leaderboard", "--runs", str(empty), "--out", str(notes)]) == 2  # tables -> nothing: refused
-    assert "refusing to empty it" in capsys.readouterr().err
+    assert main(["leaderboard", "--runs", str(empty), "--out", str(notes)]) == 2  # no records: refused
+    assert "no run records in" in capsys.readouterr().err
     assert notes.read_text() == made
