@@ -17,7 +17,7 @@ nodes (sign, threshold, bernoulli, round).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -26,8 +26,8 @@ from torch.func import functional_call
 
 from gradbench import ops
 from gradbench.errors import UnsupportedError
-from gradbench.estimator import Estimator, EstimatorOutput
-from gradbench.node import KINDS, Node
+from gradbench.estimator import Estimator, EstimatorOutput, EstimatorTags
+from gradbench.node import ELEMENTWISE_KINDS, KINDS, Node
 from gradbench.registry import register_estimator
 
 
@@ -87,6 +87,14 @@ class DAB(Estimator):
     supports = KINDS
     unbiased = False
     Config = DABConfig
+
+    @classmethod
+    def tags_for(cls, config: DABConfig | None = None) -> EstimatorTags:
+        """approximator=independent runs only elementwise nodes (the constructor refuses the others)."""
+        tags = super().tags_for(config)
+        if cls.config_or_default(config).approximator == "independent":
+            return replace(tags, supports=tags.supports & ELEMENTWISE_KINDS)
+        return tags
 
     def __init__(self, node: Node, config: DABConfig | None = None) -> None:
         super().__init__(node, config)

@@ -23,14 +23,14 @@ change of shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch.nn.functional as F
 
 from gradbench import ops
 from gradbench.errors import UnsupportedError
-from gradbench.estimator import Estimator, EstimatorOutput
+from gradbench.estimator import Estimator, EstimatorOutput, EstimatorTags
 from gradbench.node import Node
 from gradbench.registry import register_estimator
 
@@ -64,6 +64,14 @@ class StraightThrough(Estimator):
     @classmethod
     def refusal(cls, node: Node) -> str | None:
         return _refusal(node)
+
+    @classmethod
+    def tags_for(cls, config: STEConfig | None = None) -> EstimatorTags:
+        """variant=prob needs a mean that is a sigmoid or softmax: no sign or structured nodes."""
+        tags = super().tags_for(config)
+        if cls.config_or_default(config).variant == "prob":
+            return replace(tags, supports=tags.supports & (CLASSIC_KINDS - {"sign"}))
+        return tags
 
     def __init__(self, node: Node, config: STEConfig | None = None) -> None:
         reason = _refusal(node)

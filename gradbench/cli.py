@@ -348,7 +348,7 @@ def unsupported_by_kind() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {k: [] for k in KINDS}
     for name in ESTIMATORS.names():
         try:
-            supports = ESTIMATORS.get(name).supports
+            supports = ESTIMATORS.get(name).tags_for().supports  # at the default config
         except (UsageError, AttributeError):  # a broken plugin must not stop the leaderboard
             continue
         for kind in KINDS - set(supports):

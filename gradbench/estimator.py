@@ -8,7 +8,7 @@ backpropagates once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +34,32 @@ class EstimatorOutput:
 @dataclass(frozen=True)
 class NoConfig:
     """Config of an estimator without hyper-parameters."""
+
+
+@dataclass(frozen=True)
+class EstimatorTags:
+    """What an estimator is, at one configuration: the facts the engine acts on (the run record's
+    ``unbiased``, which conformance checks apply, how gradient draws and seeds are batched, which
+    execution paths may run, which nodes are refused).
+
+    ``Estimator.tags_for(config)`` returns them; by default they are the class's ClassVars, so an
+    estimator whose facts do not depend on its config declares nothing more. One whose facts do (NVIL's
+    ``normalise=true`` is biased) overrides ``tags_for`` (like scikit-learn's ``__sklearn_tags__``).
+    Cost evaluations per step are not a tag: they depend on the node too (ARSM: 1 + C(C-1)/2), so the
+    estimator reports them in ``diagnostics["cost_evals"]`` and the conformance suite counts them.
+    """
+
+    supports: frozenset[str]  # node kinds this configuration runs (a subset of the class's ``supports``)
+    unbiased: bool  # claims E[gradient] = exact gradient of E[f] on stochastic nodes
+    batch_independent: bool = True  # each example's estimate ignores the rest of the batch (checked)
+    compilable: bool = True  # forward can run under torch.compile
+    capturable: bool = True  # a training step can be replayed from a CUDA graph
+    batchable: bool = True  # forward can run under torch.func.vmap (batched seeds)
+    needs_log_weights: bool = False  # needs the task's per-sample log-weights (VIMCO)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
 
 
 class Estimator(torch.nn.Module):
@@ -71,6 +97,31 @@ class Estimator(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, cost_fn: CostFn) -> EstimatorOutput:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def tags_for(cls, config: Any = None) -> EstimatorTags:
+        """The facts of this estimator at ``config`` (None: the default config). By default the ClassVars;
+        override where a fact depends on the config, starting from ``super().tags_for(config)``::
+
+            @classmethod
+            def tags_for(cls, config=None):
+                tags = super().tags_for(config)
+                return dataclasses.replace(tags, unbiased=not cls.config_or_default(config).normalise)
+
+        A configuration that runs fewer node kinds than the class (``supports``) narrows ``supports`` here
+        and refuses the others in its constructor with its own message."""
+        facts = {name: bool(getattr(cls, name)) for name in EstimatorTags.names() if name != "supports"}
+        return EstimatorTags(supports=frozenset(cls.supports), **facts)
+
+    @classmethod
+    def config_or_default(cls, config: Any = None) -> Any:
+        """``config``, or the default ``Config()`` for None (for ``tags_for`` overrides)."""
+        return cls.Config() if config is None else config
+
+    @property
+    def tags(self) -> EstimatorTags:
+        """This instance's facts: ``tags_for(self.config)``."""
+        return self.tags_for(self.config)
 
     @classmethod
     def refusal(cls, node: Node) -> str | None:

@@ -40,25 +40,27 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
-def pick_accel(accel: str, estimator_cls: type[Estimator], device: torch.device | None = None) -> tuple[str, str]:
+def pick_accel(accel: str, estimator_cls: type[Estimator], device: torch.device | None = None,
+               config: Any = None) -> tuple[str, str]:
     """(path that will run, why). ``auto`` is the CUDA graph on a CUDA device and eager elsewhere (on a
     CPU torch.compile pays off only on long runs); ``graph`` and ``compile`` fall back to eager, with the
-    reason, where they cannot run."""
+    reason, where the estimator at ``config`` (None: its default) cannot run them (its tags)."""
     if accel not in ACCEL:
         raise UsageError(f"unknown --accel {accel!r}; use one of {', '.join(ACCEL)}")
     cuda = device is not None and device.type == "cuda"
+    tags = estimator_cls.tags_for(config)
     if accel == "auto":
         if not cuda:
             return "none", ("auto: eager on a CPU; torch.compile only pays off on long runs (its compile time "
                             "is seconds to minutes), pass --accel compile to use it")
-        if not estimator_cls.capturable:
+        if not tags.capturable:
             return "none", f"auto: estimator {estimator_cls.name!r} cannot be captured in a CUDA graph; eager"
         return "graph", "auto: whole step captured in a CUDA graph (small models are bound by kernel launches)"
     if accel == "graph" and not cuda:
         return "none", "graph: CUDA graphs need a CUDA device; eager instead"
-    if accel == "graph" and not estimator_cls.capturable:
+    if accel == "graph" and not tags.capturable:
         return "none", f"graph: estimator {estimator_cls.name!r} cannot be captured in a CUDA graph; eager instead"
-    if accel == "compile" and not estimator_cls.compilable:
+    if accel == "compile" and not tags.compilable:
         return "none", f"compile: estimator {estimator_cls.name!r} cannot run under torch.compile; eager instead"
     return accel, "asked for"
 

@@ -7,11 +7,13 @@ the estimator runs once, and the per-draw logits gradients are pulled back to th
 batched backward (``is_grads_batched``). Where the cost also reaches the encoder directly (a VAE's KL
 on the logits), the task's ``repeated_fixed_batch`` builds the repeated batch so that path runs through
 the repeated logits too; a task without that hook is measured with the plain loop of K calls, as are
-estimators whose per-example estimate depends on the rest of the batch (``batch_independent = False``).
+estimators whose per-example estimate depends on the rest of the batch (tag ``batch_independent`` False
+at their config).
 
 Reference gradient: the task's ``exact_gradient`` where it has one (the toy, by closed form);
-otherwise, for stochastic nodes, a high-sample unbiased estimate (REINFORCE with leave-one-out over
-many samples, from the registry); for deterministic nodes none (the exact gradient of a piecewise
+otherwise, for stochastic nodes, a high-sample unbiased estimate (the score function with a
+leave-one-out baseline over many samples: ``LeaveOneOutReference``, the engine's own, so the reference
+never depends on what the registry holds); for deterministic nodes none (the exact gradient of a piecewise
 constant function is zero almost everywhere, so bias against it says nothing).
 
 Everything runs under a forked RNG with its own seed and on a copy of the estimator, so measuring
@@ -31,7 +33,8 @@ from typing import Any
 import torch
 
 from gradbench import ops
-from gradbench.estimator import Estimator
+from gradbench.estimator import CostFn, Estimator, EstimatorOutput, NoConfig
+from gradbench.node import STOCHASTIC_KINDS, Node
 from gradbench.stats import bonferroni_p
 from gradbench.task import Task
 
@@ -128,11 +131,40 @@ def batch_mode(estimator: Estimator, task: Task, params: list[torch.Tensor]) -> 
     """How draws can be batched: "repeat" (a detached repeated copy of the fixed batch), "task" (the
     cost reaches the encoder directly and the task provides ``repeated_fixed_batch``), or None (the
     loop: such a task without the hook, or an estimator that couples the examples of a batch)."""
-    if not estimator.batch_independent:
+    if not estimator.tags.batch_independent:
         return None
     if not cost_reaches_encoder(task, params):
         return "repeat"
     return "task" if task.repeated_fixed_batch(1) is not None else None
+
+
+class LeaveOneOutReference(Estimator):
+    """The sampled reference's estimator: the score function with a leave-one-out baseline over ``samples``
+    draws per example (REINFORCE-RLOO, Kool et al. 2019), unbiased for any cost. It computes exactly what
+    the built-in ``reinforce:baseline=rloo,samples=N`` does, draw for draw, but belongs to the engine, so
+    the reference never looks an estimator up by name (a plugin or a changed built-in cannot move it)."""
+
+    name = "reference-rloo"
+    supports = STOCHASTIC_KINDS
+    unbiased = True
+
+    def __init__(self, node: Node, samples: int = REFERENCE_SAMPLES) -> None:
+        super().__init__(node, NoConfig())
+        if samples < 2:
+            raise ValueError(f"a leave-one-out baseline needs samples >= 2, got {samples}")
+        self.samples = samples
+
+    def forward(self, logits: torch.Tensor, cost_fn: CostFn) -> EstimatorOutput:
+        n = self.samples
+        u = ops.uniform((n, *logits.shape), logits)
+        b = ops.from_perturbed(self.node, ops.perturb(self.node, logits.detach(), u))  # (n, batch, *shape)
+        f = cost_fn(b)  # (n, batch): the direct path and cost_fn's own parameters
+        fd = f.detach()
+        baseline = (fd.sum(0, keepdim=True) - fd) / (n - 1)  # the mean cost of the other draws
+        log_p = ops.log_prob(self.node, logits, b)  # (n, batch)
+        surrogate = f + (fd - baseline) * (log_p - log_p.detach())
+        return EstimatorOutput(sample=b[0], cost=fd[0], loss=surrogate.mean(0).mean(), aux_loss=self.zero(logits),
+                               diagnostics={"cost_evals": n})
 
 
 @dataclass
@@ -157,19 +189,17 @@ class Reference:
 
 
 def reference_gradient(task: Task, seed: int, target_noise: float = REFERENCE_TARGET_NOISE) -> Reference:
-    """The task's exact gradient where it has one; else, for a stochastic node, REINFORCE-RLOO draws of
-    ``REFERENCE_SAMPLES`` samples each, added in rounds of ``REFERENCE_DRAWS`` until the mean's standard
-    error is at most ``target_noise`` of its norm (or ``REFERENCE_MAX_DRAWS`` are spent); for a
-    deterministic node none (its exact gradient is zero almost everywhere: bias against it says nothing)."""
+    """The task's exact gradient where it has one; else, for a stochastic node, leave-one-out score-function
+    draws (``LeaveOneOutReference``) of ``REFERENCE_SAMPLES`` samples each, added in rounds of
+    ``REFERENCE_DRAWS`` until the mean's standard error is at most ``target_noise`` of its norm (or
+    ``REFERENCE_MAX_DRAWS`` are spent); for a deterministic node none (its exact gradient is zero almost
+    everywhere: bias against it says nothing)."""
     exact = task.exact_gradient()
     if exact is not None:
         return Reference(torch.cat([g.flatten() for g in exact]), "exact", exact=True)
     if not task.node.stochastic:
         return Reference(None, "none: deterministic node (the exact gradient is zero almost everywhere)")
-    from gradbench.registry import get_estimator_class
-
-    cls = get_estimator_class("reinforce")
-    rloo = cls(task.node, cls.make_config({"baseline": "rloo", "samples": REFERENCE_SAMPLES})).to(task.device)
+    rloo = LeaveOneOutReference(task.node, REFERENCE_SAMPLES).to(task.device)
     chunk = max(1, 1024 // task.fixed_batch()[0].shape[0])
     parts: list[torch.Tensor] = []
     while sum(len(p) for p in parts) < REFERENCE_MAX_DRAWS:

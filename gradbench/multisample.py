@@ -8,7 +8,8 @@ forward repeats each example's logits k times along the batch, runs the estimato
 (the cost function sees the repeats as a leading sample dim), and so averages k independent estimates:
 the batch-mean loss over k·B rows puts the mean of the k estimates on each example's logits.
 
-The subclass keeps the estimator's name, version, supports and unbiased claim; its Config adds
+The subclass keeps the estimator's name, version and tags (``tags_for``: unbiased claim, batch
+independence, ...) at the same config, less the deterministic node kinds it refuses; its Config adds
 ``samples``, which enters the run id and the label (``gumbel(samples=2)``) only when it is not 1, so
 every existing record keeps its id. ``cost_evals`` is k times the estimator's own.
 """
@@ -23,8 +24,8 @@ import torch
 
 from gradbench import ops
 from gradbench.errors import UnsupportedError, UsageError
-from gradbench.estimator import CostFn, Estimator, EstimatorOutput
-from gradbench.node import Node
+from gradbench.estimator import CostFn, Estimator, EstimatorOutput, EstimatorTags
+from gradbench.node import STOCHASTIC_KINDS, Node
 
 
 def estimator_class(name: str, values: dict[str, Any]) -> tuple[type[Estimator], dict[str, Any]]:
@@ -58,6 +59,12 @@ def multi_sample(cls: type[Estimator]) -> type[Estimator]:
 
     class MultiSample(cls):  # type: ignore[misc, valid-type]
         Config = config
+
+        @classmethod
+        def tags_for(cls_, cfg: Any = None) -> EstimatorTags:
+            """The estimator's own tags at this config, on stochastic nodes only (the constructor's rule)."""
+            tags = super().tags_for(cfg)
+            return dataclasses.replace(tags, supports=tags.supports & STOCHASTIC_KINDS)
 
         def __init__(self, node: Node, cfg: Any = None) -> None:
             super().__init__(node, cfg)

@@ -179,7 +179,8 @@ def registry_tables() -> str:
     for entry in ESTIMATORS.entries():
         try:
             cls = ESTIMATORS.get(entry.name)
-            rows.append([entry.name, ", ".join(sorted(cls.supports)), "yes" if cls.unbiased else "no", entry.origin,
+            tags = cls.tags_for()  # the facts at the default config
+            rows.append([entry.name, ", ".join(sorted(tags.supports)), "yes" if tags.unbiased else "no", entry.origin,
                          _where(cls)])
         except (UsageError, AttributeError) as e:
             rows.append([entry.name, "-", "-", entry.origin, f"failed to load: {e}"])
@@ -250,7 +251,8 @@ def describe(cls: type, kind: str) -> str:
     """``gradbench describe NAME``: what it is, its config keys, and for a task its presets and metrics."""
     head = f"{kind} {cls.name!r} (version {cls.version}): {_doc(cls)}"
     if kind == "estimator":
-        facts = (f"supports: {', '.join(sorted(cls.supports))}; claims unbiased: {'yes' if cls.unbiased else 'no'}\n"
+        tags = cls.tags_for()  # at the default config
+        facts = (f"supports: {', '.join(sorted(tags.supports))}; claims unbiased: {'yes' if tags.unbiased else 'no'}\n"
                  f"usage: --estimator {cls.name}:key=value,...")
         return f"{head}\n{facts}\n\n{config_table(cls.Config)}"
     quick = cls.make_config(None, "quick") if "quick" in cls.presets else None

@@ -128,7 +128,7 @@ def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Pa
     seeds = tuple(s.seed for s in specs)
     if any({**s.as_dict(), "seed": None} != base for s in specs) or len(set(seeds)) < len(seeds):
         raise UsageError("batched seeds train one spec at several distinct seeds; these specs differ otherwise")
-    why = None if specs[0].estimator_cls.batchable else f"estimator {specs[0].estimator_cls.name!r} is not batchable"
+    why = None if specs[0].estimator_tags.batchable else f"estimator {specs[0].estimator_cls.name!r} is not batchable"
     if why is None:
         try:
             return _execute([replace(s, seed_batch=seeds) for s in specs], device, runs_dir, force, progress,
@@ -145,7 +145,7 @@ def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: boo
     batch with any left to run trains whole, and writes only those). Raises CannotBatch only before any
     record is written."""
     dev = execution.pick_device(device)
-    used, reason = execution.pick_accel(accel, specs[0].estimator_cls, dev)
+    used, reason = execution.pick_accel(accel, specs[0].estimator_cls, dev, config=specs[0].estimator_config)
     found = [_finished(s, runs_dir, force) for s in specs]
     for _, existing in found:
         if existing is not None:

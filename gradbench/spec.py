@@ -17,8 +17,9 @@ from typing import Any
 from gradbench import records
 from gradbench.config import config_dict, format_value, non_default, parse_spec
 from gradbench.errors import UnknownNameError, UnsupportedError, UsageError
-from gradbench.estimator import Estimator
+from gradbench.estimator import Estimator, EstimatorTags
 from gradbench.multisample import estimator_class
+from gradbench.node import Node
 from gradbench.registry import get_estimator_class, get_task_class
 from gradbench.task import Task
 
@@ -75,6 +76,11 @@ class RunSpec:
     grad: dict[str, Any] | None = None  # {"draws": K, "checkpoints": [fractions]}, None: no gradient stats
     seed_batch: tuple[int, ...] | None = None  # the seeds trained together with this one (batched seeds)
 
+    @property
+    def estimator_tags(self) -> EstimatorTags:
+        """The estimator's facts at this spec's config (what the record's ``unbiased`` says)."""
+        return self.estimator_cls.tags_for(self.estimator_config)
+
     def as_dict(self) -> dict[str, Any]:
         batch = {"seed_batch": list(self.seed_batch)} if self.seed_batch is not None else {}
         return {
@@ -85,7 +91,7 @@ class RunSpec:
             "estimator": {"name": self.estimator_cls.name, "version": self.estimator_cls.version,
                           "config": config_dict(self.estimator_config),
                           "label": self.estimator_cls.label_for(self.estimator_config),
-                          "unbiased": self.estimator_cls.unbiased},
+                          "unbiased": self.estimator_tags.unbiased},
             "preset": self.preset, "seed": self.seed, "budget": self.budget, "grad_stats": self.grad, **batch,
         }
 
@@ -165,33 +171,55 @@ def resolve(task: str | tuple[str, dict[str, Any]], estimator: str | tuple[str, 
 
 def _check_supported(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], est_cfg: Any,
                      preset: str) -> None:
-    """Refuse a pair whose node the estimator cannot run, naming a task setting that would work."""
+    """Refuse a pair whose node the estimator (at its config) cannot run, naming a task setting that would
+    work."""
     node = task_cls.node_of(task_cfg)
-    if node.kind not in est_cls.supports:
-        hint = _working_setting(task_cls, task_cfg, est_cls, preset)
-        why = est_cls.refusal(node) or (f"estimator {est_cls.name!r} does not support the {node.kind!r} node of "
-                                        f"task {task_cls.name!r} (it supports: {', '.join(sorted(est_cls.supports))})")
+    tags = est_cls.tags_for(est_cfg)
+    if node.kind not in tags.supports:
+        hint = _working_setting(task_cls, task_cfg, est_cls, est_cfg, preset)
+        who = est_cls.name if node.kind not in est_cls.supports else est_cls.label_for(est_cfg)
+        why = est_cls.refusal(node) or _constructor_refusal(est_cls, node, est_cfg) or (
+            f"estimator {who!r} does not support the {node.kind!r} node of task "
+            f"{task_cls.name!r} (it supports: {', '.join(sorted(tags.supports))})")
         raise UnsupportedError(why + (f"; try --task {hint}" if hint else ""))
-    if est_cls.needs_log_weights and not task_cls.provides_log_weights(task_cfg):
+    if tags.needs_log_weights and not task_cls.provides_log_weights(task_cfg):
         raise UnsupportedError(f"estimator {est_cls.name!r} needs per-sample log-weights, which task {task_cls.name!r} "
                                f"does not provide with these settings (the vae does with iw_k >= 2: try --task "
                                f"vae:iw_k=5)")
     est_cls(node, est_cfg)  # constructor-level checks (e.g. a variant undefined for this node)
 
 
-def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], preset: str) -> str | None:
-    """``sort:node=bernoulli``: the first value of the task's ``node`` setting whose node the estimator
-    supports (None when the task has no such setting or none works)."""
+def _constructor_refusal(est_cls: type[Estimator], node: Node, est_cfg: Any) -> str | None:
+    """The constructor's own one-line reason, where the kind is the class's but not this config's (e.g.
+    ``ste:variant=prob`` on sign); None where the class never runs the kind or the constructor says nothing."""
+    if node.kind not in est_cls.supports:
+        return None
     try:
-        hint = typing.get_type_hints(task_cls.Config).get("node")
+        est_cls(node, est_cfg)
+    except UnsupportedError as e:
+        return str(e)
+    return None
+
+
+def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimator], est_cfg: Any,
+                     preset: str) -> str | None:
+    """``sort:node=bernoulli``: the first value of the task's node setting (its ``node_key``: ``node``, the
+    toy's ``variant``) whose node the estimator at ``est_cfg`` supports (None when the task has no such
+    setting or none works)."""
+    key = task_cls.node_key
+    if not key:
+        return None
+    try:
+        hint = typing.get_type_hints(task_cls.Config).get(key)
     except Exception:  # a plugin's Config whose hints cannot be resolved: no hint, not a traceback
         return None
     if typing.get_origin(hint) is not typing.Literal:
         return None
+    supports = est_cls.tags_for(est_cfg).supports
     for value in typing.get_args(hint):
         try:
-            cfg = replace(task_cfg, node=value)
-            if task_cls.node_of(cfg).kind in est_cls.supports:
+            cfg = replace(task_cfg, **{key: value})
+            if task_cls.node_of(cfg).kind in supports:
                 changed = non_default(cfg, task_cls.make_config(None, preset))
                 settings = ",".join(f"{k}={format_value(v)}" for k, v in changed.items())
                 return f"{task_cls.name}:{settings}" if settings else task_cls.name

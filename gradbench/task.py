@@ -57,6 +57,9 @@ class Task(torch.nn.Module):
     # those values also answers to the id it had before the keys existed (RunSpec.run_ids), so published
     # records stay reusable and rerunnable
     added_keys: ClassVar[dict[str, Any]] = {}
+    # the config key (a Literal) that selects the node's kind, for the refusal's "try --task sort:node=bernoulli"
+    # hint; None: no such key
+    node_key: ClassVar[str | None] = "node"
     Config: ClassVar[type]
     presets: ClassVar[dict[str, Preset]]
     metrics: ClassVar[dict[str, bool]]  # metric name -> higher is better

@@ -13,8 +13,9 @@ or all at once: ``assert all(r.passed for r in check_estimator(MyEstimator))``.
 Each check builds the estimator on a small node of every kind it supports (and its config accepts) and a
 small cost function with its own parameters that accepts relaxed inputs and leading sample dims.
 ``diagnostics["cost_evals"]`` must count the cost-function rows evaluated per example in one forward
-(``check_cost_evals``: a call on (*prefix, batch, *shape) is prod(prefix) rows). The unbiasedness check
-(for estimators claiming ``unbiased``) compares the mean of many estimates with the exact gradient of
+(``check_cost_evals``: a call on (*prefix, batch, *shape) is prod(prefix) rows). Which checks apply, and
+on which node kinds, follows the estimator's tags at the configuration (``Estimator.tags_for``). The
+unbiasedness check (for estimators claiming ``unbiased``) compares the mean of many estimates with the exact gradient of
 E[f] computed by enumerating every configuration; its false-failure rate is at most ``ALPHA`` (0.1%)
 per node for a truly unbiased estimator (two-sided tests, Bonferroni over coordinates).
 """
@@ -367,21 +368,24 @@ CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check
                                              check_float64, check_cost_evals]
 
 
-def nodes_for(cls: type[Estimator]) -> list[Node]:
-    """The small test node of every kind ``cls`` declares in ``supports``."""
-    return [SMALL_NODES[k] for k in SMALL_NODES if k in cls.supports]
+def nodes_for(cls: type[Estimator], config: Any = None) -> list[Node]:
+    """The small test node of every kind ``cls`` supports at ``config`` (its tags; None: the default)."""
+    supports = cls.tags_for(config).supports
+    return [SMALL_NODES[k] for k in SMALL_NODES if k in supports]
 
 
 def accepted_nodes(cls: type[Estimator], config: Any) -> list[Node]:
-    """``nodes_for(cls)`` less the kinds whose constructor refuses ``config`` (UnsupportedError, e.g.
-    ``ste:variant=prob`` on sign). Other construction errors keep the node: its checks report them."""
-    return _accepting(cls, config, nodes_for(cls))
+    """``nodes_for(cls, config)`` less the kinds whose constructor refuses ``config`` (UnsupportedError: a
+    plugin that refuses a kind without narrowing its tags). Other construction errors keep the node: its
+    checks report them."""
+    return _accepting(cls, config, nodes_for(cls, config))
 
 
 def accepted_variant_nodes(cls: type[Estimator], config: Any) -> list[Node]:
-    """The VARIANT_NODES of the kinds ``cls`` supports that its constructor accepts with ``config`` (e.g.
+    """The VARIANT_NODES of the kinds ``cls`` supports at ``config`` that its constructor accepts (e.g.
     kmeans assignments: ``dab`` runs them, ``ste`` refuses them)."""
-    return _accepting(cls, config, [n for n in VARIANT_NODES.values() if n.kind in cls.supports])
+    supports = cls.tags_for(config).supports
+    return _accepting(cls, config, [n for n in VARIANT_NODES.values() if n.kind in supports])
 
 
 def _accepting(cls: type[Estimator], config: Any, candidates: list[Node]) -> list[Node]:
@@ -400,8 +404,9 @@ def _accepting(cls: type[Estimator], config: Any, candidates: list[Node]) -> lis
 
 def check_supports(cls, node, config, seed=0) -> CheckResult:
     """The failure reported for an estimator with no node kind to check on (``node`` is None)."""
-    reason = "supports no known node kind" if not nodes_for(cls) else "refuses every node kind it supports"
-    return CheckResult("supports", "-", False, f"{reason} (supports: {', '.join(sorted(cls.supports)) or 'none'})")
+    supports = cls.tags_for(config).supports
+    reason = "supports no known node kind" if not nodes_for(cls, config) else "refuses every node kind it supports"
+    return CheckResult("supports", "-", False, f"{reason} (supports: {', '.join(sorted(supports)) or 'none'})")
 
 
 @dataclass(frozen=True)
@@ -452,15 +457,16 @@ def _entry(entry: Any) -> tuple[type[Estimator], Any]:
 
 def estimator_checks(estimators: Iterable[Any], seed: int = 0) -> list[EstimatorCheck]:
     """Every (check, node kind) item for each entry (see :func:`parametrize_with_checks`): the CHECKS on
-    each node kind the configuration accepts, then, on stochastic nodes of an estimator claiming
-    ``unbiased``, ``check_unbiased``."""
+    each node kind the configuration accepts, then, on stochastic nodes of a configuration whose tags
+    (``Estimator.tags_for(config)``) claim ``unbiased``, ``check_unbiased``."""
     items = []
     for entry in estimators:
         cls, config = _entry(entry)
+        tags = cls.tags_for(config)
         nodes = accepted_nodes(cls, config) + accepted_variant_nodes(cls, config)
         for node in nodes:
             items += [EstimatorCheck(check, cls, config, node, seed) for check in CHECKS]
-            if cls.unbiased and node.stochastic:
+            if tags.unbiased and node.stochastic:
                 items.append(EstimatorCheck(check_unbiased, cls, config, node, seed))
         if not nodes:
             items.append(EstimatorCheck(check_supports, cls, config, None, seed))

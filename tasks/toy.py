@@ -62,6 +62,7 @@ class ToyTask(Task):
     }
     metrics = {"gap": False, "expected_cost": False}
     main_metric = "gap"
+    node_key = "variant"  # selects the node: bernoulli or categorical
 
     @classmethod
     def node_of(cls, config: ToyConfig) -> Node:

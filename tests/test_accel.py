@@ -101,7 +101,7 @@ def test_graph_loop_follows_eager_with_a_schedule(tmp_path, monkeypatch, estimat
     _tensor_lrs(monkeypatch)
     eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
     monkeypatch.setattr(execution, "CudaGraphStep", ReplayByRerun)
-    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev, config=None: ("graph", "test"))
     graph = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert graph["status"] == "ok", graph["error"]
     assert graph["accel"]["used"] == "graph" and graph["cost"]["capture_seconds"] is not None
@@ -119,7 +119,7 @@ def test_a_failed_capture_goes_on_eagerly_and_says_why(tmp_path, monkeypatch):
     _tensor_lrs(monkeypatch)
     eager = gradbench.run(runs=str(tmp_path / "eager"), accel="none", **kw)
     monkeypatch.setattr(execution, "CudaGraphStep", lambda device: ReplayByRerun(device, fail=True))
-    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev, config=None: ("graph", "test"))
     rec = gradbench.run(runs=str(tmp_path / "graph"), accel="graph", **kw)
     assert rec["status"] == "ok" and rec["accel"]["used"] == "none"
     assert rec["accel"]["reason"] == ("graph: capture failed after step 3 (RuntimeError: operation not permitted "
@@ -135,7 +135,7 @@ def counts_in_python(isolated_registry):
 @pytest.mark.usefixtures("counts_in_python")
 def test_state_a_replay_would_freeze_is_not_captured(tmp_path, monkeypatch):
     monkeypatch.setattr(execution, "CudaGraphStep", ReplayByRerun)
-    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev: ("graph", "test"))
+    monkeypatch.setattr(execution, "pick_accel", lambda accel, cls, dev, config=None: ("graph", "test"))
     rec = gradbench.run(task="toy", estimator="test_counts_in_python", steps=10, eval_every=5, device="cpu",
                         runs=str(tmp_path), grad_stats=False, accel="graph")
     assert rec["status"] == "ok" and rec["accel"]["used"] == "none"

@@ -36,6 +36,7 @@ EXTRA_CONFIGS = {
     "dab": [{"approximator": "independent"}],  # refused on argmax and categorical: runs on the other kinds
     "ste": [{"variant": "clipped"}, {"variant": "prob"}, {"variant": "prob", "samples": 2}],  # samples=k: the
     # engine's multi-sample subclass, on the stochastic kinds only
+    "nvil": [{"normalise": True}],  # biased by its tags: every check but the unbiasedness check
 }
 ENTRIES = [entry for name in gradbench.list_estimators()
            for entry in [name, *((name, values) for values in EXTRA_CONFIGS.get(name, []))]]
@@ -206,3 +207,4 @@ def test_samples_keeps_existing_run_ids_and_an_estimators_own_samples():
     assert two.estimator_cls.label_for(two.estimator_config) == "gumbel(samples=2)"
     own = resolve("toy", "reinforce:samples=4")  # REINFORCE's own samples (its RLOO baseline uses them)
     assert own.estimator_cls is get_estimator_class("reinforce")
+
