@@ -15,7 +15,10 @@ small cost function with its own parameters that accepts relaxed inputs and lead
 ``diagnostics["cost_evals"]`` must count the cost-function rows evaluated per example in one forward
 (``check_cost_evals``: a call on (*prefix, batch, *shape) is prod(prefix) rows). Which checks apply, and
 on which node kinds, follows the estimator's tags at the configuration (``Estimator.tags_for``). The
-unbiasedness check (for estimators claiming ``unbiased``) compares the mean of many estimates with the exact gradient of
+batch-independence check (for estimators whose tags say ``batch_independent``) asks that one example's
+gradient not depend on the other examples of its batch; it is exact (same seed, same batch size), so a
+batch-independent estimator never fails it. The unbiasedness check (for estimators claiming
+``unbiased``) compares the mean of many estimates with the exact gradient of
 E[f] computed by enumerating every configuration; its false-failure rate is at most ``ALPHA`` (0.1%)
 per node for a truly unbiased estimator (two-sided tests, Bonferroni over coordinates).
 """
@@ -35,7 +38,7 @@ from torch import nn
 from gradbench import ops
 from gradbench.config import format_value, non_default
 from gradbench.errors import UnsupportedError
-from gradbench.estimator import Estimator, EstimatorOutput
+from gradbench.estimator import Estimator, EstimatorOutput, EstimatorTags
 from gradbench.node import Node
 from gradbench.stats import bonferroni_critical, z_scores
 
@@ -364,8 +367,65 @@ def check_cost_evals(cls, node, config, seed=0) -> CheckResult:
                        seen + (f", {reporting:g} only to report the cost (report_evals)" if reporting else ""))
 
 
+BATCH_ROWS = 5  # examples in the batch-independence check: example 0 and four others to change
+
+
+def _row_zero(cls, node: Node, config: Any, seed: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(example 0's sample, example 0's logits gradient from ``loss``) of a fresh estimator on ``logits``,
+    with the global RNG seeded by ``seed`` before it is built, so every call draws the same noise."""
+    torch.manual_seed(seed)
+    est = cls(node, config)
+    est.train()
+    x = logits.detach().clone().requires_grad_(True)
+    out = est(x, CheckCost(node))
+    (g,) = torch.autograd.grad(out.loss, x, allow_unused=True) if out.loss.requires_grad else (None,)
+    return out.sample[0].detach(), (g[0] if g is not None else torch.zeros_like(x[0]))
+
+
+def check_batch_independent(cls, node, config, seed=0) -> CheckResult:
+    """Example 0's gradient does not depend on the other examples of its batch, as the tag
+    ``batch_independent`` (True unless declared) claims: gradient statistics batch draws by repeating a
+    batch, and training at batch size 1 must learn what training at 64 does. With the same seed and the
+    same batch size, so that an estimator drawing noise per example draws the same noise for example 0,
+    the logits of examples 1.. are replaced twice (fresh values on the logits' scale, then 3x larger);
+    example 0's sample and gradient must not move (beyond 1e-5 relative: float rounding)."""
+    _, _, logits = _upstream(node, BATCH_ROWS, seed)
+    logits = logits.detach()
+    g = torch.Generator().manual_seed(31 + seed)
+    sample, grad = _row_zero(cls, node, config, seed, logits)
+    for scale in (1.0, 3.0):
+        other = logits.clone()
+        other[1:] = torch.randn(other[1:].shape, generator=g, dtype=other.dtype) * float(logits.std()) * scale
+        sample_b, grad_b = _row_zero(cls, node, config, seed, other)
+        if not torch.equal(sample, sample_b):
+            return CheckResult("batch_independent", node_label(node), False,
+                               "example 0's sample changed when only the other examples' logits changed (same "
+                               "seed, same batch size): its noise must not depend on the other examples; if it "
+                               "does by design, declare batch_independent=False")
+        size = float(torch.maximum(grad.abs().max(), grad_b.abs().max()))
+        diff = float((grad - grad_b).abs().max())
+        if diff > 1e-5 * size + 1e-12:
+            return CheckResult("batch_independent", node_label(node), False,
+                               f"example 0's gradient changed by {diff / size:.2g} (relative, max over its "
+                               f"coordinates) when only the other examples' logits changed (same seed, same batch "
+                               f"size): the estimate couples the examples of a batch (a baseline or "
+                               f"normalisation over the batch?); declare batch_independent=False (tags) if that "
+                               f"is intended")
+    return CheckResult("batch_independent", node_label(node), True,
+                       f"example 0 unchanged by the other {BATCH_ROWS - 1} examples (2 replacements)")
+
+
 CHECKS: list[Callable[..., CheckResult]] = [check_output, check_gradients, check_separation, check_determinism,
                                              check_float64, check_cost_evals]
+
+
+def claimed_checks(tags: EstimatorTags, node: Node) -> list[Callable[..., CheckResult]]:
+    """The checks of what ``tags`` claim on ``node``: batch independence unless declared otherwise, and
+    unbiasedness on stochastic nodes where claimed."""
+    checks: list[Callable[..., CheckResult]] = [check_batch_independent] if tags.batch_independent else []
+    if tags.unbiased and node.stochastic:
+        checks.append(check_unbiased)
+    return checks
 
 
 def nodes_for(cls: type[Estimator], config: Any = None) -> list[Node]:
@@ -457,8 +517,9 @@ def _entry(entry: Any) -> tuple[type[Estimator], Any]:
 
 def estimator_checks(estimators: Iterable[Any], seed: int = 0) -> list[EstimatorCheck]:
     """Every (check, node kind) item for each entry (see :func:`parametrize_with_checks`): the CHECKS on
-    each node kind the configuration accepts, then, on stochastic nodes of a configuration whose tags
-    (``Estimator.tags_for(config)``) claim ``unbiased``, ``check_unbiased``."""
+    each node kind the configuration accepts, then what its tags claim (``Estimator.tags_for(config)``):
+    ``check_batch_independent`` unless it declares ``batch_independent=False``, and on stochastic nodes,
+    when it claims ``unbiased``, ``check_unbiased``."""
     items = []
     for entry in estimators:
         cls, config = _entry(entry)
@@ -466,8 +527,7 @@ def estimator_checks(estimators: Iterable[Any], seed: int = 0) -> list[Estimator
         nodes = accepted_nodes(cls, config) + accepted_variant_nodes(cls, config)
         for node in nodes:
             items += [EstimatorCheck(check, cls, config, node, seed) for check in CHECKS]
-            if tags.unbiased and node.stochastic:
-                items.append(EstimatorCheck(check_unbiased, cls, config, node, seed))
+            items += [EstimatorCheck(check, cls, config, node, seed) for check in claimed_checks(tags, node)]
         if not nodes:
             items.append(EstimatorCheck(check_supports, cls, config, None, seed))
     return items

@@ -12,12 +12,13 @@ import copy
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 
 import gradbench
-from gradbench import registry
+from gradbench import ops, registry
 from gradbench.registry import get_estimator_class
 
 # ---------------------------------------------------------------- the registry
@@ -179,3 +180,39 @@ class GradInForward(gradbench.Estimator):
         x = logits.detach().requires_grad_()
         (g,) = torch.autograd.grad(x.sigmoid().sum(), x)
         return straight_through(self, logits + 0 * g, cost_fn)
+
+
+@dataclass(frozen=True)
+class BatchBaselineConfig:
+    baseline: Literal["batch", "none"] = "batch"  # batch: the batch's mean cost (couples the examples)
+
+
+class BatchMeanBaseline(gradbench.Estimator):
+    """REINFORCE whose baseline is the mean cost over the batch, without declaring it: example i's estimate
+    moves with the other examples' costs (and learns nothing at batch size 1, where f - baseline = 0). It
+    passed every conformance check before the batch-independence check existed."""
+
+    name = "test_batch_mean_baseline"
+    supports = frozenset({"bernoulli", "categorical"})
+    Config = BatchBaselineConfig
+
+    def forward(self, logits, cost_fn):
+        x = logits.detach()
+        b = ops.from_perturbed(self.node, ops.perturb(self.node, x, ops.uniform(x.shape, x)))
+        f = cost_fn(b)
+        fd = f.detach()
+        baseline = fd.mean() if self.config.baseline == "batch" else fd.new_zeros(())
+        log_p = ops.log_prob(self.node, logits, b)
+        surrogate = f + (fd - baseline) * (log_p - log_p.detach())
+        return gradbench.EstimatorOutput(b, fd, surrogate.mean(), self.zero(logits), {"cost_evals": 1})
+
+
+class DeclaredBatchMeanBaseline(BatchMeanBaseline):
+    """The same estimator, declaring the coupling for the configuration that has it (per-config tags)."""
+
+    name = "test_declared_batch_mean_baseline"
+
+    @classmethod
+    def tags_for(cls, config=None):
+        tags = super().tags_for(config)
+        return replace(tags, batch_independent=cls.config_or_default(config).baseline != "batch")

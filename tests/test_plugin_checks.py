@@ -41,6 +41,7 @@ def test_one_item_per_check_and_node_kind():
     assert [c.id for c in estimator_checks([DisARM])] == [
         "my-disarm-output-bernoulli", "my-disarm-gradients-bernoulli", "my-disarm-separation-bernoulli",
         "my-disarm-determinism-bernoulli", "my-disarm-float64-bernoulli", "my-disarm-cost_evals-bernoulli",
+        "my-disarm-batch_independent-bernoulli",  # it does not declare batch_independent=False: checked
         "my-disarm-unbiased-bernoulli",  # it claims unbiased: checked against enumeration
     ]
     assert "my-disarm" not in list_estimators()  # loaded for its class, not registered

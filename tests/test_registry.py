@@ -314,7 +314,7 @@ def test_cli_validate_plugin_example(capsys):
     rc = main(["validate", "--estimator", "my-disarm", "--plugin", str(EXAMPLES / "disarm.py")])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "7/7 checks passed" in out
+    assert "8/8 checks passed" in out
     assert "FAIL" not in out
 
 
@@ -326,4 +326,4 @@ def test_cli_validate_catches_a_false_unbiased_claim(tmp_path, capsys):
     failed = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1, out  # everything else about it conforms
     assert failed[0].split()[1] == "unbiased"
-    assert "6/7 checks passed" in out
+    assert "7/8 checks passed" in out
