@@ -65,6 +65,8 @@ def _training() -> argparse.ArgumentParser:
     p.add_argument("--accel", default="auto", help="auto | none | graph | compile: how steps execute (default: "
                    "auto = graph on CUDA, eager on CPU); graph = the whole step captured in a CUDA graph, "
                    "compile = torch.compile of each step's forward")
+    p.add_argument("--threads", type=_threads, help="torch threads per run: N, or auto (a short probe picks); "
+                   "default: OMP_NUM_THREADS if set, else 1 per process (see docs/performance.md)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     budget.add_argument("--seconds", type=float, help="train for this many seconds instead of a step count")
@@ -143,6 +145,7 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     st.add_argument("--runs", help="records folder (default: the study file's runs, else ./runs)")
     st.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the profile's)")
     st.add_argument("--accel", default="auto", help="auto | none | graph | compile (as for run)")
+    st.add_argument("--threads", type=_threads, help="torch threads per run: N or auto (as for run)")
     st.add_argument("--shard", help="i/N: run only shard i of N; the report needs every shard's records")
     st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_executor_options(st)
@@ -179,6 +182,7 @@ def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argpar
     rerun.add_argument("run_id", help="a run id or a unique prefix of one")
     rerun.add_argument("--into", default="reruns", help="records folder for the rerun (default: ./reruns)")
     rerun.add_argument("--device", default="auto")
+    rerun.add_argument("--threads", type=_threads, help="torch threads (default: the original run's)")
 
     plt = sub.add_parser("plot", parents=[common, runs], help="PNG learning curves and gradient variance per table")
     plt.add_argument("--task", help="only this task's tables")
@@ -219,6 +223,12 @@ def _fractions(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0,0.5,1, got {text!r}") from None
 
 
+def _threads(text: str) -> int | str:
+    from gradbench.threads import parse
+
+    return parse(text)
+
+
 def _version() -> str:
     from gradbench import __version__
 
@@ -232,6 +242,7 @@ def run_options(args: argparse.Namespace) -> Any:
     return RunOptions(steps=args.steps, seconds=args.seconds, evals=args.evals, lr_schedule=args.lr_schedule,
                       eval_every=args.eval_every, grad_stats=not args.no_grad_stats, grad_draws=args.grad_draws,
                       grad_checkpoints=args.grad_checkpoints, device=args.device, accel=args.accel, runs=args.runs,
+                      threads=args.threads,
                       force=getattr(args, "force", False), progress=not args.no_progress)
 
 
@@ -270,7 +281,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = []
     for group in [specs] if args.batch_seeds else [[spec] for spec in specs]:
         for record in execute_seeds(group, device=opts.device, runs_dir=opts.runs, force=opts.force,
-                                    progress=opts.progress, argv=_argv(), accel=opts.accel, batch=args.batch_seeds):
+                                    progress=opts.progress, argv=_argv(), accel=opts.accel, batch=args.batch_seeds,
+                                    threads=opts.threads):
             done.append(record)
             _report_run(record, args.traceback)
     if args.json:  # one record, or a list of them with --seeds
@@ -426,7 +438,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _records_folder(args.runs)
     executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
     result = run_sweep(grid, args.runs, executor, device=args.device, shard=shard, plugins=args.plugin,
-                       progress=opts.progress, accel=opts.accel)
+                       progress=opts.progress, accel=opts.accel, threads=opts.threads)
     for line in result.errors:
         print(f"gradbench: {line}", file=sys.stderr)
     path = _write_leaderboard(args.runs, args.out)
@@ -448,7 +460,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     def sweep(grid):
         executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
         return run_sweep(grid, args.runs, executor, device=args.device, plugins=args.plugin,
-                         progress=opts.progress, accel=opts.accel)
+                         progress=opts.progress, accel=opts.accel, threads=opts.threads)
 
     result = tune(args.task, args.estimators, args.grid, seeds, final, args.preset, opts, sweep, argv=_argv())
     for line in result.unsupported:
@@ -490,7 +502,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     def sweep(grid):
         executor = make_executor(args.backend, args.workers, args.ray_address, device)
         return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
-                         progress=not args.no_progress, accel=args.accel)
+                         progress=not args.no_progress, accel=args.accel, threads=args.threads)
 
     failed, todo = study.run_study(plan, sweep, argv=_argv())
     if failed:
@@ -548,6 +560,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from gradbench import reproduce
     from gradbench.report import format_rows
     from gradbench.runner import execute
     from gradbench.spec import spec_from_record
@@ -555,14 +568,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     _, original = _find_record(args.runs, args.run_id)
     spec = spec_from_record(original)
     _records_folder(args.into, "--into")
-    record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True, argv=_argv())
+    threads = args.threads or original.get("provenance", {}).get("threads")  # the original's, to reproduce it
+    record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True, argv=_argv(),
+                     threads=threads)
     _report_run(record, args.traceback)
     print(format_rows([record]))
-    same = {k: v["value"] for k, v in record["metrics"].items()} == {
-        k: v["value"] for k, v in original["metrics"].items()}
-    print(f"metrics {'identical to' if same else 'DIFFER from'} the original record "
-          f"(original device {original['provenance'].get('device')}, this one {record['provenance'].get('device')})")
-    return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
+    verdict = reproduce.check(original, record)
+    print(verdict.message())
+    return EXIT_OK if record["status"] == "ok" and not verdict.failed else EXIT_FAILED
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -298,11 +298,16 @@ def binarize_fixed(x: torch.Tensor, mode: str | None) -> torch.Tensor:
     return torch.bernoulli(x.cpu(), generator=g).to(x.device)
 
 
-@functools.lru_cache(maxsize=2)
 def image_set(name: str, binarize: str | None, device: torch.device) -> ImageSet:
-    """The ImageSet of ``name`` on ``device``, shared by every task that asks in this process (seeds run
-    one after another, the replicas of a seed batch): it is never written to."""
-    return ImageSet(name, binarize, device)
+    """The ImageSet of ``name`` on ``device`` in torch's default float dtype (float64 under
+    ``torch.set_default_dtype``, which the exact-trajectory tests use), shared by every task that asks in this
+    process (seeds run one after another, the replicas of a seed batch): it is never written to."""
+    return _image_set(name, binarize, device, torch.get_default_dtype())
+
+
+@functools.lru_cache(maxsize=2)
+def _image_set(name: str, binarize: str | None, device: torch.device, dtype: torch.dtype) -> ImageSet:
+    return ImageSet(name, binarize, device, dtype)
 
 
 class ImageSet:
@@ -311,7 +316,8 @@ class ImageSet:
     ``binarize=None`` keeps grey levels (classification inputs).
     """
 
-    def __init__(self, name: str, binarize: str | None, device: torch.device) -> None:
+    def __init__(self, name: str, binarize: str | None, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> None:
         if binarize is not None and binarize not in BINARIZE:
             raise UsageError(f"unknown binarize {binarize!r}; use one of {', '.join(BINARIZE)}")
         s = load(name)
@@ -320,8 +326,9 @@ class ImageSet:
         self.classes = s.classes
         self.dim = s.train_x.shape[1]
 
-        def put(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a).to(device)
+        def put(a: np.ndarray) -> torch.Tensor:  # pixels in ``dtype``, labels stay int64
+            t = torch.from_numpy(a)
+            return t.to(device, dtype) if t.is_floating_point() else t.to(device)
 
         grey_train = put(s.train_x)
         self.train_y, self.valid_y, self.test_y = put(s.train_y), put(s.valid_y), put(s.test_y)

@@ -19,6 +19,7 @@ Record fields (schema_version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -177,21 +178,35 @@ class HistoryWriter:
         self.path = path
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self._f = open(self._tmp, "w")
+        _OPEN_HISTORIES.add(self)
 
     def write(self, row: dict[str, Any]) -> None:
         self._f.write(json.dumps(_clean(row)) + "\n")
         self._f.flush()
 
     def close(self) -> None:
+        _OPEN_HISTORIES.discard(self)
         if not self._f.closed:
             self._f.close()
             os.replace(self._tmp, self.path)
 
     def discard(self) -> None:
         """Close without keeping anything (the run will be made again another way)."""
+        _OPEN_HISTORIES.discard(self)
         if not self._f.closed:
             self._f.close()
-            os.unlink(self._tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+
+
+_OPEN_HISTORIES: set[HistoryWriter] = set()
+
+
+def discard_open_histories() -> None:
+    """Discard every history this process is still writing: a sweep worker stopped mid-run (the sweep was
+    interrupted) keeps no record of that run, so it must leave no half-written history either."""
+    for writer in list(_OPEN_HISTORIES):
+        writer.discard()
 
 
 def selection_path(runs_dir: str | Path, selection_id: str) -> Path:

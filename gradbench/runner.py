@@ -23,6 +23,7 @@ import torch
 
 import gradbench
 from gradbench import execution, records, training
+from gradbench import threads as thread_policy
 from gradbench.errors import UsageError
 from gradbench.registry import loaded_plugins
 from gradbench.spec import RunOptions, RunSpec, resolve, spec_from_record
@@ -40,6 +41,19 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows: float results depend on
+    it (kernels reorder sums differently per instruction set), so ``rerun`` compares it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def provenance(device: torch.device, argv: list[str] | None) -> dict[str, Any]:
     """Where and with what a run was made (the record's ``provenance`` block, less its end time)."""
     sha = _git("rev-parse", "HEAD")
@@ -48,7 +62,7 @@ def provenance(device: torch.device, argv: list[str] | None) -> dict[str, Any]:
     return {
         "gradbench_version": gradbench.__version__, "git_sha": sha, "git_dirty": dirty,
         "torch": torch.__version__, "python": platform.python_version(), "cuda": torch.version.cuda,
-        "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+        "device": str(device), "device_name": name, "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(), "argv": list(argv if argv is not None else sys.argv),
         "plugins": loaded_plugins(), "start_utc": _utc(),
     }
@@ -102,28 +116,31 @@ class _Discard:
 
 
 def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
-            progress: bool = False, argv: list[str] | None = None, accel: str = "auto") -> dict[str, Any]:
+            progress: bool = False, argv: list[str] | None = None, accel: str = "auto",
+            threads: int | str | thread_policy.ThreadChoice | None = None) -> dict[str, Any]:
     """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run.
 
     ``accel`` chooses how steps execute (not what they compute), so like the device it is not part of
-    the run id; the record's ``accel`` block says which path ran and why. A spec from a batched run
+    the run id; the record's ``accel`` block says which path ran and why. ``threads`` (``gradbench.threads``:
+    a count, ``auto`` or None for the default rule) likewise, recorded in its provenance. A spec from a batched run
     (``seed_batch``) is re-run with its whole batch, since its random numbers depend on the batch.
     """
     if spec.seed_batch is not None:
         specs = [replace(spec, seed=s, seed_batch=None) for s in spec.seed_batch]
-        done = execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=True)
+        done = execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=True, threads=threads)
         return done[spec.seed_batch.index(spec.seed)]
-    return _execute([spec], device, runs_dir, force, progress, argv, accel)[0]
+    return _execute([spec], device, runs_dir, force, progress, argv, accel, threads)[0]
 
 
 def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
                   progress: bool = False, argv: list[str] | None = None, accel: str = "auto",
-                  batch: bool = False) -> list[dict[str, Any]]:
+                  batch: bool = False, threads: int | str | thread_policy.ThreadChoice | None = None
+                  ) -> list[dict[str, Any]]:
     """Run one spec at several seeds: one after another, or (``batch``) all at once as a SeedBatch whose
     records name the batch (``seed_batch``). Falls back to one after another, saying why on stderr,
     where the estimator cannot be batched."""
     if not batch or not specs:
-        return [_execute([s], device, runs_dir, force, progress, argv, accel)[0] for s in specs]
+        return [_execute([s], device, runs_dir, force, progress, argv, accel, threads)[0] for s in specs]
     base = {**specs[0].as_dict(), "seed": None}
     seeds = tuple(s.seed for s in specs)
     if any({**s.as_dict(), "seed": None} != base for s in specs) or len(set(seeds)) < len(seeds):
@@ -132,18 +149,20 @@ def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Pa
     if why is None:
         try:
             return _execute([replace(s, seed_batch=seeds) for s in specs], device, runs_dir, force, progress,
-                            argv, accel)
+                            argv, accel, threads)
         except CannotBatch as e:
             why = f"the batched step failed ({e})"
     _say(f"seeds {','.join(map(str, seeds))} run one after another: {why}")
-    return execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=False)
+    return execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=False, threads=threads)
 
 
 def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: bool, progress: bool,
-             argv: list[str] | None, accel: str) -> list[dict[str, Any]]:
+             argv: list[str] | None, accel: str,
+             threads: int | str | thread_policy.ThreadChoice | None = None) -> list[dict[str, Any]]:
     """Train ``specs`` (one spec, or a seed batch) and write their records; finished ones are reused (a
     batch with any left to run trains whole, and writes only those). Raises CannotBatch only before any
-    record is written."""
+    record is written. Training runs with the thread count of ``gradbench.threads``' rule; the caller's
+    count is restored afterwards."""
     dev = execution.pick_device(device)
     used, reason = execution.pick_accel(accel, specs[0].estimator_cls, dev, config=specs[0].estimator_config)
     found = [_finished(s, runs_dir, force) for s in specs]
@@ -154,9 +173,16 @@ def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: boo
         return [existing for _, existing in found]
     if accel not in ("auto", used):
         _say(reason)  # e.g. --accel graph on a CPU: it runs eagerly
-    prov = provenance(dev, argv)
+    choice = threads if isinstance(threads, thread_policy.ThreadChoice) else thread_policy.choose(threads)
+    thread_block: dict[str, Any] = {"threads": choice.threads, "threads_source": choice.source,
+                                    "probe_up_to": choice.probe_up_to}
     accel_block = {"requested": accel, "used": used, "reason": reason}
-    outcomes = _train_outcomes(specs, dev, found, progress, accel_block)
+    with thread_policy.using(choice.threads or 1):
+        prov = provenance(dev, argv)
+        outcomes = _train_outcomes(specs, dev, found, progress, accel_block, thread_block)
+    prov["threads"], prov["threads_source"] = thread_block["threads"], thread_block["threads_source"]
+    if "probe_seconds" in thread_block:
+        prov["threads_probe_seconds"] = thread_block["probe_seconds"]
     prov["end_utc"] = _utc()
     done = []
     for spec, (path, existing), outcome in zip(specs, found, outcomes, strict=True):
@@ -169,7 +195,7 @@ def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: boo
 
 
 def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[Path, dict[str, Any] | None]],
-                    progress: bool, accel_block: dict[str, str]) -> list[Any]:
+                    progress: bool, accel_block: dict[str, str], thread_block: dict[str, Any]) -> list[Any]:
     """Train and return each spec's outcome (a Result, Diverged, or the exception that failed the run).
     Histories are kept for finished and failed runs; an interrupted or unbatchable run keeps none."""
     histories = [records.HistoryWriter(records.history_path(path)) if existing is None else _Discard()
@@ -177,7 +203,7 @@ def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[P
     bar = training.Progress(specs[0], progress, len(specs))
     try:
         outcomes: list[Any] = training.train(specs, dev, histories, bar, accel_block,
-                                             batched=specs[0].seed_batch is not None)
+                                             batched=specs[0].seed_batch is not None, threads=thread_block)
     except (CannotBatch, BudgetTooSmall):  # refused before the first step: no record
         _discard(histories)
         raise
@@ -223,6 +249,7 @@ def _record(spec: RunSpec, outcome: Any, accel_block: dict[str, str], prov: dict
 
 
 def run_with(options: RunOptions, spec: RunSpec, argv: list[str] | None = None) -> dict[str, Any]:
-    """``execute`` with the execution settings of ``options`` (device, accel, records folder, force, progress)."""
+    """``execute`` with the execution settings of ``options`` (device, accel, threads, records folder, force,
+    progress)."""
     return execute(spec, device=options.device, runs_dir=options.runs, force=options.force,
-                   progress=options.progress, argv=argv, accel=options.accel)
+                   progress=options.progress, argv=argv, accel=options.accel, threads=options.threads)

@@ -41,6 +41,7 @@ class RunOptions:
     grad_checkpoints: tuple[float, ...] = DEFAULT_CHECKPOINTS  # fractions of the budget
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     accel: str = "auto"  # auto | none | graph | compile: how steps execute
+    threads: int | str | None = None  # torch's threads: N, "auto" (probe) or None (gradbench.threads' rule)
     runs: str = "runs"  # the records folder
     force: bool = False  # re-run even when a finished record exists
     progress: bool = False  # a progress bar on stderr

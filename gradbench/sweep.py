@@ -8,8 +8,10 @@ tiny interface, ``submit(fn, *args) -> concurrent.futures.Future``; Ray is impor
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -100,7 +102,7 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
             except UnsupportedError as err:
                 grid.unsupported.append(f"{t} x {e}: {err}")
                 continue
-            if batch_seeds and specs[0].estimator_cls.batchable:
+            if batch_seeds and specs[0].estimator_tags.batchable:
                 specs = [replace(spec, seed_batch=tuple(seeds)) for spec in specs]
             grid.specs.extend(specs)
     return grid
@@ -110,35 +112,50 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
 
 
 def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, runs_dir: str,
-               plugins: list[str], accel: str = "auto") -> list[dict[str, Any]]:
-    """Worker entry point: rebuild the specs from plain data and run them: one run, or one seed batch."""
+               plugins: list[str], accel: str = "auto", threads: dict[str, Any] | None = None
+               ) -> list[dict[str, Any]]:
+    """Worker entry point: rebuild the specs from plain data and run them: one run, or one seed batch, with
+    the sweep's thread choice (``threads``: a ``ThreadChoice``'s fields, made once by the parent)."""
     for plugin in plugins:
         load_plugin(plugin)
     from gradbench.runner import execute_seeds
+    from gradbench.threads import ThreadChoice
+
+    choice = ThreadChoice(**threads) if threads is not None else None
 
     specs = [spec_from_record({**d, "run_id": records.run_id(d), "eval_every": eval_every}) for d in spec_dicts]
     seeds = specs[0].seed_batch
     if seeds is None:
-        done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel)
+        done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel,
+                             threads=choice)
     else:  # the whole batch trains (its finished records are kept); report the runs asked for
         whole = execute_seeds([replace(specs[0], seed=s, seed_batch=None) for s in seeds], device=device,
-                              runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel, batch=True)
+                              runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel, batch=True,
+                              threads=choice)
         done = [whole[seeds.index(s.seed)] for s in specs]
     return [{"run_id": r["run_id"], "status": r["status"], "error": r.get("error")} for r in done]
 
 
-def _init_worker(queue: Any, threads: int, parent: int) -> None:
-    """Pool initializer: pin this worker to one GPU (if several; CUDA is not initialised yet) and give
-    it its share of the CPU threads (workers that each use every core slow each other down)."""
+def _init_worker(queue: Any, parent: int) -> None:
+    """Pool initializer: pin this worker to one GPU (if several; CUDA is not initialised yet), and stop
+    with the sweep. Each run sets its own thread count (the sweep's ``ThreadChoice``, passed with it)."""
     gpu = queue.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch  # already imported with this module's runner import; set its pool size directly too
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it cancels the pool
+    signal.signal(signal.SIGTERM, _stop_worker)  # how the parent cancels a run in flight
+    from tqdm import tqdm
 
-    torch.set_num_threads(threads)
+    tqdm.set_lock(threading.RLock())  # not tqdm's default multiprocessing lock: a semaphore that a stopped worker
+    # could not release (Python then warns of leaked semaphores at exit); a worker's bars are its own anyway
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    """SIGTERM from a cancelling sweep: the run in flight leaves nothing behind (no record is written
+    before a run ends; its history is discarded here), then the worker exits at once."""
+    records.discard_open_histories()
+    os._exit(128 + signum)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -158,18 +175,26 @@ class LocalExecutor:
         queue = ctx.Queue()
         for i in range(workers):
             queue.put(i % gpus if gpus > 1 else None)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.workers, self.queue = workers, queue
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                           initargs=(queue, threads, os.getpid()))
+                                           initargs=(queue, os.getpid()))
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
         return self.pool.submit(fn, *args)
 
     def shutdown(self, cancel: bool = False) -> None:
+        """Wait for the pool to finish; or (``cancel``) stop it now: pending runs are cancelled, runs in flight
+        are ended by SIGTERM (``_stop_worker``: no record, no history), and the pool is still shut down
+        in full, so its queues release their semaphores (else Python warns of leaked ones at exit)."""
         if cancel:
-            for proc in list(getattr(self.pool, "_processes", {}).values()):
-                proc.terminate()  # a worker killed mid-run leaves no record (writes are atomic)
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())
+            for proc in processes:
+                proc.terminate()
+            for proc in processes:
+                proc.join(timeout=10)
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        self.queue.close()  # the GPU assignments' queue: its semaphores too
+        self.queue.join_thread()
 
 
 class RayExecutor:
@@ -180,14 +205,16 @@ class RayExecutor:
             import ray
         except ImportError:
             raise UsageError("the ray backend needs Ray: pip install 'gradbench[ray]'") from None
-        self.ray = ray
+        self.ray, self.workers, self.gpus_per_run = ray, workers, gpus_per_run
+        self.remotes: dict[Callable, Any] = {}
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": workers}
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(_run_group)
 
     def submit(self, fn: Callable, *args: Any) -> cf.Future:
-        return self.remote.remote(*args).future()
+        if fn not in self.remotes:  # one Ray task definition per function, made once
+            self.remotes[fn] = self.ray.remote(num_cpus=1, num_gpus=self.gpus_per_run)(fn)
+        return self.remotes[fn].remote(*args).future()
 
     def shutdown(self, cancel: bool = False) -> None:
         self.ray.shutdown()
@@ -239,9 +266,13 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
 
 
 def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", shard: tuple[int, int] = (0, 1),
-              plugins: list[str] | None = None, progress: bool = True, accel: str = "auto") -> SweepResult:
-    """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay)."""
+              plugins: list[str] | None = None, progress: bool = True, accel: str = "auto",
+              threads: int | str | None = None) -> SweepResult:
+    """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay). Each run
+    uses ``gradbench.threads``' choice for the executor's worker count (default: one thread per worker)."""
     from tqdm import tqdm
+
+    from gradbench.threads import choose
 
     paths: dict[str, int] = {}
     pending, finished, corrupt = todo(grid, runs_dir, shard, paths)
@@ -252,8 +283,9 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
     for spec in pending:
         groups.setdefault(group_key(spec), []).append(spec)
+    choice = dataclasses.asdict(choose(threads, workers=getattr(executor, "workers", 1)))
     futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
-                               plugins or [], accel): group for group in groups.values()}
+                               plugins or [], accel, choice): group for group in groups.values()}
     bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress or not pending, unit="run")
     start = time.perf_counter()
     try:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from gradbench import execution, gradstats
+from gradbench import threads as thread_policy
 from gradbench.errors import UsageError
 from gradbench.replicas import Pair, SeedBatch, changed
 from gradbench.spec import RunSpec
@@ -109,10 +110,14 @@ def checkpoint_label(fraction: float) -> str:
 
 
 def train(specs: list[RunSpec], device: torch.device, histories: list[Any], progress: Progress,
-          accel: dict[str, str] | None = None, batched: bool = False) -> list[Result | Diverged]:
+          accel: dict[str, str] | None = None, batched: bool = False,
+          threads: dict[str, Any] | None = None) -> list[Result | Diverged]:
     """Train one spec or (``batched``) one spec at several seeds as a SeedBatch. Returns, per spec,
     (final metrics, cost block, last diagnostics, gradient checkpoints) or the Diverged error that ended
     it (a replica that diverges stops; the others go on).
+
+    ``threads["threads"]`` None asks for the thread probe (``--threads auto``): it runs once the model is
+    built, sets torch's count for the rest of the run and writes the choice and its timings back.
 
     ``accel["used"]`` picks how steps execute (see ``execution.pick_accel``); the loop updates ``accel``
     if it has to fall back to eager. ``compile`` runs each step's forward through ``torch.compile`` with
@@ -122,6 +127,8 @@ def train(specs: list[RunSpec], device: torch.device, histories: list[Any], prog
     """
     accel = accel if accel is not None else {"used": "none"}
     trainer = Trainer(specs, device, histories, progress, accel, batched)
+    if threads is not None and threads.get("threads") is None:
+        trainer.probe_threads(threads)
     if accel["used"] != "compile":
         return trainer.run()
     import torch._inductor.config as inductor_config
@@ -222,6 +229,21 @@ class Trainer:
             return optimizer, None, None
         factor = execution.cosine(self.max_steps)
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor), factor
+
+    def probe_threads(self, block: dict[str, Any]) -> None:
+        """``--threads auto``: time a few gradient draws (forward and backward on the task's fixed batch, on a
+        copy of the estimator under a forked RNG: nothing that trains moves) at each candidate count, use the
+        fastest (``gradbench.threads.probe``) and record it in ``block``."""
+        task, estimator = self.model.pairs[0]
+        seed = self.spec.seed + 31
+
+        def work() -> None:
+            gradstats.gradient_draws(estimator, task, 4, seed, batched=False)
+
+        n, timing = thread_policy.probe(work, block["probe_up_to"])
+        torch.set_num_threads(n)
+        block["threads"] = n
+        block["probe_seconds"] = {str(k): round(v, 6) for k, v in timing.items()}
 
     # -------------------------------------------------------------------------------- the loop
 

@@ -76,7 +76,7 @@ class ToyTask(Task):
         if config.variant == "bernoulli":
             t = torch.full((), config.target)
         else:
-            c = torch.arange(config.classes, dtype=torch.float32)
+            c = torch.arange(config.classes, dtype=torch.get_default_dtype())
             t = (1 + config.spread * (c / (config.classes - 1) - 0.5)) / config.classes
         self.register_buffer("t", t.to(self.device))
 

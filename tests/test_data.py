@@ -20,10 +20,10 @@ from gradbench.cli import main
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    for cache in (data.load, data._verified, data.image_set):
+    for cache in (data.load, data._verified, data._image_set):
         cache.cache_clear()
     yield
-    for cache in (data.load, data._verified, data.image_set):
+    for cache in (data.load, data._verified, data._image_set):
         cache.cache_clear()
 
 

@@ -155,11 +155,16 @@ def test_ctrl_c_exits_130_leaving_only_complete_records(tmp_path):
     deadline = time.time() + 120
     while not list(runs.glob("*/*/*.json")) and time.time() < deadline:
         time.sleep(0.2)
+    while not list(runs.glob("*/*/.*.tmp")) and time.time() < deadline:  # a run is in flight
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     for path in runs.glob("*/*/*.json"):
         assert records.read_record(path)["status"] == "ok"
+    # the runs in flight leave nothing behind: no half-written history, no leaked semaphore (tqdm's lock)
+    assert list(runs.rglob("*.tmp")) == []
+    assert "leaked semaphore" not in err.decode() and "Traceback" not in err.decode()
 
 
 def test_show_and_rerun_reproduce_a_run_from_its_record(tmp_path, capsys):
