@@ -74,10 +74,13 @@ def _draws_batched(estimator: Estimator, logits: torch.Tensor, rep: torch.Tensor
                       for gp, p in zip(grads, params, strict=True)], dim=1)
 
 
-def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Tensor], draws: int) -> torch.Tensor:
+def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Tensor], draws: int,
+                tick: Callable[[int], None] | None = None) -> torch.Tensor:
     """(draws, n_params) gradient estimates from ``draws`` separate calls and backward passes."""
     rows = []
     for _ in range(draws):
+        if tick is not None:
+            tick(1)
         logits, cost_fn = batch_fn()
         out = estimator(logits, cost_fn)
         grads = torch.autograd.grad(out.loss, params, allow_unused=True)
@@ -87,10 +90,10 @@ def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Ten
 
 
 def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
-                   chunk: int | None = None) -> tuple[torch.Tensor, bool]:
+                   chunk: int | None = None, tick: Callable[[int], None] | None = None) -> tuple[torch.Tensor, bool]:
     """K gradient estimates w.r.t. the task's encoder parameters on its fixed minibatch, (K, n_params),
     and whether they were batched: when asked and possible (see ``batch_mode``), else the loop; both give
-    draws from the same distribution.
+    draws from the same distribution. ``tick(n)`` is told as draws are made (a progress bar).
     """
     params = [p for p in task.encoder_parameters() if p.requires_grad]
     if not params:
@@ -109,8 +112,10 @@ def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batc
                 logits, rep, cost = _repeat(task, mode == "task", k)
                 parts.append(_draws_batched(estimator, logits, rep, cost, params, k))
                 left -= k
+                if tick is not None:
+                    tick(k)
             return torch.cat(parts), True
-        return _draws_loop(estimator, task.fixed_batch, params, draws), False
+        return _draws_loop(estimator, task.fixed_batch, params, draws, tick), False
 
 
 def cost_reaches_encoder(task: Task, params: list[torch.Tensor]) -> bool:
@@ -188,7 +193,8 @@ class Reference:
         return math.sqrt(self.noise_trace) / norm if norm > 0 else None
 
 
-def reference_gradient(task: Task, seed: int, target_noise: float = REFERENCE_TARGET_NOISE) -> Reference:
+def reference_gradient(task: Task, seed: int, target_noise: float = REFERENCE_TARGET_NOISE,
+                       phase: Callable[[str, int], Callable[[int], None]] | None = None) -> Reference:
     """The task's exact gradient where it has one; else, for a stochastic node, leave-one-out score-function
     draws (``LeaveOneOutReference``) of ``REFERENCE_SAMPLES`` samples each, added in rounds of
     ``REFERENCE_DRAWS`` until the mean's standard error is at most ``target_noise`` of its norm (or
@@ -200,10 +206,12 @@ def reference_gradient(task: Task, seed: int, target_noise: float = REFERENCE_TA
     if not task.node.stochastic:
         return Reference(None, "none: deterministic node (the exact gradient is zero almost everywhere)")
     rloo = LeaveOneOutReference(task.node, REFERENCE_SAMPLES).to(task.device)
+    tick = phase("reference gradient", REFERENCE_MAX_DRAWS) if phase is not None else None  # an upper bound
     chunk = max(1, 1024 // task.fixed_batch()[0].shape[0])
     parts: list[torch.Tensor] = []
     while sum(len(p) for p in parts) < REFERENCE_MAX_DRAWS:
-        parts.append(gradient_draws(rloo, task, REFERENCE_DRAWS, seed + 1 + len(parts), chunk=chunk)[0].double())
+        parts.append(gradient_draws(rloo, task, REFERENCE_DRAWS, seed + 1 + len(parts), chunk=chunk,
+                                    tick=tick)[0].double())
         g = torch.cat(parts)
         mean, noise = g.mean(0), float(g.var(0).sum()) / len(g)
         if math.sqrt(noise) <= target_noise * float(mean.norm()):
@@ -323,12 +331,16 @@ def summarize(draws: torch.Tensor, reference: Reference | torch.Tensor | None, e
 
 
 def measure(estimator: Estimator, task: Task, draws: int, seed: int, label: str, step: int,
-            batched: bool = True) -> dict[str, Any]:
-    """One checkpoint's statistics (plus its reference and timing), as stored in the record."""
+            batched: bool = True, phase: Callable[[str, int], Callable[[int], None]] | None = None
+            ) -> dict[str, Any]:
+    """One checkpoint's statistics (plus its reference and timing), as stored in the record.
+    ``phase(name, total)``, when given, starts a named phase of a progress display (the reference
+    gradient: at most ``REFERENCE_MAX_DRAWS`` draws; then the estimator's draws) and returns its tick."""
     start = time.perf_counter()
     with _training_mode(task, estimator):
-        reference = reference_gradient(task, seed)
-        g, used_batching = gradient_draws(estimator, task, draws, seed, batched=batched)
+        reference = reference_gradient(task, seed, phase=phase)
+        tick = phase("gradient draws", draws) if phase is not None else None
+        g, used_batching = gradient_draws(estimator, task, draws, seed, batched=batched, tick=tick)
     stats = summarize(g, reference)
     stats.update({"checkpoint": label, "step": step, "reference": reference.kind, "batched": used_batching,
                   "seconds": time.perf_counter() - start})

@@ -46,7 +46,10 @@ class BudgetTooSmall(UsageError):
 
 
 class Progress:
-    """A tqdm bar on stderr (steps or seconds), showing the live main metric (its mean over a seed batch)."""
+    """A tqdm bar on stderr (steps or seconds), showing the live main metric (its mean over a seed batch),
+    and the phase the run is in: training, or, below it on a second bar with its own count and ETA, an
+    evaluation or the gradient statistics (the sampled reference gradient alone can take longer than a
+    short run's training, and a bar frozen at "0/500" meanwhile says nothing)."""
 
     def __init__(self, spec: RunSpec, enabled: bool, replicas: int = 1) -> None:
         from tqdm import tqdm
@@ -56,22 +59,46 @@ class Progress:
         desc = f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)}"
         desc += f" x{replicas} seeds" if replicas > 1 else ""
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]" if self.seconds else None
-        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False,
+        self.bar = tqdm(total=total, desc=f"{desc} [training]", file=sys.stderr, disable=not enabled, leave=False,
                         dynamic_ncols=True, bar_format=fmt, unit="step")
-        self.done = 0.0
+        self.desc, self.enabled, self.done = desc, enabled, 0.0
+        self.sub: Any = None
+
+    def phase(self, name: str, total: int | None = None, unit: str = "draw") -> Callable[[int], None]:
+        """Start the phase ``name`` (ending the one before): the main bar names it, and a second bar counts
+        its ``total`` units with their own ETA. Returns the second bar's tick."""
+        from tqdm import tqdm
+
+        self.end_phase()
+        self.bar.set_description_str(f"{self.desc} [{name}]")
+        self.sub = tqdm(total=total, desc=f"  {name}", file=sys.stderr, disable=not self.enabled, leave=False,
+                        position=1, dynamic_ncols=True, unit=unit)
+        return self.sub.update
+
+    def end_phase(self) -> None:
+        """Back to training (the main bar's own phase)."""
+        if self.sub is not None:
+            self.sub.close()
+            self.sub = None
+            self.bar.set_description_str(f"{self.desc} [training]")
+            self.bar.unpause()  # the phase's time is not training's: keep it out of the training bar's rate and ETA
 
     def set_total(self, steps: int) -> None:
         self.bar.total = steps
         self.bar.refresh()
 
     def update(self, step: int, elapsed: float, metrics: dict[str, float] | None = None) -> None:
+        """Move to ``step`` showing ``metrics``, the evaluation just made (at the end: the run's final one)."""
         pos = min(elapsed, self.seconds) if self.seconds else step
-        self.bar.update(pos - self.done)
-        self.done = pos
         if metrics:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+        self.bar.update(pos - self.done)
+        self.done = pos
+        if metrics:  # tqdm skips redraws within 0.1 s of the last: an evaluation's figure is always drawn
+            self.bar.refresh()
 
     def close(self) -> None:
+        self.end_phase()
         self.bar.close()
 
 
@@ -361,12 +388,19 @@ class Trainer:
                 label = checkpoint_label(fraction)
                 for r in self.alive:
                     task, estimator = self.model.pairs[r]
+                    who = f" seed {self.specs[r].seed}" if self.n > 1 else ""
+
+                    def phase(name: str, total: int, label: str = label, who: str = who) -> Callable[[int], None]:
+                        return self.progress.phase(f"gradient statistics ({label}{who}): {name}", total)
+
                     try:
                         stats = gradstats.measure(estimator, task, self.spec.grad["draws"],
-                                                  seed=self.specs[r].seed + 7919, label=label, step=at_step)
+                                                  seed=self.specs[r].seed + 7919, label=label, step=at_step,
+                                                  phase=phase)
                     except Exception as e:
                         stats = {"checkpoint": label, "step": at_step, "error": f"{type(e).__name__}: {e}"}
                     self.gradient[r].append(stats)
+            self.progress.end_phase()
 
     @contextlib.contextmanager
     def _outside_peak_memory(self) -> Iterator[None]:
@@ -392,6 +426,7 @@ class Trainer:
                 rows[r].update({f"test/{k}": v for k, v in metrics.items()})
             for r, log10_var in self.trace_variance(step).items():
                 rows[r]["grad/log10_variance"] = log10_var
+            self.progress.end_phase()
             if step > 0:
                 self.clock.start = time.perf_counter() - elapsed  # evaluation time does not count as training
             main = self.spec.task_cls.main_metric
@@ -430,9 +465,11 @@ class Trainer:
         self.model.sync()
         self.model.train(False)
         out = {}
+        tick = self.progress.phase("evaluation", len(self.alive), unit="seed")
         for r in list(self.alive):
             with torch.random.fork_rng(devices=self.rng_devices):
                 self.metrics[r] = self.model.pairs[r][0].evaluate()
+            tick(1)
             if all(math.isfinite(v) for v in self.metrics[r].values()):
                 out[r] = self.metrics[r]
             else:
@@ -447,11 +484,13 @@ class Trainer:
         if self.spec.grad is None:
             return {}
         out: dict[int, float | None] = {}
+        tick = self.progress.phase("variance trace", len(self.alive), unit="seed")
         with self._outside_peak_memory():
             for r in self.alive:
                 task, estimator = self.model.pairs[r]
                 try:
                     out[r] = gradstats.trace_variance(estimator, task, seed=self.specs[r].seed + 104_729 + step)
+                    tick(1)
                 except Exception:
                     out[r] = None
         return out

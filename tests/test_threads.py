@@ -138,3 +138,21 @@ def test_rerun_exits_1_when_a_record_does_not_reproduce_on_this_machine(tmp_path
     path.write_text(json.dumps(tampered))
     assert main(["rerun", record["run_id"], "--runs", str(runs), "--into", str(tmp_path / "b")]) == 1
     assert "NOT reproduced" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- progress
+
+
+def test_the_bar_names_its_phases_and_ends_on_the_final_evaluation(tmp_path, capsys):
+    """The sampled reference gradient (sort:node=bernoulli has no exact one), the estimator's draws and each
+    evaluation show as named phases with their own counts; the last figure the bar shows is the run's final
+    metric (it was one evaluation behind)."""
+    record = run_toy(tmp_path, task="sort:node=bernoulli", estimator="gumbel", steps=40, eval_every=20,
+                     grad_draws=4, grad_checkpoints=(0.0,), progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    for phase in ("[training]", "gradient statistics (start): reference gradient", "/128",
+                  "gradient statistics (start): gradient draws", "[evaluation]", "variance trace"):
+        assert phase in err, phase
+    shown = [line.split("all_or_none=")[1].split("]")[0] for line in err.splitlines() if "all_or_none=" in line]
+    assert shown[-1] == f"{record['metrics']['all_or_none']['value']:.4g}"
+    assert len(set(shown)) >= 2  # it moved: a figure per evaluation, not one stale value
