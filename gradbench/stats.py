@@ -13,7 +13,10 @@ statistics and the conformance checks cannot drift apart.
 - ``bonferroni_critical`` / ``bonferroni_p``: the two-sided test of the largest of many such scores.
 - ``bonferroni_combine``: one p for "any of these calibrated tests rejects", min(1, n * min p).
 - ``relative_gain``: the paired relative gain of A over B (as papers state their claims, "+9%") with a
-  Fieller confidence interval: the gains a paired t-test does not reject.
+  Fieller confidence interval: the gains a paired t-test does not reject; ``relative_gain_unpaired`` the
+  same for independent samples (Welch).
+- ``sign_flip_p``: the sign-flip permutation test of paired differences, distribution-free (outlier seeds).
+- ``holm``: Holm's adjusted p-values over a family of tests (a study's claims).
 
 No torch here (the leaderboard imports this module and must stay torch-free): callers pass numpy
 arrays, or anything ``np.asarray`` accepts.
@@ -229,3 +232,96 @@ def relative_gain(a: ArrayLike, b: ArrayLike, higher_is_better: bool, level: flo
         lo, hi = (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
     sd = float(np.std(d - gain * bb, ddof=1) / abs(mb))
     return Gain(n, gain, lo, hi, paired_t(x, y, level).p, sd)
+
+
+def relative_gain_unpaired(a: ArrayLike, b: ArrayLike, higher_is_better: bool, level: float = LEVEL) -> Gain:
+    """``relative_gain`` for two independent samples (seeds not paired, or pairs that do not help: A and B
+    uncorrelated or anti-correlated across seeds, where pairing spends degrees of freedom for nothing).
+
+    Fieller's interval for the ratio of two independent means: g is in it when Welch's t of
+    ``L(g) = s mean(A) - (s + g sign(mean B)) mean(B)`` (zero exactly at the true gain) is within the
+    critical value, with the Welch-Satterthwaite degrees of freedom at the estimate. ``p`` is Welch's
+    test of a zero gain; ``sd`` is the spread of one seed's gain, sqrt(var A + (1 + gain)^2 var B) / |mean B|.
+    """
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    n_a, n_b = int(x.size), int(y.size)
+    s = 1.0 if higher_is_better else -1.0
+    mb = float(y.mean()) if n_b else math.nan
+    big_m = abs(mb)
+    d = s * (float(x.mean()) - mb) if n_a and n_b else math.nan
+    gain = d / big_m if n_a and n_b and big_m > 0 else math.nan
+    finite_all = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+    if n_a < 2 or n_b < 2 or not finite_all or not math.isfinite(gain):
+        return Gain(min(n_a, n_b), gain, -math.inf, math.inf, math.nan, math.nan)
+    sigma = 1.0 if mb >= 0 else -1.0
+    va, vb = float(x.var(ddof=1)) / n_a, float(y.var(ddof=1)) / n_b
+    wb = (s + gain * sigma) ** 2 * vb  # B's share of Var L(g) at the estimate
+    denom = (va**2 / (n_a - 1) if va else 0.0) + (wb**2 / (n_b - 1) if wb else 0.0)
+    df = (va + wb) ** 2 / denom if denom > 0 else float(n_a + n_b - 2)
+    c2 = float(_sp.t.ppf(0.5 + level / 2, df)) ** 2
+    qa = big_m**2 - c2 * vb
+    qb = -2.0 * (d * big_m + c2 * vb * s * sigma)
+    qc = d**2 - c2 * (va + vb)
+    if qa <= 0:
+        lo, hi = -math.inf, math.inf
+    else:
+        root = math.sqrt(max(qb * qb - 4 * qa * qc, 0.0))
+        lo, hi = (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
+    sd = math.sqrt(float(x.var(ddof=1)) + (1 + gain) ** 2 * float(y.var(ddof=1))) / big_m
+    return Gain(min(n_a, n_b), gain, lo, hi, welch_t(x, y).p, sd)
+
+
+SIGN_FLIP_EXACT_MAX = 16  # enumerate all 2^n sign patterns up to this many pairs (65,536), else sample them
+
+
+def sign_flip_p(d: ArrayLike, alternative: str = "two-sided", draws: int = 100_000, seed: int = 0) -> float:
+    """The sign-flip permutation test of a zero mean for paired differences ``d``: under the null each
+    difference is as likely negative as positive (symmetric about 0), so every pattern of signs is equally
+    likely, and p is the share of patterns whose sum is at least as extreme as the observed one.
+
+    Distribution-free: an outlier seed moves the sum but counts as one pattern among 2^n, so the test keeps
+    its level under heavy tails, where a t-test does not. Exact (all patterns) up to
+    ``SIGN_FLIP_EXACT_MAX`` pairs, else ``draws`` seeded random patterns with the (1 + hits)/(1 + draws)
+    rule, which keeps it valid. Its smallest p is 2^-n (one-sided) or 2^(1-n) (two-sided): with 5 seeds it
+    can never reject at 5%. ``alternative``: "two-sided", "greater" (mean > 0) or "less". nan when n == 0
+    or a value is not finite.
+    """
+    x = np.asarray(d, dtype=float).ravel()
+    n = int(x.size)
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater or less, got {alternative!r}")
+    if n == 0 or not np.all(np.isfinite(x)):
+        return math.nan
+    observed = float(x.sum())
+    tol = 1e-12 * float(np.abs(x).sum())  # a pattern that ties the observed sum up to rounding counts as extreme
+    if n <= SIGN_FLIP_EXACT_MAX:
+        patterns = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # every +-1 vector
+    else:
+        patterns = np.random.default_rng(seed).choice([-1.0, 1.0], size=(draws, n))
+    sums = patterns @ x
+    if alternative == "two-sided":
+        hits = int(np.sum(np.abs(sums) >= abs(observed) - tol))
+    elif alternative == "greater":
+        hits = int(np.sum(sums >= observed - tol))
+    else:
+        hits = int(np.sum(sums <= observed + tol))
+    if n <= SIGN_FLIP_EXACT_MAX:
+        return hits / 2**n
+    return (1 + hits) / (1 + draws)
+
+
+def holm(pvalues: Iterable[float | None]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input's order: the i-th smallest of m
+    p-values is multiplied by (m - i + 1), made non-decreasing, capped at 1. Rejecting where the adjusted
+    p < alpha keeps the chance of any false rejection among the m tests at most alpha, whatever their
+    dependence, and rejects at least what Bonferroni does. A missing or non-finite p is no test: it stays
+    nan and does not count in m."""
+    values = [math.nan if p is None else float(p) for p in pvalues]
+    order = sorted((p, i) for i, p in enumerate(values) if math.isfinite(p))
+    m = len(order)
+    out = [math.nan] * len(values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

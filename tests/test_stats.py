@@ -175,3 +175,80 @@ def test_bonferroni_combine() -> None:
     assert stats.bonferroni_combine([0.6, 0.7]) == 1.0  # capped
     assert stats.bonferroni_combine([0.01, None, math.nan]) == pytest.approx(0.01)  # only finite p-values count
     assert math.isnan(stats.bonferroni_combine([]))
+
+
+# ---------------------------------------------------------------- robust and multiple-claim statistics
+
+
+def test_sign_flip_exact_small_cases_and_the_sampled_branch() -> None:
+    # [1, 2, 3]: only the two all-same-sign patterns reach |sum| = 6 of 8
+    assert stats.sign_flip_p([1.0, 2.0, 3.0]) == 0.25
+    assert stats.sign_flip_p([1.0, 2.0, 3.0], "greater") == 0.125
+    assert stats.sign_flip_p([1.0, 2.0, 3.0], "less") == 1.0
+    assert stats.sign_flip_p([1.0] * 5) == 2 / 32  # the smallest two-sided p with 5 seeds: never < 0.05
+    assert stats.sign_flip_p([0.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(stats.sign_flip_p([])) and math.isnan(stats.sign_flip_p([1.0, math.nan]))
+    d = np.random.default_rng(3).normal(0.4, 1.0, size=16)  # exact (2^16 patterns) against 17 sampled
+    exact = stats.sign_flip_p(d)
+    sampled = stats.sign_flip_p(np.append(d, 0.0), draws=200_000)  # a zero adds no information
+    assert sampled == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 200_000) + 1e-5)
+    with pytest.raises(ValueError, match="alternative"):
+        stats.sign_flip_p([1.0], "bigger")
+
+
+@pytest.mark.parametrize("tail", ["normal", "cauchy"])
+def test_sign_flip_keeps_its_level_under_heavy_tails(tail: str) -> None:
+    """8 seeds, symmetric null, 4,000 seeded trials: the two-sided 5% test rejects at most 5% (it is exact
+    and discrete: at most P(p <= 0.05) = 12/256 = 4.7%); band of 4 binomial SD (false failure < 1e-4)."""
+    rng = np.random.default_rng(11)
+    trials, alpha = 4000, 0.05
+    draw = rng.standard_normal if tail == "normal" else rng.standard_cauchy
+    rejections = sum(stats.sign_flip_p(draw(8)) < alpha for _ in range(trials))
+    assert rejections / trials <= alpha + 4 * math.sqrt(alpha * (1 - alpha) / trials)
+    assert rejections / trials >= 0.02  # it is not dead: 12/256 patterns can reject
+
+
+def test_holm_adjusts_in_order_and_skips_missing() -> None:
+    assert stats.holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, math.nan, 0.02],
+                                                                         nan_ok=True)
+    assert stats.holm([0.5]) == [0.5] and stats.holm([]) == []
+    assert stats.holm([0.3, 0.9]) == [0.6, 0.9]  # monotone, capped at 1 (0.9 * 1)
+
+
+def test_holm_controls_the_familywise_rate() -> None:
+    """6 true nulls (independent uniform p), 20,000 seeded families: P(any adjusted p < 0.05) stays at most
+    5% plus 4 binomial SD (false failure < 1e-4); for independent nulls it is 1 - (1 - 0.05/6)^6 = 4.9%."""
+    rng = np.random.default_rng(5)
+    families = 20_000
+    hits = sum(min(stats.holm(rng.uniform(size=6))) < 0.05 for _ in range(families))
+    assert hits / families <= 0.05 + 4 * math.sqrt(0.05 * 0.95 / families)
+
+
+@pytest.mark.parametrize("higher,mean_b", [(True, 10.0), (False, 10.0), (True, -25.0)])
+def test_unpaired_fieller_interval_covers_the_true_gain(higher: bool, mean_b: float) -> None:
+    """Independent normal seeds (5 a side, A's spread twice B's), 4,000 seeded trials: the interval covers
+    the true gain 95% of the time, within 4 binomial SD (false failure < 1e-4) plus 1 point for the
+    Welch-Satterthwaite degrees of freedom (an approximation)."""
+    rng = np.random.default_rng(21)
+    s = 1.0 if higher else -1.0
+    true_gain = 0.08
+    mean_a = mean_b + s * true_gain * abs(mean_b)
+    trials, covered = 4000, 0
+    for _ in range(trials):
+        a = rng.normal(mean_a, 0.6, 5)
+        b = rng.normal(mean_b, 0.3, 5)
+        g = stats.relative_gain_unpaired(a, b, higher)
+        covered += g.lo <= true_gain <= g.hi
+    band = 4 * math.sqrt(0.95 * 0.05 / trials) + 0.01
+    assert abs(covered / trials - 0.95) <= band
+
+
+def test_unpaired_gain_matches_the_paired_estimate_and_degenerates_cleanly() -> None:
+    a, b = [1.1, 1.2, 1.15, 1.05], [1.0, 0.98, 1.02, 1.01]
+    un, pa = stats.relative_gain_unpaired(a, b, True), stats.relative_gain(a, b, True)
+    assert un.gain == pytest.approx(pa.gain) and un.lo < un.gain < un.hi
+    assert un.p == pytest.approx(sp.ttest_ind(a, b, equal_var=False).pvalue)
+    one = stats.relative_gain_unpaired([1.0], [2.0, 3.0], True)
+    assert (one.lo, one.hi) == (-math.inf, math.inf) and math.isnan(one.p)
+    noisy_b = stats.relative_gain_unpaired([1.0, 1.1, 0.9], [0.1, -0.1, 0.05], True)
+    assert (noisy_b.lo, noisy_b.hi) == (-math.inf, math.inf)  # B's mean not clearly away from 0: unbounded
