@@ -16,6 +16,7 @@ import torch
 
 from gradbench.errors import UsageError
 from gradbench.estimator import Estimator
+from gradbench.protocol import stream_seed as stream_seed  # where the training loop finds it
 
 ACCEL = ("auto", "none", "graph", "compile")
 GRAPH_WARMUP = 3  # eager steps (on a side stream) before capture: autograd and Adam's state must exist first
@@ -65,20 +66,10 @@ def pick_accel(accel: str, estimator_cls: type[Estimator], device: torch.device 
     return accel, "asked for"
 
 
-STREAMS = {"data": 1, "noise": 2}  # the random streams derived from a run's seed (common random numbers)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """The seed of one random stream of a run (``data``: batches, binarization, fixed sets; ``noise``: the
-    estimator's draws), derived from the run's seed by numpy's SeedSequence: independent streams, so that
-    for one seed every estimator sees the same data whatever it draws itself."""
-    return int(np.random.SeedSequence([seed % 2**63, STREAMS[stream]]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:

@@ -4,17 +4,30 @@ Layout: ``<runs>/<task>/<estimator>/<run_id>.json`` with per-step history in
 ``<run_id>.history.jsonl`` beside it. A record exists only once its final file does (temp + rename),
 so a crash never leaves a half-written record under the final name.
 
-Record fields (schema_version 1)::
+Record fields (schema_version 1; docs/records.md says what each means)::
 
     schema_version, run_id, status ("ok" | "failed" | "diverged"), error (str | None),
-    task: {name, version, config, label, node}, estimator: {name, version, config, label, unbiased},
-    preset, seed, budget: {"steps": N} | {"seconds": S},
-    metrics: {name: {value, higher_is_better}}, main_metric,
-    gradient: {...}   (gradient statistics; empty until measured),
-    cost: {cost_evals_per_step, steps, steps_per_s, train_seconds, peak_memory_mb, peak_memory_kind},
+    task: {name, version, config, label, node: {kind, shape, ...params}},
+    estimator: {name, version, config, label, unbiased},
+    preset, seed,
+    budget: {"steps": N} | {"seconds": S} | {"evals": E}, plus "lr_schedule": "cosine" when not constant,
+    grad_stats: {"draws": K, "checkpoints": [fractions]} | None   (what gradient statistics were asked for),
+    seed_batch: [seeds]   (only in records of a batched run: the seeds trained together),
+    metrics: {name: {value, higher_is_better}}   (test metrics and their valid_* counterparts; {} unless ok),
+    main_metric,
+    data_fingerprint: str | None   (ok runs: a hash of the first training batches' logits; None when batched),
+    gradient: {"checkpoints": [{checkpoint, step, draws, variance, log10_variance, snr, cosine, bias_p, ...}]}
+              ({} without gradient statistics or for a run that did not finish),
+    cost: {cost_evals_per_step, steps, steps_per_s, train_seconds, first_step_seconds, capture_seconds,
+           peak_memory_mb, peak_memory_kind, replicas (batched records only)}   ({} unless ok),
     diagnostics: {name: float}  (estimator diagnostics at the end),
-    provenance: {gradbench_version, git_sha, git_dirty, torch, python, cuda, device, device_name,
-                 hostname, argv, start_utc, end_utc}
+    eval_every: N  (the evaluation interval used),
+    accel: {requested, used ("none" | "graph" | "compile"), reason},
+    provenance: {gradbench_version, git_sha, git_dirty, torch, python, cuda, device, device_name, threads,
+                 hostname, argv, plugins, start_utc, end_utc}
+
+Records made before a field existed lack it (the schema version stayed 1): eval_every, accel,
+seed_batch, data_fingerprint, provenance.plugins; a record without ``accel`` ran eagerly.
 """
 
 from __future__ import annotations
@@ -29,9 +42,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gradbench.protocol import VALID_PREFIX as VALID_PREFIX  # where older imports find it
+
 SCHEMA_VERSION = 1
 SELECTIONS = "selections"  # folder of tuning's selection records, under the records folder
-VALID_PREFIX = "valid_"  # metrics on a task's validation split: what tuning selects on, never a table's result
 STATUSES = ("ok", "failed", "diverged")
 FINISHED = ("ok", "diverged")  # re-running these gives the same answer; "failed" is retried
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gradbench import records
+from gradbench.budget import make_budget
 from gradbench.config import config_dict, format_value, non_default, parse_spec
 from gradbench.errors import UnknownNameError, UnsupportedError, UsageError
 from gradbench.estimator import Estimator, EstimatorTags
@@ -23,7 +24,6 @@ from gradbench.node import Node
 from gradbench.registry import get_estimator_class, get_task_class
 from gradbench.task import Task
 
-LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_CHECKPOINTS = (0.0, 0.5, 1.0)
 
 
@@ -166,7 +166,8 @@ def resolve(task: str | tuple[str, dict[str, Any]], estimator: str | tuple[str, 
     every = opts.eval_every if opts.eval_every is not None else p.eval_every
     if every < 1:
         raise UsageError(f"eval_every must be >= 1, got {every}")
-    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), _budget(opts, p.steps), every,
+    budget = make_budget(opts.steps, opts.seconds, opts.evals, opts.lr_schedule, default_steps=p.steps)
+    return RunSpec(task_cls, task_cfg, est_cls, est_cfg, preset, int(seed), budget, every,
                    _grad(opts, p.grad_draws))
 
 
@@ -227,31 +228,6 @@ def _working_setting(task_cls: type[Task], task_cfg: Any, est_cls: type[Estimato
         except (UsageError, ValueError, TypeError):
             continue
     return None
-
-
-def _budget(opts: RunOptions, preset_steps: int) -> dict[str, Any]:
-    """The budget: steps (the preset's by default), seconds, or cost evaluations per example (``evals``:
-    each estimator gets as many steps as its cost evaluations per step allow, so an estimator that
-    evaluates the cost twice per step trains half as many steps)."""
-    given = [k for k in ("steps", "seconds", "evals") if getattr(opts, k) is not None]
-    if len(given) > 1:
-        raise UsageError(f"give one budget: --steps, --seconds or --evals, not {' and '.join('--' + k for k in given)}")
-    for key in ("steps", "evals"):
-        if getattr(opts, key) is not None and getattr(opts, key) < 1:
-            raise UsageError(f"--{key} must be >= 1, got {getattr(opts, key)}")
-    if opts.seconds is not None and not opts.seconds > 0:
-        raise UsageError(f"--seconds must be > 0, got {opts.seconds}")
-    budget: dict[str, Any] = ({"seconds": float(opts.seconds)} if opts.seconds is not None
-                              else {"evals": int(opts.evals)} if opts.evals is not None
-                              else {"steps": int(opts.steps or preset_steps)})
-    if opts.lr_schedule not in LR_SCHEDULES:
-        raise UsageError(f"unknown --lr-schedule {opts.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
-    if opts.lr_schedule != "constant":
-        if opts.seconds is not None:
-            raise UsageError(f"--lr-schedule {opts.lr_schedule} needs a --steps or --evals budget (its length "
-                             f"must be known)")
-        budget["lr_schedule"] = opts.lr_schedule
-    return budget
 
 
 def _grad(opts: RunOptions, preset_draws: int) -> dict[str, Any] | None:

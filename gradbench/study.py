@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gradbench import records
+from gradbench.budget import KINDS, check_budget
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.stats import mean_ci, relative_gain, t_half_width
@@ -66,7 +67,7 @@ SUPPORTED, NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "not support
 STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint"}
-BUDGET_KEYS = {"steps", "evals", "seconds", "tune"}
+BUDGET_KEYS = {*KINDS, "tune"}
 # gradient statistics a claim may judge, with their better direction (from the gradient checkpoints)
 GRADIENT_FIELDS = {"variance": False, "log10_variance": False, "snr": True, "mse": False, "cosine": True,
                    "bias_sq": False}
@@ -166,15 +167,10 @@ def _profile(where: str, name: str, table: Any) -> Profile:
 
 def _budget(where: str, table: Any) -> dict[str, Any]:
     t = _check_keys(where, table, BUDGET_KEYS)
-    given = [k for k in ("steps", "evals", "seconds") if k in t]
-    if len(given) > 1:
-        raise _bad(where, f"give one budget, not {' and '.join(given)}")
-    for key in given:
-        value = t[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
-                key != "seconds" and not isinstance(value, int)):
-            raise _bad(where, f"{key!r} must be a positive {'number' if key == 'seconds' else 'integer'}, "
-                              f"got {value!r}")
+    try:
+        check_budget(t, name=repr)
+    except UsageError as e:
+        raise _bad(where, str(e)) from None
     if "tune" in t:
         parse_grid(_str(where, t, "tune"))
     return dict(t)

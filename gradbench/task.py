@@ -22,9 +22,8 @@ import torch
 from gradbench import ops
 from gradbench.config import build_config, label, non_default
 from gradbench.errors import UsageError
-from gradbench.execution import stream_seed
 from gradbench.node import Node
-from gradbench.records import VALID_PREFIX
+from gradbench.protocol import VALID_PREFIX, stream_seed
 
 
 @dataclass(frozen=True)
