@@ -26,7 +26,7 @@ def run(task: str = "sort", estimator: str = "dab", preset: str = "quick", seed:
 
     ``task``/``estimator`` are names or ``NAME:key=value,...`` specs. ``overrides`` whose names are
     ``RunOptions`` fields (``steps``, ``seconds``, ``eval_every``, ``lr_schedule``, ``grad_stats``,
-    ``grad_draws``, ``grad_checkpoints``, ``accel``, ``runs``, ``force``, ``progress``) set run options;
+    ``grad_draws``, ``grad_checkpoints``, ``accel``, ``runs``, ``force``, ``progress``, ``log``) set run options;
     the others are task config keys (e.g. ``length=5``). ``task_config={"steps": ...}`` sets a task key
     that shares its name with a run option. ``device`` (default: ``options.device``, else "auto") picks
     the device. A run that fails returns a record with status "failed";

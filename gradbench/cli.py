@@ -80,7 +80,16 @@ def _training() -> argparse.ArgumentParser:
     p.add_argument("--grad-checkpoints", type=_fractions, default=(0.0, 0.5, 1.0), metavar="F,F,...",
                    help="where to measure gradient statistics, as fractions of the budget (default: 0,0.5,1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_log_option(p)
     return p
+
+
+def _add_log_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", metavar="tensorboard[:DIR]|wandb[:PROJECT]",
+                   help="also send each run's history rows and final figures to TensorBoard (event files under "
+                        "DIR/<run_id>, default <runs>/tensorboard) or Weights & Biases (project gradbench by "
+                        "default; WANDB_MODE etc. apply); comma-separated for both. Needs pip install "
+                        "'gradbench[tensorboard]' or 'gradbench[wandb]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,13 +157,35 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     st.add_argument("--threads", type=_threads, help="torch threads per run: N or auto (as for run)")
     st.add_argument("--shard", help="i/N: run only shard i of N; the report needs every shard's records")
     st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_log_option(st)
     _add_executor_options(st)
 
 
 def _add_executor_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
-    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1); slurm: jobs queued or "
+                   "running at once")
+    p.add_argument("--backend", default="local", choices=["local", "ray", "slurm"],
+                   help="local (a process pool, default), ray, or slurm (one job per run, through submitit)")
     p.add_argument("--ray-address", help="connect to this Ray cluster (default: start a local instance)")
+    p.add_argument("--slurm-partition", help="slurm: the partition to submit to")
+    p.add_argument("--slurm-time", type=int, metavar="MINUTES", help="slurm: each job's time limit (default: 60)")
+    p.add_argument("--slurm-cpus-per-task", type=int, metavar="N", help="slurm: CPUs per job (default: 1); also "
+                   "the runs' torch threads unless --threads or OMP_NUM_THREADS says otherwise")
+    p.add_argument("--slurm-gpus-per-node", type=int, metavar="N", help="slurm: GPUs per job (default: 0)")
+    p.add_argument("--slurm", metavar="KEY=VALUE,...", help="slurm: more submitit parameters, e.g. "
+                   "account=proj,qos=high,mem_gb=16,constraint=a100; cluster=local runs the jobs as local "
+                   "processes (to try a sweep out without Slurm)")
+
+
+def _executor(args: argparse.Namespace, device: str, runs: str) -> Any:
+    """The sweep executor of ``--backend`` and its options."""
+    from gradbench.sweep import make_executor, slurm_parameters
+
+    slurm = None
+    if args.backend == "slurm":
+        slurm = slurm_parameters(args.slurm, args.slurm_partition, args.slurm_time, args.slurm_cpus_per_task,
+                                 args.slurm_gpus_per_node)
+    return make_executor(args.backend, args.workers, args.ray_address, device, runs_dir=runs, slurm=slurm)
 
 
 def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argparse.ArgumentParser) -> None:
@@ -242,8 +273,16 @@ def run_options(args: argparse.Namespace) -> Any:
     return RunOptions(steps=args.steps, seconds=args.seconds, evals=args.evals, lr_schedule=args.lr_schedule,
                       eval_every=args.eval_every, grad_stats=not args.no_grad_stats, grad_draws=args.grad_draws,
                       grad_checkpoints=args.grad_checkpoints, device=args.device, accel=args.accel, runs=args.runs,
-                      threads=args.threads,
+                      threads=args.threads, log=_log(args.log),
                       force=getattr(args, "force", False), progress=not args.no_progress)
+
+
+def _log(text: str | None) -> str | None:
+    """``--log``, checked now: an unknown logger or a missing library stops the command before training."""
+    from gradbench.loggers import parse
+
+    parse(text)
+    return text
 
 
 def _records_folder(path: str, flag: str = "--runs") -> None:
@@ -282,7 +321,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for group in [specs] if args.batch_seeds else [[spec] for spec in specs]:
         for record in execute_seeds(group, device=opts.device, runs_dir=opts.runs, force=opts.force,
                                     progress=opts.progress, argv=_argv(), accel=opts.accel, batch=args.batch_seeds,
-                                    threads=opts.threads):
+                                    threads=opts.threads, log=opts.log):
             done.append(record)
             _report_run(record, args.traceback)
     if args.json:  # one record, or a list of them with --seeds
@@ -427,7 +466,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from gradbench.sweep import expand, make_executor, parse_seeds, parse_shard, run_sweep
+    from gradbench.sweep import expand, parse_seeds, parse_shard, run_sweep
 
     opts = run_options(args)
     shard = parse_shard(args.shard)
@@ -436,9 +475,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for line in grid.unsupported:
         print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
     _records_folder(args.runs)
-    executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
+    executor = _executor(args, args.device, args.runs)
     result = run_sweep(grid, args.runs, executor, device=args.device, shard=shard, plugins=args.plugin,
-                       progress=opts.progress, accel=opts.accel, threads=opts.threads)
+                       progress=opts.progress, accel=opts.accel, threads=opts.threads, log=opts.log)
     for line in result.errors:
         print(f"gradbench: {line}", file=sys.stderr)
     path = _write_leaderboard(args.runs, args.out)
@@ -449,7 +488,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from gradbench.report import format_selection
-    from gradbench.sweep import make_executor, parse_seeds, run_sweep
+    from gradbench.sweep import parse_seeds, run_sweep
     from gradbench.tune import tune
 
     opts = run_options(args)
@@ -458,9 +497,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _records_folder(args.runs)
 
     def sweep(grid):
-        executor = make_executor(args.backend, args.workers, args.ray_address, args.device)
+        executor = _executor(args, args.device, args.runs)
         return run_sweep(grid, args.runs, executor, device=args.device, plugins=args.plugin,
-                         progress=opts.progress, accel=opts.accel, threads=opts.threads)
+                         progress=opts.progress, accel=opts.accel, threads=opts.threads, log=opts.log)
 
     result = tune(args.task, args.estimators, args.grid, seeds, final, args.preset, opts, sweep, argv=_argv())
     for line in result.unsupported:
@@ -481,8 +520,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from gradbench import claims, study
-    from gradbench.sweep import make_executor, parse_shard, run_sweep
+    from gradbench.sweep import parse_shard, run_sweep
 
+    log = _log(args.log)
     spec = study.load_study(args.file)
     plan = study.plan(spec, args.profile, runs=args.runs, device=args.device)
     shard = parse_shard(args.shard)
@@ -500,9 +540,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     device = args.device or plan.profile.device
 
     def sweep(grid):
-        executor = make_executor(args.backend, args.workers, args.ray_address, device)
+        executor = _executor(args, device, runs)
         return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
-                         progress=not args.no_progress, accel=args.accel, threads=args.threads)
+                         progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log)
 
     failed, todo = study.run_study(plan, sweep, argv=_argv())
     if failed:

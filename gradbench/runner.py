@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import gradbench
-from gradbench import execution, records, training
+from gradbench import execution, loggers, records, training
 from gradbench import threads as thread_policy
 from gradbench.errors import UsageError
 from gradbench.registry import loaded_plugins
@@ -117,30 +117,33 @@ class _Discard:
 
 def execute(spec: RunSpec, device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
             progress: bool = False, argv: list[str] | None = None, accel: str = "auto",
-            threads: int | str | thread_policy.ThreadChoice | None = None) -> dict[str, Any]:
+            threads: int | str | thread_policy.ThreadChoice | None = None, log: str | None = None) -> dict[str, Any]:
     """Run ``spec`` (or reuse its finished record) and return the record. Never raises for a failed run.
 
     ``accel`` chooses how steps execute (not what they compute), so like the device it is not part of
     the run id; the record's ``accel`` block says which path ran and why. ``threads`` (``gradbench.threads``:
-    a count, ``auto`` or None for the default rule) likewise, recorded in its provenance. A spec from a batched run
-    (``seed_batch``) is re-run with its whole batch, since its random numbers depend on the batch.
+    a count, ``auto`` or None for the default rule) likewise, recorded in its provenance. ``log``
+    (``gradbench.loggers``: ``tensorboard[:DIR]``, ``wandb[:PROJECT]``, comma-separated) mirrors the run's
+    history rows and final figures to an experiment logger. A spec from a batched run (``seed_batch``) is
+    re-run with its whole batch, since its random numbers depend on the batch.
     """
     if spec.seed_batch is not None:
         specs = [replace(spec, seed=s, seed_batch=None) for s in spec.seed_batch]
-        done = execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=True, threads=threads)
+        done = execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=True, threads=threads,
+                             log=log)
         return done[spec.seed_batch.index(spec.seed)]
-    return _execute([spec], device, runs_dir, force, progress, argv, accel, threads)[0]
+    return _execute([spec], device, runs_dir, force, progress, argv, accel, threads, log)[0]
 
 
 def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Path = "runs", force: bool = False,
                   progress: bool = False, argv: list[str] | None = None, accel: str = "auto",
-                  batch: bool = False, threads: int | str | thread_policy.ThreadChoice | None = None
-                  ) -> list[dict[str, Any]]:
+                  batch: bool = False, threads: int | str | thread_policy.ThreadChoice | None = None,
+                  log: str | None = None) -> list[dict[str, Any]]:
     """Run one spec at several seeds: one after another, or (``batch``) all at once as a SeedBatch whose
     records name the batch (``seed_batch``). Falls back to one after another, saying why on stderr,
     where the estimator cannot be batched."""
     if not batch or not specs:
-        return [_execute([s], device, runs_dir, force, progress, argv, accel, threads)[0] for s in specs]
+        return [_execute([s], device, runs_dir, force, progress, argv, accel, threads, log)[0] for s in specs]
     base = {**specs[0].as_dict(), "seed": None}
     seeds = tuple(s.seed for s in specs)
     if any({**s.as_dict(), "seed": None} != base for s in specs) or len(set(seeds)) < len(seeds):
@@ -149,22 +152,25 @@ def execute_seeds(specs: list[RunSpec], device: str = "auto", runs_dir: str | Pa
     if why is None:
         try:
             return _execute([replace(s, seed_batch=seeds) for s in specs], device, runs_dir, force, progress,
-                            argv, accel, threads)
+                            argv, accel, threads, log)
         except CannotBatch as e:
             why = f"the batched step failed ({e})"
     _say(f"seeds {','.join(map(str, seeds))} run one after another: {why}")
-    return execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=False, threads=threads)
+    return execute_seeds(specs, device, runs_dir, force, progress, argv, accel, batch=False, threads=threads,
+                         log=log)
 
 
 def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: bool, progress: bool,
              argv: list[str] | None, accel: str,
-             threads: int | str | thread_policy.ThreadChoice | None = None) -> list[dict[str, Any]]:
+             threads: int | str | thread_policy.ThreadChoice | None = None,
+             log: str | None = None) -> list[dict[str, Any]]:
     """Train ``specs`` (one spec, or a seed batch) and write their records; finished ones are reused (a
     batch with any left to run trains whole, and writes only those). Raises CannotBatch only before any
     record is written. Training runs with the thread count of ``gradbench.threads``' rule; the caller's
-    count is restored afterwards."""
+    count is restored afterwards. Each run made here (not one reused) gets its own ``log`` loggers."""
     dev = execution.pick_device(device)
     used, reason = execution.pick_accel(accel, specs[0].estimator_cls, dev, config=specs[0].estimator_config)
+    targets = loggers.parse(log)  # a missing library stops here, before any training
     found = [_finished(s, runs_dir, force) for s in specs]
     for _, existing in found:
         if existing is not None:
@@ -177,29 +183,47 @@ def _execute(specs: list[RunSpec], device: str, runs_dir: str | Path, force: boo
     thread_block: dict[str, Any] = {"threads": choice.threads, "threads_source": choice.source,
                                     "probe_up_to": choice.probe_up_to}
     accel_block = {"requested": accel, "used": used, "reason": reason}
-    with thread_policy.using(choice.threads or 1):
-        prov = provenance(dev, argv)
-        outcomes = _train_outcomes(specs, dev, found, progress, accel_block, thread_block)
-    prov["threads"], prov["threads_source"] = thread_block["threads"], thread_block["threads_source"]
-    if "probe_seconds" in thread_block:
-        prov["threads_probe_seconds"] = thread_block["probe_seconds"]
-    prov["end_utc"] = _utc()
+    execution_block = {"device": str(dev), "accel": used}
+    sinks = [loggers.open_run(targets, s, runs_dir, execution_block) if existing is None else None
+             for s, (_, existing) in zip(specs, found, strict=True)]
+    try:
+        with thread_policy.using(choice.threads or 1):
+            prov = provenance(dev, argv)
+            outcomes = _train_outcomes(specs, dev, found, progress, accel_block, thread_block, sinks)
+        prov["threads"], prov["threads_source"] = thread_block["threads"], thread_block["threads_source"]
+        if "probe_seconds" in thread_block:
+            prov["threads_probe_seconds"] = thread_block["probe_seconds"]
+        prov["end_utc"] = _utc()
+        return _write_records(specs, found, outcomes, sinks, accel_block, prov)
+    finally:
+        for sink in sinks:
+            if sink is not None:
+                sink.close()
+
+
+def _write_records(specs: list[RunSpec], found: list[tuple[Path, dict[str, Any] | None]], outcomes: list[Any],
+                   sinks: list[Any], accel_block: dict[str, str], prov: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each spec's record: the one found, or a new one from its outcome, written (and sent to its logger)."""
     done = []
-    for spec, (path, existing), outcome in zip(specs, found, outcomes, strict=True):
+    for spec, (path, existing), outcome, sink in zip(specs, found, outcomes, sinks, strict=True):
         if existing is None:
             existing = _record(spec, outcome, accel_block, prov)
             records.atomic_write_json(path, existing)
             existing["path"] = os.fspath(path)
+            if sink is not None:
+                sink.log_final(existing)
         done.append(existing)
     return done
 
 
 def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[Path, dict[str, Any] | None]],
-                    progress: bool, accel_block: dict[str, str], thread_block: dict[str, Any]) -> list[Any]:
+                    progress: bool, accel_block: dict[str, str], thread_block: dict[str, Any],
+                    sinks: list[Any]) -> list[Any]:
     """Train and return each spec's outcome (a Result, Diverged, or the exception that failed the run).
-    Histories are kept for finished and failed runs; an interrupted or unbatchable run keeps none."""
-    histories = [records.HistoryWriter(records.history_path(path)) if existing is None else _Discard()
-                 for path, existing in found]
+    Histories are kept for finished and failed runs; an interrupted or unbatchable run keeps none. Each
+    history row also goes to the run's logger (``sinks``: one per spec, or None)."""
+    histories = [_history(path, sink) if existing is None else _Discard()
+                 for (path, existing), sink in zip(found, sinks, strict=True)]
     bar = training.Progress(specs[0], progress, len(specs))
     try:
         outcomes: list[Any] = training.train(specs, dev, histories, bar, accel_block,
@@ -219,6 +243,11 @@ def _train_outcomes(specs: list[RunSpec], dev: torch.device, found: list[tuple[P
             h.close()
         bar.close()
     return outcomes
+
+
+def _history(path: Path, sink: Any) -> Any:
+    history = records.HistoryWriter(records.history_path(path))
+    return history if sink is None else loggers.Tee(history, sink)
 
 
 def _discard(histories: list[Any]) -> None:
@@ -250,6 +279,7 @@ def _record(spec: RunSpec, outcome: Any, accel_block: dict[str, str], prov: dict
 
 def run_with(options: RunOptions, spec: RunSpec, argv: list[str] | None = None) -> dict[str, Any]:
     """``execute`` with the execution settings of ``options`` (device, accel, threads, records folder, force,
-    progress)."""
+    progress, loggers)."""
     return execute(spec, device=options.device, runs_dir=options.runs, force=options.force,
-                   progress=options.progress, argv=argv, accel=options.accel, threads=options.threads)
+                   progress=options.progress, argv=argv, accel=options.accel, threads=options.threads,
+                   log=options.log)

@@ -45,6 +45,7 @@ class RunOptions:
     runs: str = "runs"  # the records folder
     force: bool = False  # re-run even when a finished record exists
     progress: bool = False  # a progress bar on stderr
+    log: str | None = None  # mirror history rows to tensorboard[:DIR] / wandb[:PROJECT] (gradbench.loggers)
 
     @classmethod
     def names(cls) -> set[str]:

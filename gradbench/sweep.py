@@ -1,22 +1,27 @@
-"""Sweeps: a grid of independent runs, resumable and shardable, on a local process pool or Ray.
+"""Sweeps: a grid of independent runs, resumable and shardable, on a local process pool, Ray or Slurm.
 
 Resume needs no engine: every run has a deterministic id, finished records are skipped, failed and
 corrupt ones re-run, and ``--shard i/N`` keeps the runs whose id falls in shard i. Backends share one
-tiny interface, ``submit(fn, *args) -> concurrent.futures.Future``; Ray is imported only when chosen.
+tiny interface, ``submit(fn, *args) -> concurrent.futures.Future``, ``shutdown(cancel)`` and ``workers``;
+Ray and submitit (Slurm) are imported only when chosen.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from gradbench import records
@@ -112,10 +117,11 @@ def expand(tasks: str, estimators: str, seeds: list[int], preset: str = "quick",
 
 
 def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, runs_dir: str,
-               plugins: list[str], accel: str = "auto", threads: dict[str, Any] | None = None
-               ) -> list[dict[str, Any]]:
+               plugins: list[str], accel: str = "auto", log: str | None = None,
+               threads: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Worker entry point: rebuild the specs from plain data and run them: one run, or one seed batch, with
-    the sweep's thread choice (``threads``: a ``ThreadChoice``'s fields, made once by the parent)."""
+    the sweep's loggers (``log``, as for ``gradbench run --log``) and thread choice (``threads``: a
+    ``ThreadChoice``'s fields, made once by the parent)."""
     for plugin in plugins:
         load_plugin(plugin)
     from gradbench.runner import execute_seeds
@@ -127,11 +133,11 @@ def _run_group(spec_dicts: list[dict[str, Any]], eval_every: int, device: str, r
     seeds = specs[0].seed_batch
     if seeds is None:
         done = execute_seeds(specs, device=device, runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel,
-                             threads=choice)
+                             threads=choice, log=log)
     else:  # the whole batch trains (its finished records are kept); report the runs asked for
         whole = execute_seeds([replace(specs[0], seed=s, seed_batch=None) for s in seeds], device=device,
                               runs_dir=runs_dir, argv=["gradbench", "sweep"], accel=accel, batch=True,
-                              threads=choice)
+                              threads=choice, log=log)
         done = [whole[seeds.index(s.seed)] for s in specs]
     return [{"run_id": r["run_id"], "status": r["status"], "error": r.get("error")} for r in done]
 
@@ -220,6 +226,174 @@ class RayExecutor:
         self.ray.shutdown()
 
 
+SLURM_DEFAULTS = {"timeout_min": 60, "cpus_per_task": 1, "gpus_per_node": 0}
+SLURM_GENERIC = {"timeout_min", "mem_gb", "cpus_per_task", "gpus_per_node", "nodes", "tasks_per_node", "name"}
+SLURM_CLUSTERS = ("slurm", "local", "debug")
+
+
+def slurm_parameters(text: str | None = None, partition: str | None = None, time_min: int | None = None,
+                     cpus_per_task: int | None = None, gpus_per_node: int | None = None
+                     ) -> tuple[str, dict[str, Any]]:
+    """(cluster, submitit parameters) from ``--slurm KEY=VALUE,...`` and the dedicated flags (which win).
+
+    Keys are submitit's: the shared ones (``timeout_min``, ``mem_gb``, ``cpus_per_task``, ``gpus_per_node``,
+    ``nodes``, ``tasks_per_node``, ``name``) as they are, any other Slurm one with or without its ``slurm_``
+    prefix (``account``, ``qos``, ``constraint``, ``partition``, ``array_parallelism``, ...). ``cluster=local``
+    runs the jobs as local processes (submitit's LocalExecutor: for trying a sweep out without Slurm)."""
+    params: dict[str, Any] = dict(SLURM_DEFAULTS, name="gradbench")
+    cluster = "slurm"
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise UsageError(f"bad --slurm item {item!r}; expected KEY=VALUE,... (e.g. partition=gpu,mem_gb=16)")
+        if key == "cluster":
+            if value not in SLURM_CLUSTERS:
+                raise UsageError(f"bad --slurm cluster={value!r}; use one of {', '.join(SLURM_CLUSTERS)}")
+            cluster = value
+            continue
+        if key not in SLURM_GENERIC and not key.startswith("slurm_"):
+            key = f"slurm_{key}"
+        params[key] = value.strip() if key == "name" else _slurm_value(value.strip())
+    flags = {"slurm_partition": partition, "timeout_min": time_min, "cpus_per_task": cpus_per_task,
+             "gpus_per_node": gpus_per_node}
+    params.update({k: v for k, v in flags.items() if v is not None})
+    return cluster, params
+
+
+def _slurm_value(text: str) -> Any:
+    """``4`` -> 4, ``0.5`` -> 0.5, ``true`` -> True, anything else (``1:00:00``, ``16G``) as written."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _job_error(e: Exception) -> str:
+    """One line of a submitit job error: the job's own exception (its traceback's last line), else the
+    first line (e.g. a job that timed out or was killed: "... has not produced any output (state: TIMEOUT)")."""
+    text = str(e).split("You can check full logs", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip("-")]
+    if not lines:
+        return type(e).__name__
+    return lines[-1] if "Traceback" in text else lines[0]
+
+
+class JobFailed(RuntimeError):
+    """A Slurm job that ended without a result (failed, cancelled, timed out, node failure)."""
+
+
+class SlurmExecutor:
+    """Each run a Slurm job submitted with submitit, its logs and pickles in ``folder`` (``<job id>_*``); at most
+    ``workers`` jobs are queued or running at once (the rest wait here, and are submitted as jobs finish).
+    submitit's jobs are not ``concurrent.futures`` futures: a poller thread watches them (submitit reads
+    the result files, and asks Slurm at most every minute) and completes one Future per job."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, folder: str | Path, workers: int, params: dict[str, Any] | None = None,
+                 cluster: str = "slurm") -> None:
+        try:
+            import submitit
+        except ImportError:
+            raise UsageError("the slurm backend needs submitit: pip install 'gradbench[slurm]'") from None
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise UsageError("--backend slurm: no sbatch on this machine's PATH (run the sweep on a Slurm login "
+                             "node; --slurm cluster=local tries it out with local processes)")
+        params = dict(SLURM_DEFAULTS, **(params or {}))
+        self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        try:
+            self.executor.update_parameters(**params)
+        except (NameError, AssertionError, TypeError, ValueError) as e:
+            raise UsageError(f"bad --slurm parameters: {str(e).splitlines()[0]}") from None
+        self.workers, self.cpus = workers, int(params.get("cpus_per_task") or 1)
+        self.waiting: deque[tuple[Callable, tuple[Any, ...], cf.Future]] = deque()
+        self.running: list[tuple[Any, cf.Future]] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.poller = threading.Thread(target=self._poll, name="gradbench-slurm-poller", daemon=True)
+        self.poller.start()
+
+    def choose_threads(self, requested: int | str | None) -> Any:
+        """A job's threads: ``--threads N``, else ``OMP_NUM_THREADS``, else the job's ``cpus_per_task``
+        (``auto`` probes up to them): the login node's cores say nothing about the job's."""
+        from gradbench.threads import ENV, ThreadChoice, choose, parse
+
+        requested = parse(requested)
+        if requested == "auto":
+            return ThreadChoice(None, f"auto: probed among 1-{self.cpus} (the job's CPUs)", probe_up_to=self.cpus)
+        if requested is None and not os.environ.get(ENV, "").strip():
+            return ThreadChoice(self.cpus, "slurm: the job's cpus_per_task")
+        return choose(requested)
+
+    def submit(self, fn: Callable, *args: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        with self.lock:
+            self.waiting.append((fn, args, future))
+        self._launch()
+        return future
+
+    def _launch(self) -> None:
+        with self.lock:
+            while self.waiting and len(self.running) < self.workers and not self.stopping.is_set():
+                fn, args, future = self.waiting.popleft()
+                if future.cancelled():  # futures stay pending while their job runs, so a cancel can reach them
+                    continue
+                try:
+                    job = self.executor.submit(fn, *args)
+                except Exception as e:  # sbatch refused it (bad partition, account, ...)
+                    future.set_exception(UsageError(f"slurm submission failed: {' '.join(str(e).split())[:500]}"))
+                    continue
+                self.running.append((job, future))
+
+    def _poll(self) -> None:
+        while not self.stopping.wait(self.POLL_SECONDS):
+            self._reap()
+            self._launch()
+
+    def _reap(self) -> None:
+        with self.lock:
+            finished = [(job, future) for job, future in self.running if job.done()]
+            self.running = [pair for pair in self.running if pair not in finished]
+        for job, future in finished:
+            try:
+                outcome, error = job.result(), None
+            except Exception as e:
+                outcome, error = None, JobFailed(f"slurm job {job.job_id}: {_job_error(e)} (log: {job.paths.stderr})")
+            with contextlib.suppress(cf.InvalidStateError):  # cancelled meanwhile
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(outcome)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Wait for every job; or (``cancel``) cancel the waiting runs and the jobs queued or running
+        (``scancel``: a run in flight leaves no record)."""
+        if cancel:
+            self.stopping.set()
+            with self.lock:
+                waiting, self.waiting = list(self.waiting), deque()
+                running, self.running = list(self.running), []
+            for _, _, future in waiting:
+                future.cancel()
+            for job, future in running:
+                with contextlib.suppress(Exception):
+                    job.cancel(check=False)
+                future.cancel()
+        else:
+            while True:
+                with self.lock:
+                    if not self.waiting and not self.running:
+                        break
+                time.sleep(self.POLL_SECONDS)
+            self.stopping.set()
+        self.poller.join()
+
+
 # ------------------------------------------------------------------------------------------ sweep
 
 
@@ -267,12 +441,16 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
 
 def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", shard: tuple[int, int] = (0, 1),
               plugins: list[str] | None = None, progress: bool = True, accel: str = "auto",
-              threads: int | str | None = None) -> SweepResult:
+              threads: int | str | None = None, log: str | None = None) -> SweepResult:
     """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay). Each run
-    uses ``gradbench.threads``' choice for the executor's worker count (default: one thread per worker)."""
+    uses ``gradbench.threads``' choice for the executor's worker count (default: one thread per worker), or
+    the executor's own (``choose_threads``: a Slurm job's CPUs), and the loggers of ``log``."""
     from tqdm import tqdm
 
+    from gradbench import loggers
     from gradbench.threads import choose
+
+    loggers.parse(log)  # a missing logger library stops the sweep before anything is submitted
 
     paths: dict[str, int] = {}
     pending, finished, corrupt = todo(grid, runs_dir, shard, paths)
@@ -283,9 +461,11 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
     for spec in pending:
         groups.setdefault(group_key(spec), []).append(spec)
-    choice = dataclasses.asdict(choose(threads, workers=getattr(executor, "workers", 1)))
+    chooser = getattr(executor, "choose_threads", None)
+    choice = chooser(threads) if chooser else choose(threads, workers=getattr(executor, "workers", 1))
+    choice = dataclasses.asdict(choice)
     futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
-                               plugins or [], accel, choice): group for group in groups.values()}
+                               plugins or [], accel, log, choice): group for group in groups.values()}
     bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress or not pending, unit="run")
     start = time.perf_counter()
     try:
@@ -334,7 +514,10 @@ def _note_reused_paths(paths: dict[str, int], grid: Grid, accel: str, device: st
               f"their steps/s are from that path (delete them to re-measure)", file=sys.stderr)
 
 
-def make_executor(backend: str, workers: int, address: str | None, device: str) -> Any:
+def make_executor(backend: str, workers: int, address: str | None, device: str, runs_dir: str | Path = "runs",
+                  slurm: tuple[str, dict[str, Any]] | None = None) -> Any:
+    """The executor of ``backend``; ``slurm``: (cluster, parameters) from ``slurm_parameters``, its jobs'
+    logs under ``<runs_dir>/slurm``."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     gpus = 0
@@ -346,4 +529,7 @@ def make_executor(backend: str, workers: int, address: str | None, device: str) 
         return LocalExecutor(workers, gpus)
     if backend == "ray":
         return RayExecutor(address, workers, gpus_per_run=1.0 if gpus else 0.0)
-    raise UsageError(f"unknown backend {backend!r}; use local or ray")
+    if backend == "slurm":
+        cluster, params = slurm or slurm_parameters()
+        return SlurmExecutor(Path(runs_dir) / "slurm", workers, params, cluster=cluster)
+    raise UsageError(f"unknown backend {backend!r}; use local, ray or slurm")
