@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gradbench.plots import curves, sides_figure
+from gradbench.results import Record
 from gradbench.study import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -145,7 +146,7 @@ def curve_table(runs_dir: Path, claim: Claim, result: dict[str, Any], points: in
     key, what = _history_key(claim)
     cols = []
     for side in result["sides"]:
-        ok = [r for r in side["records"].values() if r.get("status") == "ok"]
+        ok = [r for r in map(Record.of, side["records"].values()) if r.ok]
         c = curves(runs_dir, ok, key) if ok else None
         cols.append({} if c is None else dict(zip(c[0].tolist(), c[1].tolist(), strict=True)))
     steps = sorted(set().union(*cols))
@@ -257,7 +258,7 @@ def _claim_section(p: Plan, claim: Claim, res: dict[str, Any], study_file: str, 
         lines += [table, ""]
     if figures is not None and res["sides"] and any(s["records"] for s in res["sides"]):
         key, what = _history_key(claim)
-        fig = sides_figure(runs_dir, {f"{s['side']}: {s['estimator']}": list(s["records"].values())
+        fig = sides_figure(runs_dir, {f"{s['side']}: {s['estimator']}": list(map(Record.of, s["records"].values()))
                                       for s in res["sides"]}, key,
                            f"{claim.id}: {claim.task}, {what}\nmean over ok seeds, band min..max", what,
                            figures / f"{claim.id}.png")

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from gradbench.budget import budget_text
 from gradbench.config import parse_spec
 from gradbench.errors import UsageError
-from gradbench.leaderboard import collect
 from gradbench.multisample import estimator_class
 from gradbench.registry import get_task_class
+from gradbench.results import Record, Row, RunSet, fmt
+from gradbench.results.record import budget_key
 from gradbench.stats import paired_t
 
 
@@ -45,72 +46,59 @@ def estimator_label(spec: str) -> str:
     return cls.label_for(cls.make_config(values))
 
 
-def registry_label(record: Mapping[str, Any]) -> str:
+def registry_label(record: Record | Mapping[str, Any]) -> str:
     """The label the registry gives a record's estimator config today, so records stored under an older
     label rule (``ste(variant=identity)``) land in the row of the current one (``ste``).
 
     Falls back to the stored label when the estimator is not registered here, the record has no config,
     or the config no longer builds (a key that was renamed or removed).
     """
-    est = record.get("estimator") or {}
-    stored = str(est.get("label") or est.get("name") or "")
-    config = est.get("config")
-    if not est.get("name") or not isinstance(config, Mapping):
+    r = Record.of(record)
+    stored, config = r.stored_label, r.estimator_config
+    if not r.estimator or config is None:
         return stored
     try:
-        cls, values = estimator_class(str(est["name"]), dict(config))
+        cls, values = estimator_class(r.estimator, dict(config))
         return str(cls.label_for(cls.make_config(values))) or stored
     except (UsageError, AttributeError, TypeError, ValueError):
         return stored
 
-
-Runs = dict[str, dict[Any, dict[str, Any]]]  # label -> seed -> newest record of that seed (any status)
 
 EXCLUDED_NOTE = ("Seeds where A or B failed or diverged are excluded from the pairing: the means, differences and "
                  "p-values use only the seeds both finished, so they say nothing of the failures, which are a "
                  "result of their own.")
 
 
-def _runs_by_budget(records: list[dict[str, Any]], name: str, t_label: str, preset: str,
-                    labels: tuple[str, str]) -> dict[str, Runs]:
-    """budget json -> label -> seed -> the newest record of that seed, whatever its status."""
-    found: dict[str, Runs] = {}
-    for r in records:
-        if (r["task"]["name"] == name and r["task"].get("label") == t_label and r.get("preset") == preset
-                and r["estimator"].get("label") in labels):
-            key = json.dumps(r.get("budget"), sort_keys=True)
-            seeds = found.setdefault(key, {lbl: {} for lbl in labels})[r["estimator"]["label"]]
-            old = seeds.get(r["seed"])
-            if old is None or _end_utc(r) >= _end_utc(old):
-                seeds[r["seed"]] = r
+def _rows_by_budget(runs: RunSet, name: str, t_label: str, preset: str, labels: tuple[str, str]
+                    ) -> dict[str, tuple[Row, Row]]:
+    """budget json -> (A's row, B's row) of the task setting's tables that have either."""
+    found: dict[str, tuple[Row, Row]] = {}
+    for key, table in runs.tables().items():
+        if (key.task, key.label, key.preset) == (name, t_label, preset) and any(lbl in table for lbl in labels):
+            found[key.budget] = (table.get(labels[0]) or Row(labels[0]), table.get(labels[1]) or Row(labels[1]))
     return found
 
 
-def _end_utc(record: Mapping[str, Any]) -> str:
-    return str((record.get("provenance") or {}).get("end_utc") or "")
-
-
-def _status(runs: Mapping[Any, Mapping[str, Any]], seed: Any) -> str:
-    return str(runs[seed].get("status")) if seed in runs else "not run"
-
-
-def excluded_seeds(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> list[dict[str, Any]]:
+def excluded_seeds(a: Row, b: Row) -> list[dict[str, Any]]:
     """The seeds where A or B failed or diverged, each with both sides' status ("not run" for a side
     without that seed): they are left out of the pairing, and listed so that they never vanish."""
     out = []
-    for seed in sorted(set(a) | set(b), key=str):
-        sa, sb = _status(a, seed), _status(b, seed)
+    for seed in sorted(set(a.records) | set(b.records), key=str):
+        sa, sb = a.status(seed), b.status(seed)
         if sa not in ("ok", "not run") or sb not in ("ok", "not run"):
-            out.append({"seed": seed, "a": sa, "b": sb,
-                        "error_a": (a.get(seed) or {}).get("error"), "error_b": (b.get(seed) or {}).get("error")})
+            out.append({"seed": seed, "a": sa, "b": sb, "error_a": _error(a, seed), "error_b": _error(b, seed)})
     return out
 
 
-def _pick_budget(by_budget: dict[str, Runs], la: str, lb: str, t_label: str,
+def _error(row: Row, seed: Any) -> str | None:
+    return row.records[seed].error if seed in row.records else None
+
+
+def _pick_budget(by_budget: dict[str, tuple[Row, Row]], la: str, lb: str, t_label: str,
                  budget: dict[str, float] | None) -> str | None:
-    shared = [k for k, v in by_budget.items() if v[la] and v[lb]]
+    shared = [k for k, (ra, rb) in by_budget.items() if ra.records and rb.records]
     if budget is not None:
-        wanted = json.dumps(budget, sort_keys=True)
+        wanted = budget_key(budget)
         shared = [k for k in shared if k == wanted]
     if len(shared) > 1:
         raise UsageError(f"{la!r} and {lb!r} ran on {t_label} with several budgets ({', '.join(shared)}); "
@@ -118,15 +106,15 @@ def _pick_budget(by_budget: dict[str, Runs], la: str, lb: str, t_label: str,
     return shared[0] if shared else None
 
 
-def _metric_rows(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _metric_rows(ra: list[Record], rb: list[Record]) -> list[dict[str, Any]]:
     rows = []
-    for metric, info in ra[0]["metrics"].items():
-        va = np.array([r["metrics"][metric]["value"] for r in ra], float)
-        vb = np.array([r["metrics"][metric]["value"] for r in rb], float)
+    for metric, higher in ra[0].metric_directions(validation=True).items():
+        va = np.array([r.metric(metric) for r in ra], float)
+        vb = np.array([r.metric(metric) for r in rb], float)
         test = paired_t(va, vb)
-        sign = 1 if info["higher_is_better"] else -1
+        sign = 1 if higher else -1
         gain = sign * test.diff / abs(vb.mean()) * 100 if vb.mean() != 0 else None
-        rows.append({"metric": metric, "higher_is_better": info["higher_is_better"], "a": float(va.mean()),
+        rows.append({"metric": metric, "higher_is_better": higher, "a": float(va.mean()),
                      "b": float(vb.mean()), "diff": test.diff, "ci": math.nan if test.ci is None else test.ci,
                      "p": test.p, "gain_pct": gain})
     return rows
@@ -147,22 +135,20 @@ def compare(runs_dir: str, task: str, a: str, b: str, preset: str = "quick",
         same = f"{a!r} and {b!r} are both {la!r}" if a != b else f"A and B are both {la!r}"
         raise UsageError(f"{same}: a comparison of an estimator with itself says nothing; name two different "
                          f"estimators or settings")
-    records, _ = collect(runs_dir, relabel=registry_label)
-    by_budget = _runs_by_budget(records, name, t_label, preset, (la, lb))
+    by_budget = _rows_by_budget(RunSet.collect(runs_dir, relabel=registry_label), name, t_label, preset, (la, lb))
     key = _pick_budget(by_budget, la, lb, t_label, budget)
-    by = by_budget[key] if key else {la: {}, lb: {}}
-    excluded = excluded_seeds(by[la], by[lb])
-    shared = sorted(s for s in set(by[la]) & set(by[lb]) if _status(by[la], s) == _status(by[lb], s) == "ok")
+    row_a, row_b = by_budget[key] if key else (Row(la), Row(lb))
+    excluded = excluded_seeds(row_a, row_b)
+    shared = sorted(s for s in set(row_a.records) & set(row_b.records) if row_a.status(s) == row_b.status(s) == "ok")
     if len(shared) < 2:
         failed = "; failed or diverged: " + _excluded_text(excluded) if excluded else ""
         raise UsageError(f"compare needs >= 2 seeds that both {la!r} and {lb!r} finished on {t_label} "
-                         f"(preset {preset}) in {runs_dir}; found seeds {sorted(by[la])} and {sorted(by[lb])}"
-                         f"{failed}")
-    ra, rb = [by[la][s] for s in shared], [by[lb][s] for s in shared]
+                         f"(preset {preset}) in {runs_dir}; found seeds {sorted(row_a.records)} and "
+                         f"{sorted(row_b.records)}{failed}")
+    ra, rb = [row_a.records[s] for s in shared], [row_b.records[s] for s in shared]
     return {"task": t_label, "preset": preset, "budget": json.loads(key), "a": la, "b": lb,
-            "seeds": shared, "rows": _metric_rows(ra, rb), "main_metric": ra[0]["main_metric"],
-            "runs": {side: dict(Counter(str(r.get("status")) for r in by[lbl].values()))
-                     for side, lbl in (("a", la), ("b", lb))},
+            "seeds": shared, "rows": _metric_rows(ra, rb), "main_metric": ra[0].main_metric,
+            "runs": {"a": dict(row_a.statuses()), "b": dict(row_b.statuses())},
             "excluded": excluded, "excluded_note": EXCLUDED_NOTE if excluded else None}
 
 
@@ -171,20 +157,15 @@ def _excluded_text(excluded: list[dict[str, Any]]) -> str:
 
 
 def format_comparison(result: dict[str, Any]) -> str:
-    from tabulate import tabulate
-
     body = []
     for r in sorted(result["rows"], key=lambda r: r["metric"] != result["main_metric"]):
-        arrow = "↑" if r["higher_is_better"] else "↓"
-        gain = "—" if r["gain_pct"] is None else f"{r['gain_pct']:+.1f}%"
-        body.append([f"{r['metric']} {arrow}", f"{r['a']:.4g}", f"{r['b']:.4g}", f"{r['diff']:+.4g} ± {r['ci']:.2g}",
-                     f"{r['p']:.3g}", gain])
-    budget = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in result["budget"].items())
+        gain = fmt.MISSING if r["gain_pct"] is None else f"{r['gain_pct']:+.1f}%"
+        body.append([f"{r['metric']}{fmt.arrow(r['higher_is_better'])}", fmt.num(r["a"]), fmt.num(r["b"]),
+                     f"{r['diff']:+.4g} ± {r['ci']:.2g}", fmt.pvalue(r["p"]), gain])
     head = (f"{result['a']} (A) vs {result['b']} (B) on {result['task']}, preset {result['preset']}, "
-            f"budget {budget}, paired over seeds {result['seeds']}"
+            f"budget {budget_text(result['budget'])}, paired over seeds {result['seeds']}"
             + (f" ({len(result['excluded'])} seed(s) excluded: see below)" if result.get("excluded") else ""))
-    table = tabulate(body, headers=["metric", "A mean", "B mean", "A - B (95% CI)", "paired t p", "gain of A"],
-                     tablefmt="github", disable_numparse=True)
+    table = fmt.table(["metric", "A mean", "B mean", "A - B (95% CI)", "paired t p", "gain of A"], body)
     note = "gain of A: (A - B) / |B| in the metric's better direction (positive = A better)."
     excluded = result.get("excluded") or []
     if excluded:

@@ -14,7 +14,6 @@ Failures never vanish from a figure: a row's legend label counts its failed and 
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,53 +21,37 @@ from typing import Any
 
 import numpy as np
 
-from gradbench.leaderboard import Relabel, TableKey, collect_tables, group, table_slug
-from gradbench.records import history_path, read_history, record_path
-
-TRACE_KEY = "grad/log10_variance"  # history rows: log10 gradient variance measured at an evaluation
+from gradbench.results import TRACE, Metric, Record, Relabel, Row, RunSet, Table, TableKey, columns
+from gradbench.results.record import finite
 
 
-def _history(runs_dir: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
-    return read_history(history_path(record_path(runs_dir, record["task"]["name"], record["estimator"]["name"],
-                                                 record["run_id"])))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(float(v))
-
-
-def row_label(label: str, records: Iterable[dict[str, Any]]) -> str:
+def row_label(label: str, records: Iterable[Record]) -> str:
     """A row's legend label: ``dab (n=5)`` when every seed finished ok, else the failures counted,
     ``dab (3/5 ok; 2/5 diverged)``."""
-    statuses = Counter(str(r.get("status")) for r in records)
+    statuses = Counter(r.status for r in records)
     total, ok = sum(statuses.values()), statuses.pop("ok", 0)
     if not statuses:
         return f"{label} (n={ok})"
     return f"{label} ({ok}/{total} ok; " + ", ".join(f"{c}/{total} {st}" for st, c in sorted(statuses.items())) + ")"
 
 
-def _partial(runs_dir: Path, record: dict[str, Any], key: str, x_key: str) -> tuple[list[float], list[float]]:
+def _partial(runs_dir: Path, record: Record, key: str, x_key: str) -> tuple[list[float], list[float]]:
     """One run's own (x, value) points of history ``key`` (finite values only), in step order."""
-    rows = sorted((h for h in _history(runs_dir, record) if _finite(h.get(key)) and _finite(h.get(x_key))),
-                  key=lambda h: h["step"])
-    return [float(h[x_key]) for h in rows], [float(h[key]) for h in rows]
+    points = record.series(runs_dir, key, x_key)
+    return [x for _, x, _ in points], [v for _, _, v in points]
 
 
-def curves(runs_dir: Path, records: list[dict[str, Any]], key: str, x_key: str = "step"
+def curves(runs_dir: Path, records: list[Record], key: str, x_key: str = "step"
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """x, mean, min, max over seeds of history ``key`` (e.g. ``test/<metric>``), at the evaluation steps
     every seed has (a history made before step-0 evaluations were logged starts later; x is the seeds'
     mean ``x_key`` there)."""
-    series = []
-    for r in records:
-        rows = {h["step"]: h for h in _history(runs_dir, r) if _finite(h.get(key))}
-        if rows:
-            series.append(rows)
+    series = [points for r in records if (points := {s: (x, v) for s, x, v in r.series(runs_dir, key, x_key)})]
     steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
     if not steps:
         return None
-    xs = np.array([[s[k][x_key] for k in steps] for s in series], float).mean(0)
-    ys = np.array([[s[k][key] for k in steps] for s in series], float)
+    xs = np.array([[s[k][0] for k in steps] for s in series], float).mean(0)
+    ys = np.array([[s[k][1] for k in steps] for s in series], float)
     return xs, ys.mean(0), ys.min(0), ys.max(0)
 
 
@@ -97,23 +80,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _main_metric(rows: dict[str, Any]) -> tuple[str, bool | None] | None:
-    """(main metric, higher is better) from the table's records, ok ones first."""
-    recs = sorted((r for row in rows.values() for r in row.records.values()), key=lambda r: r.get("status") != "ok")
-    for r in recs:
-        metric = r.get("main_metric")
-        if metric:
-            info = (r.get("metrics") or {}).get(metric)
-            return str(metric), info.get("higher_is_better") if isinstance(info, dict) else None
-    return None
-
-
-def _draw_row(ax: Any, runs_dir: Path, row: Any, color: str, metric: str, x_key: str) -> bool:
+def _draw_row(ax: Any, runs_dir: Path, row: Row, color: str, metric: Metric, x_key: str) -> bool:
     """One row's curve (mean over ok seeds, band min..max) and each failed or diverged run's partial curve,
     dashed, ending in an ``x``; the legend label on the first thing drawn. Whether anything was drawn."""
     label = row_label(row.label, row.records.values())
     ok = row.ok()
-    c = curves(runs_dir, ok, f"test/{metric}", x_key) if ok else None
+    key = metric.trace[0]
+    c = curves(runs_dir, ok, key, x_key) if ok else None
     if c is not None:
         x, mean, lo, hi = c
         ax.plot(x, mean, color=color, label=label, lw=1.5)
@@ -121,9 +94,9 @@ def _draw_row(ax: Any, runs_dir: Path, row: Any, color: str, metric: str, x_key:
         label = None
     drawn = c is not None
     for r in row.records.values():
-        if r.get("status") == "ok":
+        if r.ok:
             continue
-        xs, ys = _partial(runs_dir, r, f"test/{metric}", x_key)
+        xs, ys = _partial(runs_dir, r, key, x_key)
         if xs:
             ax.plot(xs, ys, color=color, lw=1.0, ls="--", alpha=0.8, label=label)
             ax.plot(xs[-1:], ys[-1:], color=color, marker="x", ms=9, mew=2, ls="none")
@@ -133,27 +106,27 @@ def _draw_row(ax: Any, runs_dir: Path, row: Any, color: str, metric: str, x_key:
     return drawn
 
 
-def plot_table(runs_dir: Path, key: TableKey, rows: dict[str, Any]) -> list[Path]:
+def plot_table(runs_dir: Path, key: TableKey, rows: Table) -> list[Path]:
     """The three figures of one table; returns the paths written."""
-    main = _main_metric(rows)
-    if main is None:
+    main, metrics = columns(r for row in rows.values() for r in row.records.values())
+    metric = next((m for m in metrics if m.name == main), None)
+    if metric is None:
         return []
-    metric, higher = main
     colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(rows))}
-    slug = table_slug(key)
-    folder = runs_dir / key[0] / "plots"
-    what = f"{key[2]} ({key[1]})"
+    folder = runs_dir / key.task / "plots"
+    what = f"{key.label} ({key.preset})"
+    higher = metric.higher_is_better
     better = "" if higher is None else f" ({'higher' if higher else 'lower'} is better)"
     written = []
     for x_key, xlabel, name in (("step", "training step", "curve_by_step"),
                                 ("seconds", "training seconds", "curve_by_time")):
-        fig, ax = _figure(f"{what}: test {metric}{better}\nmean over ok seeds, band min..max; "
-                          f"dashed, ending in x: a failed or diverged run", xlabel, metric)
+        fig, ax = _figure(f"{what}: test {metric.name}{better}\nmean over ok seeds, band min..max; "
+                          f"dashed, ending in x: a failed or diverged run", xlabel, metric.name)
         for label in sorted(rows):
             _draw_row(ax, runs_dir, rows[label], colors[label], metric, x_key)
-        written.append(_save(fig, folder / f"{slug}--{name}.png"))
+        written.append(_save(fig, folder / f"{key.slug}--{name}.png"))
 
-    written += _variance_figure(runs_dir, rows, colors, what, folder / f"{slug}--gradient_variance.png")
+    written += _variance_figure(runs_dir, rows, colors, what, folder / f"{key.slug}--gradient_variance.png")
     return written
 
 
@@ -168,17 +141,16 @@ def _by_step(points: Iterable[tuple[float, float]]) -> tuple[np.ndarray, np.ndar
             np.array([max(v) for v in vals]))
 
 
-def _checkpoint_points(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    return [(float(p["step"]), float(p["log10_variance"])) for r in records
-            for p in (r.get("gradient") or {}).get("checkpoints") or []
-            if isinstance(p, dict) and _finite(p.get("log10_variance")) and _finite(p.get("step"))]
+def _checkpoint_points(records: list[Record]) -> list[tuple[float, float]]:
+    return [(float(p.step), v) for r in records for p in r.checkpoints
+            if (v := finite(p.stat("log10_variance"))) is not None and finite(p.step) is not None]
 
 
-def _trace_points(runs_dir: Path, records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    return [pt for r in records for pt in zip(*_partial(runs_dir, r, TRACE_KEY, "step"), strict=True)]
+def _trace_points(runs_dir: Path, records: list[Record]) -> list[tuple[float, float]]:
+    return [pt for r in records for pt in zip(*_partial(runs_dir, r, TRACE, "step"), strict=True)]
 
 
-def _variance_figure(runs_dir: Path, rows: dict[str, Any], colors: dict[str, str], what: str,
+def _variance_figure(runs_dir: Path, rows: Table, colors: dict[str, str], what: str,
                      path: Path) -> list[Path]:
     """log10 gradient variance per row: along training from the history (line, band min..max over ok
     seeds) and at the checkpoints (markers; joined by a line when the history has no trace, as in records
@@ -213,22 +185,22 @@ def plot(runs_dir: str | Path, task: str | None = None, relabel: Relabel | None 
     """Every table's figures (or only ``task``'s); returns the PNG paths. ``relabel`` names rows as the
     leaderboard does (``compare.registry_label``), so old and new labels of one config share a line."""
     runs_dir = Path(runs_dir)
-    records, _, _ = collect_tables(runs_dir, relabel)  # tuned tables too, as the leaderboard's
+    tables = RunSet.load(runs_dir, relabel).tables()  # tuned tables too, as the leaderboard's
     written: list[Path] = []
-    for key, rows in sorted(group(records).items()):
-        if task is None or key[0] == task:
+    for key, rows in sorted(tables.items()):
+        if task is None or key.task == task:
             written += plot_table(runs_dir, key, rows)
     return written
 
 
-def sides_figure(runs_dir: Path, sides: dict[str, list[dict[str, Any]]], key: str, title: str, ylabel: str,
+def sides_figure(runs_dir: Path, sides: dict[str, list[Record]], key: str, title: str, ylabel: str,
                  path: Path) -> Path | None:
     """History ``key`` against training step for each side (mean over its ok seeds, band min..max), e.g.
     a study claim's two estimators; None when no side logged it."""
     fig, ax = _figure(title, "training step", ylabel)
     drawn = False
     for i, (label, recs) in enumerate(sides.items()):
-        ok = [r for r in recs if r.get("status") == "ok"]
+        ok = [r for r in recs if r.ok]
         c = curves(runs_dir, ok, key) if ok else None
         if c is not None:
             x, mean, lo, hi = c

@@ -10,159 +10,134 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
-from tabulate import tabulate
-
+from gradbench.budget import budget_text
 from gradbench.config import format_value
 from gradbench.errors import UsageError
-from gradbench.leaderboard import format_mean_ci, format_sig
-from gradbench.records import VALID_PREFIX
 from gradbench.registry import ESTIMATORS, TASKS
+from gradbench.results import Record, Selection, columns, fmt
+from gradbench.results.record import Accel
 from gradbench.stats import mean_ci
 
 # ------------------------------------------------------------------------------- run rows
 
 
-def _fmt(v: Any) -> str:
-    return "—" if v is None else f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+def _fmt(v: float | None) -> str:
+    return fmt.MISSING if v is None else f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
 
 
-def _metric_names(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, bool]]:
-    """Metric names (main first) and their directions, over all records; validation metrics are left to
-    ``gradbench show`` and tuning (tables show what is reported: the test split)."""
-    hib: dict[str, bool] = {}
-    for r in records:
-        hib.update({k: bool(m.get("higher_is_better")) for k, m in (r.get("metrics") or {}).items()
-                    if not k.startswith(VALID_PREFIX)})
-    main = next((r.get("main_metric") for r in records if r.get("main_metric")), None)
-    return sorted(hib, key=lambda m: m != main), hib
-
-
-def format_selection(sel: dict[str, Any]) -> str:
+def format_selection(sel: Selection | Mapping[str, Any]) -> str:
     """One selection as a table: every setting's validation mean ± CI, its ok seeds, and the choice."""
-    metric = sel["selection_metric"]
-    arrow = "↑" if sel["higher_is_better"] else "↓"
-    chosen = (sel.get("choice") or {}).get("index")
-    body = [[", ".join(f"{k}={v}" for k, v in row["values"].items()),
-             format_mean_ci(row["mean"], row["ci95"]) if row["mean"] is not None else "—",
-             f"{row['n_ok']}/{row['n']}", "chosen" if i == chosen else ""]
-            for i, row in enumerate(sel["settings"])]
-    head = f"{sel['task']['label']} x {sel['estimator']['label']} (budget: " + \
-        ", ".join(f"{k}={v}" for k, v in sel["budget"].items()) + f"): {sel.get('path', '')}"
-    table = tabulate(body, headers=["setting", f"{metric} {arrow}", "ok", ""], tablefmt="github",
-                     disable_numparse=True)
+    sel = sel if isinstance(sel, Selection) else Selection(sel)
+    body = [[fmt.values_text(row.values), fmt.mean_ci(row.mean, row.ci95) if row.mean is not None else fmt.MISSING,
+             f"{row.n_ok}/{row.n}", "chosen" if i == sel.chosen_index else ""]
+            for i, row in enumerate(sel.settings)]
+    head = f"{sel.task_label} x {sel.label} (budget: {budget_text(sel.budget)}): {sel.path}"
+    table = fmt.table(["setting", f"{sel.metric}{fmt.arrow(sel.higher_is_better)}", "ok", ""], body)
     return f"{head}\n{table}\n"
 
 
-def format_rows(records: list[dict[str, Any]]) -> str:
+def format_rows(records: list[Record] | list[Mapping[str, Any]]) -> str:
     """Records as one table, a row per seed, plus a mean ± 95% CI row (t over ok seeds) when there are
     several; then where the records are."""
-    names, hib = _metric_names(records)
-    headers = ["task", "estimator", "seed", *(f"{m} {'↑' if hib[m] else '↓'}" for m in names),
-               "steps", "steps/s", "status"]
-    body = []
-    for r in records:
-        cost, metrics = r.get("cost") or {}, r.get("metrics") or {}
-        body.append([r["task"]["label"], r["estimator"]["label"], r["seed"],
-                     *(_fmt(metrics[m]["value"]) if m in metrics else "—" for m in names),
-                     cost.get("steps", "-"), format_sig(cost["steps_per_s"]) if cost.get("steps_per_s") else "-",
-                     r["status"]])
-    ok = [r for r in records if r["status"] == "ok"]
-    if len(records) > 1:
+    recs = [Record.of(r) for r in records]
+    _, metrics = columns(recs)
+    metrics = [m for m in metrics if any(m.name in r.metric_directions() for r in recs)]  # none when all failed
+    headers = ["task", "estimator", "seed", *(m.column for m in metrics), "steps", "steps/s", "status"]
+    body = [[r.task_label, r.label, r.seed, *(_fmt(r.metric(m.name)) for m in metrics),
+             "-" if r.steps is None else r.steps, fmt.sig(r.steps_per_s) if r.steps_per_s else "-", r.status]
+            for r in recs]
+    ok = [r for r in recs if r.ok]
+    if len(recs) > 1:
         cells = []
-        for m in names:
-            mean, h, n = mean_ci(r["metrics"][m]["value"] for r in ok if m in r["metrics"])
-            cells.append(format_mean_ci(mean, h) if n else "—")
-        body.append(["mean ± 95% CI", "", f"{len(ok)}/{len(records)} ok", *cells, "", "", ""])
-    table = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-    if len(records) == 1:
-        r = records[0]
-        where = f"record: {r.get('path', '')}  (run_id {r['run_id']}, preset {r['preset']})"
+        for m in metrics:
+            mean, h, n = mean_ci(r.metric(m.name) for r in ok)
+            cells.append(fmt.mean_ci(mean, h) if n else fmt.MISSING)
+        body.append(["mean ± 95% CI", "", f"{len(ok)}/{len(recs)} ok", *cells, "", "", ""])
+    table = fmt.table(headers, body)
+    if len(recs) == 1:
+        r = recs[0]
+        where = f"record: {r.path}  (run_id {r.run_id}, preset {r.preset})"
     else:
-        folders = sorted({str(r.get("path", "")).rsplit("/", 1)[0] for r in records})
-        where = f"records: {', '.join(folders)}  (run_ids {', '.join(r['run_id'] for r in records)})"
+        folders = sorted({r.path.rsplit("/", 1)[0] for r in recs})
+        where = f"records: {', '.join(folders)}  (run_ids {', '.join(r.run_id for r in recs)})"
     return f"{table}\n{where}"
 
 
 # ------------------------------------------------------------------------------- show
 
 
-def summary(record: dict[str, Any]) -> str:
+def summary(record: Record | Mapping[str, Any]) -> str:
     """``gradbench show``: a record as sections a person can read (``--json`` gives the record itself)."""
-    parts = [_head(record), _configs(record), _metrics(record), _gradient(record), _cost(record),
-             _provenance(record)]
+    r = Record.of(record)
+    parts = [_head(r), _configs(r), _metrics(r), _gradient(r), _cost(r), _provenance(r)]
     return "\n\n".join(p for p in parts if p)
 
 
-def _kv(pairs: dict[str, Any]) -> str:
+def _kv(pairs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in pairs.items()) or "(none)"
 
 
-def _head(r: dict[str, Any]) -> str:
-    lines = [f"run {r['run_id']}: {r['status']}" + (f" ({r['path']})" if r.get("path") else "")]
-    if r.get("error"):
-        lines.append(f"error: {r['error']}")
-    budget = _kv(r.get("budget") or {})
-    batch = f"; trained with seeds {r['seed_batch']}" if r.get("seed_batch") else ""
-    lines.append(f"preset {r.get('preset')}, seed {r.get('seed')}{batch}, budget {budget}, "
-                 f"evaluated every {r.get('eval_every', '?')} steps")
+def _head(r: Record) -> str:
+    lines = [f"run {r.run_id}: {r.status}" + (f" ({r.path})" if r.path else "")]
+    if r.error:
+        lines.append(f"error: {r.error}")
+    batch = f"; trained with seeds {r.seed_batch}" if r.seed_batch else ""
+    lines.append(f"preset {r.preset}, seed {r.seed}{batch}, budget {_kv(r.budget or {})}, "
+                 f"evaluated every {'?' if r.eval_every is None else r.eval_every} steps")
     return "\n".join(lines)
 
 
-def _configs(r: dict[str, Any]) -> str:
-    task, est = r["task"], r["estimator"]
-    node = task.get("node") or {}
-    rows = [["task", f"{task.get('label', task['name'])} (v{task.get('version')})", _kv(task.get("config") or {})],
-            ["node", node.get("kind", "?"), _kv({"shape": node.get("shape"), **(node.get("params") or {})})],
-            ["estimator", f"{est.get('label', est['name'])} (v{est.get('version')}"
-                          f"{', claims unbiased' if est.get('unbiased') else ''})", _kv(est.get("config") or {})]]
-    return tabulate(rows, headers=["", "name", "config"], tablefmt="simple")
+def _configs(r: Record) -> str:
+    rows = [["task", f"{r.task_label} (v{r.task_version})", _kv(r.task_config)],
+            ["node", r.node_kind, _kv(r.node_settings)],
+            ["estimator", f"{r.label} (v{r.estimator_version}{', claims unbiased' if r.unbiased else ''})",
+             _kv(r.estimator_config or {})]]
+    return fmt.table(["", "name", "config"], rows, style="plain", numparse=True)
 
 
-def _metrics(r: dict[str, Any]) -> str:
-    metrics = r.get("metrics") or {}
-    if not metrics:
+def _metrics(r: Record) -> str:
+    directions = r.metric_directions(validation=True)
+    if not directions:
         return ""
-    main = r.get("main_metric")
-    rows = [[f"{k}{' (main)' if k == main else ''}", _fmt(m.get("value")), "↑" if m.get("higher_is_better") else "↓"]
-            for k, m in sorted(metrics.items(), key=lambda kv: kv[0] != main)]
-    return tabulate(rows, headers=["metric", "value", "better"], tablefmt="simple", disable_numparse=True)
+    main = r.main_metric
+    rows = [[f"{k}{' (main)' if k == main else ''}", _fmt(r.metric(k)), "↑" if hib else "↓"]
+            for k, hib in sorted(directions.items(), key=lambda kv: kv[0] != main)]
+    return fmt.table(["metric", "value", "better"], rows, style="plain")
 
 
-def _gradient(r: dict[str, Any]) -> str:
-    points = (r.get("gradient") or {}).get("checkpoints") or []
+def _gradient(r: Record) -> str:
+    points = r.checkpoints
     if not points:
-        return "gradient statistics: not measured" if r["status"] == "ok" else ""
+        return "gradient statistics: not measured" if r.ok else ""
     keys = ["draws", "log10_variance", "snr", "cosine", "bias_sq", "bias_p"]
     rows = []
     for p in points:
-        if p.get("error"):
-            rows.append([p.get("checkpoint"), p.get("step"), f"failed: {p['error']}"] + [""] * (len(keys) - 1) + [""])
+        if p.error:
+            rows.append([p.name, p.step, f"failed: {p.error}"] + [""] * (len(keys) - 1) + [""])
             continue
-        rows.append([p.get("checkpoint"), p.get("step"), *(format_sig(p[k]) if isinstance(p.get(k), (int, float))
-                                                            else "—" for k in keys), p.get("reference", "")])
-    return "gradient statistics\n" + tabulate(rows, headers=["checkpoint", "step", *keys, "reference"],
-                                              tablefmt="simple", disable_numparse=True)
+        rows.append([p.name, p.step, *(fmt.sig(p.stat(k)) for k in keys), p.reference])
+    return "gradient statistics\n" + fmt.table(["checkpoint", "step", *keys, "reference"], rows, style="plain")
 
 
-def _cost(r: dict[str, Any]) -> str:
-    cost = r.get("cost") or {}
-    if not cost:
+def _cost(r: Record) -> str:
+    if not r.cost:
         return ""
-    accel = r.get("accel") or {"used": "none", "reason": "not recorded (made before accel was recorded: eager)"}
-    shown = {k: format_sig(v) if isinstance(v, float) else v for k, v in cost.items() if v is not None}
+    accel = r.accel or Accel(used="none", reason="not recorded (made before accel was recorded: eager)")
+    shown = {k: fmt.sig(v) if isinstance(v, float) else v for k, v in r.cost.items() if v is not None}
     return (f"cost: {_kv(shown)}\n"
-            f"execution: {accel.get('used')} (asked: {accel.get('requested', 'auto')}): {accel.get('reason', '')}")
+            f"execution: {accel.used} (asked: {accel.requested}): {accel.reason}")
 
 
-def _provenance(r: dict[str, Any]) -> str:
-    p = r.get("provenance") or {}
-    sha = str(p.get("git_sha") or "unknown")[:10] + (" (dirty)" if p.get("git_dirty") else "")
-    return (f"made by gradbench {p.get('gradbench_version')} at {sha}, torch {p.get('torch')}, python "
-            f"{p.get('python')}, CUDA {p.get('cuda')}\non {p.get('device')} ({p.get('device_name')}, "
-            f"{p.get('threads')} threads) at {p.get('hostname')}, {p.get('start_utc')} to {p.get('end_utc')}\n"
-            f"command: {' '.join(map(str, p.get('argv') or []))}")
+def _provenance(r: Record) -> str:
+    p = r.provenance
+    sha = str(p.git_sha or "unknown")[:10] + (" (dirty)" if p.git_dirty else "")
+    return (f"made by gradbench {p.gradbench_version} at {sha}, torch {p.torch}, python "
+            f"{p.python}, CUDA {p.cuda}\non {p.device} ({p.device_name}, "
+            f"{p.threads} threads) at {p.hostname}, {p.start_utc} to {p.end_utc}\n"
+            f"command: {' '.join(p.argv)}")
 
 
 # ------------------------------------------------------------------------------- registry
@@ -184,7 +159,7 @@ def registry_tables() -> str:
                          _where(cls)])
         except (UsageError, AttributeError) as e:
             rows.append([entry.name, "-", "-", entry.origin, f"failed to load: {e}"])
-    est = tabulate(rows, headers=["estimator", "supports", "unbiased", "origin", "file"], tablefmt="github")
+    est = fmt.table(["estimator", "supports", "unbiased", "origin", "file"], rows, numparse=True)
     rows = []
     for entry in TASKS.entries():
         try:
@@ -193,8 +168,7 @@ def registry_tables() -> str:
                          cls.main_metric, entry.origin, _where(cls)])
         except UsageError as e:
             rows.append([entry.name, "-", "-", "-", entry.origin, f"failed to load: {e}"])
-    tasks = tabulate(rows, headers=["task", "node (quick)", "presets", "main metric", "origin", "file"],
-                     tablefmt="github")
+    tasks = fmt.table(["task", "node (quick)", "presets", "main metric", "origin", "file"], rows, numparse=True)
     return f"{est}\n\n{tasks}"
 
 
@@ -239,7 +213,7 @@ def config_table(config_cls: type, defaults: Any = None) -> str:
         rows.append([f.name, type_text(hints.get(f.name)), format_value(default), helps.get(f.name, "")])
     if not rows:
         return "(no config keys)"
-    return tabulate(rows, headers=["key", "type", "default", "meaning"], tablefmt="simple", disable_numparse=True)
+    return fmt.table(["key", "type", "default", "meaning"], rows, style="plain")
 
 
 def _doc(cls: type) -> str:
@@ -256,9 +230,8 @@ def describe(cls: type, kind: str) -> str:
                  f"usage: --estimator {cls.name}:key=value,...")
         return f"{head}\n{facts}\n\n{config_table(cls.Config)}"
     quick = cls.make_config(None, "quick") if "quick" in cls.presets else None
-    presets = tabulate([[name, p.description, p.steps, p.eval_every, _kv(p.config)] for name, p in cls.presets.items()],
-                       headers=["preset", "what", "steps", "eval every", "config"], tablefmt="simple",
-                       disable_numparse=True)
+    rows = [[name, p.description, p.steps, p.eval_every, _kv(p.config)] for name, p in cls.presets.items()]
+    presets = fmt.table(["preset", "what", "steps", "eval every", "config"], rows, style="plain")
     metrics = ", ".join(f"{m} {'↑' if hib else '↓'}{' (main)' if m == cls.main_metric else ''}"
                         for m, hib in cls.metrics.items())
     node = cls.node_of(quick) if quick is not None else None

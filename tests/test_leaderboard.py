@@ -15,6 +15,9 @@ from scipy import stats as sp
 
 from gradbench import leaderboard as lb
 from gradbench import records
+from gradbench import results as res
+from gradbench.results import Record, RunSet, fmt
+from gradbench.stats import mean_ci
 
 T_975_DF3 = 3.182446305284263  # t quantile for 4 seeds, from tables (not from scipy)
 
@@ -69,8 +72,14 @@ def header(text: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def collect(runs: Path, relabel: Any = None) -> tuple[list[Record], list[str]]:
+    """The records under ``runs`` and the files that could not be read (``RunSet.collect``)."""
+    found = RunSet.collect(runs, relabel)
+    return found.records, found.problems
+
+
 def render_dir(runs: Path, **kw: Any) -> str:
-    recs, problems = lb.collect(runs)
+    recs, problems = collect(runs)
     return lb.render(recs, problems=problems, **kw)
 
 
@@ -78,7 +87,7 @@ BASE = [0.90, 0.91, 0.92, 0.93, 0.94, 0.95]
 
 
 def test_ci_half_width_is_t_times_s_over_sqrt_n(tmp_path: Path) -> None:
-    mean, h, n = lb.mean_ci([1.0, 2.0, 3.0, 4.0])
+    mean, h, n = mean_ci([1.0, 2.0, 3.0, 4.0])
     s = math.sqrt(5 / 3)  # sample std (ddof=1) of 1..4
     assert (mean, n) == (2.5, 4)
     assert h == pytest.approx(T_975_DF3 * s / 2, rel=1e-12)
@@ -87,12 +96,12 @@ def test_ci_half_width_is_t_times_s_over_sqrt_n(tmp_path: Path) -> None:
 
 
 def test_number_formatting() -> None:
-    assert lb.format_mean_ci(0.93123, 0.00412) == "0.9312 ± 0.0041"
-    assert lb.format_mean_ci(20.44, 1.234) == "20.44 ± 1.23"  # h to the mean's decimal place
-    assert lb.format_mean_ci(0.5, None) == "0.5000"
-    assert lb.format_sig(812.34) == "812"
-    assert lb.format_sig(1234.5) == "1230"
-    assert lb.format_sig(81.234) == "81.2"
+    assert fmt.mean_ci(0.93123, 0.00412) == "0.9312 ± 0.0041"
+    assert fmt.mean_ci(20.44, 1.234) == "20.44 ± 1.23"  # h to the mean's decimal place
+    assert fmt.mean_ci(0.5, None) == "0.5000"
+    assert fmt.sig(812.34) == "812"
+    assert fmt.sig(1234.5) == "1230"
+    assert fmt.sig(81.234) == "81.2"
 
 
 def test_best_bold_clearly_worse_plain_noise_tie_bold(tmp_path: Path) -> None:
@@ -119,23 +128,23 @@ def test_best_bold_clearly_worse_plain_noise_tie_bold(tmp_path: Path) -> None:
 
 def test_tie_rules_paired_from_two_shared_seeds_else_welch() -> None:
     a, b = {0: 1.0, 1: 2.0, 2: 3.5}, {0: 1.2, 1: 2.5, 2: 3.0, 7: 9.0}
-    kind, p = lb.tie_test(a, b)  # 3 shared seeds: paired over them, seed 7 unused
+    kind, p = res.tie_test(a, b)  # 3 shared seeds: paired over them, seed 7 unused
     assert kind == "paired" and p == pytest.approx(sp.ttest_rel([1.0, 2.0, 3.5], [1.2, 2.5, 3.0]).pvalue, rel=1e-12)
-    kind, p = lb.tie_test({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.1})  # 2 shared seeds are enough to pair
+    kind, p = res.tie_test({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.1})  # 2 shared seeds are enough to pair
     assert kind == "paired"
-    kind, p = lb.tie_test({0: 1.0, 1: 2.0, 2: 2.5}, {2: 1.5, 5: 2.5, 6: 3.0})  # 1 shared seed: Welch
+    kind, p = res.tie_test({0: 1.0, 1: 2.0, 2: 2.5}, {2: 1.5, 5: 2.5, 6: 3.0})  # 1 shared seed: Welch
     welch = sp.ttest_ind([1.0, 2.0, 2.5], [1.5, 2.5, 3.0], equal_var=False).pvalue
     assert kind == "welch" and p == pytest.approx(welch, rel=1e-12)
-    assert lb.is_tied({0: 1.0, 1: 2.0}, {5: 1.5, 6: 2.5})
-    assert not lb.is_tied({0: 1.0, 1: 1.01}, {5: 5.0, 6: 5.01})
+    assert res.is_tied({0: 1.0, 1: 2.0}, {5: 1.5, 6: 2.5})
+    assert not res.is_tied({0: 1.0, 1: 1.01}, {5: 5.0, 6: 5.01})
     # a single value on either side: no test, never a tie (such rows are not ranked anyway)
-    assert not lb.is_tied({0: 0.5}, {0: 0.5})
-    assert not lb.is_tied({0: 0.5, 1: 0.6}, {3: 0.55})
+    assert not res.is_tied({0: 0.5}, {0: 0.5})
+    assert not res.is_tied({0: 0.5, 1: 0.6}, {3: 0.55})
     # degenerate cases: identical / constant offset (paired), no spread on both sides (Welch)
-    assert lb.is_tied({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.0, 1: 2.0, 2: 3.0})
-    assert not lb.is_tied({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.9, 1: 1.9, 2: 2.9})
-    assert lb.is_tied({0: 1.0, 1: 1.0}, {5: 1.0, 6: 1.0})
-    assert not lb.is_tied({0: 1.0, 1: 1.0}, {5: 1.1, 6: 1.1})
+    assert res.is_tied({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert not res.is_tied({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.9, 1: 1.9, 2: 2.9})
+    assert res.is_tied({0: 1.0, 1: 1.0}, {5: 1.0, 6: 1.0})
+    assert not res.is_tied({0: 1.0, 1: 1.0}, {5: 1.1, 6: 1.1})
 
 
 def test_lower_is_better_column_picks_minimum(tmp_path: Path) -> None:
@@ -160,7 +169,7 @@ def test_corrupt_record_is_reported_and_not_counted(tmp_path: Path) -> None:
     save_many(tmp_path, "a", BASE[:3])
     bad = records.record_path(tmp_path, "toy", "a", "deadbeef0000")
     bad.write_text('{"schema_version": 1, "run_id": "dead')  # truncated mid-write
-    recs, problems = lb.collect(tmp_path)
+    recs, problems = collect(tmp_path)
     assert len(recs) == 3
     assert len(problems) == 1 and str(bad) in problems[0]
     text = lb.render(recs, problems=problems)
@@ -174,8 +183,8 @@ def test_failed_records_not_in_means_and_the_row_not_ranked(tmp_path: Path) -> N
     save(tmp_path, make_record("a", 4, 50.0, status="diverged"))
     text = render_dir(tmp_path)
     cols, cells = header(text), row(text, "a")
-    mean, h, _ = lb.mean_ci([1.0, 2.0, 3.0])
-    assert cells[cols.index("acc ↑")] == f"{lb.format_mean_ci(mean, h)} (not ranked)"  # never bold
+    mean, h, _ = mean_ci([1.0, 2.0, 3.0])
+    assert cells[cols.index("acc ↑")] == f"{fmt.mean_ci(mean, h)} (not ranked)"  # never bold
     assert cells[cols.index("n")] == "3/5"
     assert cells[cols.index("failed")] == "1 diverged, 1 failed"
     assert "5 run records (3 ok, 1 diverged, 1 failed)" in text
@@ -189,11 +198,11 @@ def test_row_with_failures_is_never_best_or_tied_even_with_the_best_mean(tmp_pat
     save(tmp_path, make_record("fragile", 3, None, status="diverged"))
     save(tmp_path, make_record("fragile", 4, None, status="diverged"))
     save_many(tmp_path, "twin", [0.95, 0.96, 0.97, 0.98, 0.99])  # the same survivors plus 2 ok seeds
-    recs, _ = lb.collect(tmp_path)
-    table = lb.decide(recs)[lb.table_key(recs[0])]
+    recs, _ = collect(tmp_path)
+    table = res.decide(recs)[Record.of(recs[0]).table]
     acc = table.rankings["acc"]
     assert acc.best == "twin" and "fragile" not in acc.bold and "fragile" not in acc.p
-    assert lb.unranked_reason(table.rows["fragile"], "acc") == "2/5 failed or diverged"
+    assert res.unranked_reason(table.rows["fragile"], "acc") == "2/5 failed or diverged"
     assert table.order == ["twin", "steady", "fragile"]  # ranked rows first, then the unranked
     text = lb.format_table(table)
     cells, cols = row(text, "fragile"), header(text)
@@ -207,8 +216,8 @@ def test_rows_with_fewer_than_two_ok_seeds_are_shown_not_ranked(tmp_path: Path) 
     save(tmp_path, make_record("lucky", 0, 0.99))  # one seed, the highest mean
     save_many(tmp_path, "a", [0.80, 0.82, 0.84])
     save_many(tmp_path, "b", [0.70, 0.71, 0.72])
-    recs, _ = lb.collect(tmp_path)
-    table = lb.decide(recs)[lb.table_key(recs[0])]
+    recs, _ = collect(tmp_path)
+    table = res.decide(recs)[Record.of(recs[0]).table]
     assert table.rankings["acc"].best == "a" and "lucky" not in table.rankings["acc"].bold
     text = lb.format_table(table)
     assert row(text, "lucky")[1] == "0.9900 (n=1, not ranked)"
@@ -220,7 +229,7 @@ def test_welch_decides_ties_between_rows_without_shared_seeds(tmp_path: Path) ->
     recs = ([make_record("a", s, v) for s, v in enumerate(a)]
             + [make_record("b", 10 + s, v) for s, v in enumerate(b)]
             + [make_record("c", 20 + s, v) for s, v in enumerate(c)])
-    acc = lb.decide(recs)[lb.table_key(recs[0])].rankings["acc"]
+    acc = res.decide(recs)[Record.of(recs[0]).table].rankings["acc"]
     assert acc.best == "a" and acc.tied == {"b"}
     assert acc.p["b"] == pytest.approx(sp.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
     assert acc.p["c"] == pytest.approx(sp.ttest_ind(a, c, equal_var=False).pvalue, rel=1e-12) and acc.p["c"] < 0.05
@@ -315,14 +324,14 @@ def test_decide_returns_verdicts_and_row_statistics_without_markdown(tmp_path: P
     recs = ([make_record("best", s, v) for s, v in enumerate(BASE)]
             + [make_record("twin", s, v + e) for s, (v, e) in enumerate(zip(BASE, noise, strict=True))]
             + [make_record("worse", s, v - 0.2 + e) for s, (v, e) in enumerate(zip(BASE, noise, strict=True))])
-    tables = lb.decide(recs, {"bernoulli": ["gumbel"]})
+    tables = res.decide(recs, {"bernoulli": ["gumbel"]})
     (key, table), = tables.items()
-    assert key == lb.table_key(recs[0])
+    assert key == Record.of(recs[0]).table
     assert table.main == "acc" and table.order == ["best", "twin", "worse", "gumbel"]
     acc = table.rankings["acc"]
     assert acc.best == "best" and acc.tied == {"twin"} and acc.bold == {"best", "twin"}
     mean, h, n = table.rows["best"].metrics["acc"]
-    assert (mean, h, n) == lb.mean_ci(BASE)
+    assert (mean, h, n) == mean_ci(BASE)
     assert table.rows["best"].n_ok == 6 and table.rows["best"].steps_per_s == {"none": 812.34}
     assert table.rows["gumbel"].unsupported
     # the verdicts are what the markdown shows
@@ -349,17 +358,17 @@ def test_relabel_joins_old_labels_to_the_current_row(tmp_path: Path) -> None:
     save(tmp_path, make_record("ste", 2, 0.7))  # stored under the new one
     save(tmp_path, make_record("ste(variant=clipped)", 0, 0.1))
 
-    def relabel(record: dict[str, Any]) -> str:
-        return record["estimator"]["label"].replace("(variant=identity)", "")
+    def relabel(record: Record) -> str:
+        return record.label.replace("(variant=identity)", "")
 
-    recs, _ = lb.collect(tmp_path, relabel=relabel)
-    assert sorted(r["estimator"]["label"] for r in recs) == ["ste", "ste", "ste", "ste(variant=clipped)"]
+    recs, _ = collect(tmp_path, relabel=relabel)
+    assert sorted(r.label for r in recs) == ["ste", "ste", "ste", "ste(variant=clipped)"]
     text = lb.render(recs)
     assert row(text, "ste")[header(text).index("n")] == "3/3"
     assert "ste(variant=identity)" not in text
     # without relabel the stored labels stand, and the files are untouched
-    plain, _ = lb.collect(tmp_path)
-    assert sorted({r["estimator"]["label"] for r in plain}) == ["ste", "ste(variant=clipped)", "ste(variant=identity)"]
+    plain, _ = collect(tmp_path)
+    assert sorted({r.label for r in plain}) == ["ste", "ste(variant=clipped)", "ste(variant=identity)"]
     out = tmp_path / "lb.md"
     lb.build(tmp_path, out, relabel=relabel)
     assert "| ste " in out.read_text() and "variant=identity" not in out.read_text()
@@ -378,7 +387,7 @@ def test_steps_per_s_never_mixes_execution_paths() -> None:
             _timed("a", 2, 2300.0, "graph"), _timed("a", 3, 2500.0, "graph"),
             _timed("b", 0, 800.0, "none"), _timed("b", 1, 900.0, "none"),
             _timed("c", 0, 3000.0, "compile")]
-    table = lb.decide(recs)[lb.table_key(recs[0])]
+    table = res.decide(recs)[Record.of(recs[0]).table]
     assert table.rows["a"].steps_per_s == {"none": 136.0, "graph": 2400.0}
     assert not table.eager_only and table.paths == ["none", "graph", "compile"]
     text = lb.render(recs)
@@ -432,10 +441,10 @@ def test_tie_false_alarm_rate_is_at_most_alpha_for_rows_from_one_distribution() 
     for paired in (True, False):
         pooled = 0
         for n in range(2, 6):
-            hits = sum(not lb.is_tied(*_draw_rows(rng, n, paired)) for _ in range(trials))
-            assert hits <= sp.binom.isf(check_q, trials, lb.ALPHA), (paired, n, hits / trials)
+            hits = sum(not res.is_tied(*_draw_rows(rng, n, paired)) for _ in range(trials))
+            assert hits <= sp.binom.isf(check_q, trials, res.ALPHA), (paired, n, hits / trials)
             pooled += hits
-        assert pooled <= sp.binom.isf(check_q, 4 * trials, lb.ALPHA), (paired, pooled / (4 * trials))
+        assert pooled <= sp.binom.isf(check_q, 4 * trials, res.ALPHA), (paired, pooled / (4 * trials))
         assert pooled >= sp.binom.ppf(check_q, 4 * trials, 0.03 if paired else 0.02)  # not blind: a test at all
 
 
@@ -450,9 +459,9 @@ def test_tie_test_detects_a_three_sd_difference_at_five_seeds() -> None:
     crit, nc = sp.t.ppf(0.975, n - 1), 3.0 / math.sqrt(2.0) * math.sqrt(n)
     power = sp.nct.sf(crit, n - 1, nc) + sp.nct.cdf(-crit, n - 1, nc)
     assert power == pytest.approx(0.936, abs=5e-4)
-    hits = sum(not lb.is_tied(*_draw_rows(rng, n, True, effect=3.0, seed_sd=0.0)) for _ in range(trials))
+    hits = sum(not res.is_tied(*_draw_rows(rng, n, True, effect=3.0, seed_sd=0.0)) for _ in range(trials))
     assert sp.binom.ppf(q, trials, power) <= hits <= sp.binom.isf(q, trials, power), hits / trials
-    hits = sum(not lb.is_tied(*_draw_rows(rng, n, False, effect=3.0, seed_sd=0.0)) for _ in range(trials))
+    hits = sum(not res.is_tied(*_draw_rows(rng, n, False, effect=3.0, seed_sd=0.0)) for _ in range(trials))
     assert hits >= sp.binom.ppf(q, trials, 0.95), hits / trials
 
 
@@ -464,10 +473,10 @@ def test_decide_verdicts_are_the_tie_rule() -> None:
         n, paired = 2 + trial % 4, trial % 2 == 0
         a, b = _draw_rows(rng, n, paired, effect=float(rng.choice([0.0, 2.0])))
         recs = ([make_record("a", s, v) for s, v in a.items()] + [make_record("b", s, v) for s, v in b.items()])
-        acc = lb.decide(recs)[lb.table_key(recs[0])].rankings["acc"]
+        acc = res.decide(recs)[Record.of(recs[0]).table].rankings["acc"]
         best, other = (a, b) if acc.best == "a" else (b, a)
         assert acc.best == ("a" if np.mean(list(a.values())) >= np.mean(list(b.values())) else "b")
-        assert (len(acc.tied) == 1) == lb.is_tied(best, other)
+        assert (len(acc.tied) == 1) == res.is_tied(best, other)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,7 +495,7 @@ def test_bias_column_combines_end_checkpoint_p_values_by_bonferroni() -> None:
             end = {"log10_variance": -2.0, "cosine": 0.9, "cosine_raw": 0.5, "bias_p": p}
             recs.append(_with_gradient(make_record(est, seed, 0.5 + seed / 10), end, start={"bias_p": 1e-9}))
     recs += [_with_gradient(make_record("det", s, 0.4 + s / 10), {"log10_variance": -23.0}) for s in range(3)]
-    table = lb.decide(recs)[lb.table_key(recs[0])]
+    table = res.decide(recs)[Record.of(recs[0]).table]
     assert table.has_bias
     assert table.rows["unbiased"].bias == (pytest.approx(0.9), 3)  # min(1, 3 * 0.3), the start's p unused
     assert table.rows["biased"].bias == (pytest.approx(0.03), 3)
@@ -500,8 +509,8 @@ def test_bias_column_combines_end_checkpoint_p_values_by_bonferroni() -> None:
     assert row(text, "biased")[cos] == "0.9000 ± 0.0000"  # the debiased `cosine`, not `cosine_raw`
     legend = lb.render(recs)
     assert "debiased cosine" in legend and "flagged with probability at most 0.05 per row" in legend
-    assert lb.bias_p([{"gradient": {"checkpoints": [{"bias_p": 0.02}]}}] * 5) == (pytest.approx(0.1), 5)
-    assert lb.bias_p([{"gradient": {"checkpoints": [{"bias_p": 0.5}]}}] * 3) == (1.0, 3)  # capped at 1
+    assert res.bias_p([{"gradient": {"checkpoints": [{"bias_p": 0.02}]}}] * 5) == (pytest.approx(0.1), 5)
+    assert res.bias_p([{"gradient": {"checkpoints": [{"bias_p": 0.5}]}}] * 3) == (1.0, 3)  # capped at 1
 
 
 def test_no_bias_column_without_bias_p() -> None:
@@ -524,9 +533,9 @@ def test_bias_flag_false_alarm_rate_is_at_most_alpha() -> None:
     rng = np.random.default_rng(31)
     trials, q = 10_000, 1e-7
     for n in range(1, 6):
-        rate = 1 - (1 - lb.BIAS_ALPHA / n) ** n
-        assert rate <= lb.BIAS_ALPHA + 1e-12
-        flagged = sum(lb.bias_p(_row_records(rng.uniform(size=n)))[0] < lb.BIAS_ALPHA for _ in range(trials))
+        rate = 1 - (1 - res.BIAS_ALPHA / n) ** n
+        assert rate <= res.BIAS_ALPHA + 1e-12
+        flagged = sum(res.bias_p(_row_records(rng.uniform(size=n)))[0] < res.BIAS_ALPHA for _ in range(trials))
         assert sp.binom.ppf(q, trials, rate) <= flagged <= sp.binom.isf(q, trials, rate), (n, flagged / trials)
 
 
@@ -538,13 +547,13 @@ def test_bias_flag_power_for_a_biased_estimator() -> None:
     rng = np.random.default_rng(32)
     trials, q, shift = 3000, 1e-7, 3.0
     for n in (1, 3, 5):
-        crit = sp.norm.isf(lb.BIAS_ALPHA / n / 2)
+        crit = sp.norm.isf(res.BIAS_ALPHA / n / 2)
         pi = sp.norm.sf(crit - shift) + sp.norm.cdf(-crit - shift)
         power = 1 - (1 - pi) ** n
         flagged = 0
         for _ in range(trials):
             ps = 2 * sp.norm.sf(np.abs(rng.normal(shift, 1.0, n)))
-            flagged += lb.bias_p(_row_records(ps))[0] < lb.BIAS_ALPHA
+            flagged += res.bias_p(_row_records(ps))[0] < res.BIAS_ALPHA
         assert sp.binom.ppf(q, trials, power) <= flagged <= sp.binom.isf(q, trials, power), (n, power, flagged)
 
 
@@ -560,7 +569,7 @@ def test_more_equal_rows_unbold_each_other_row_more_often_as_the_legend_says() -
         x = rng.normal(0.0, 2.0, n) + rng.normal(0.0, 1.0, (k, n))
         rows = [dict(enumerate(r.tolist())) for r in x]
         best = int(np.argmax(x.mean(1)))
-        counts.append(sum(not lb.is_tied(rows[best], rows[i]) for i in range(k) if i != best))
+        counts.append(sum(not res.is_tied(rows[best], rows[i]) for i in range(k) if i != best))
     per_row = np.asarray(counts, float) / (k - 1)
     se = per_row.std(ddof=1) / math.sqrt(trials)
-    assert abs(per_row.mean() - 0.084) <= 5.3 * se and per_row.mean() > lb.ALPHA, (per_row.mean(), se)
+    assert abs(per_row.mean() - 0.084) <= 5.3 * se and per_row.mean() > res.ALPHA, (per_row.mean(), se)
