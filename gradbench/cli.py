@@ -564,7 +564,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         atomic_write_text(out, text)
         print(f"study {spec.name} ({args.profile}): wrote {out}")
-    unjudged = [cid for cid, result in judged.items() if result["verdict"] is None]
+    unjudged = [cid for cid, result in judged.items() if result.outcome is None]
     if unjudged:
         print(f"gradbench: not judged: {', '.join(unjudged)}", file=sys.stderr)
     return EXIT_FAILED if failed or todo.count or unjudged else EXIT_OK

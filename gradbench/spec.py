@@ -22,6 +22,7 @@ from gradbench.estimator import Estimator, EstimatorTags
 from gradbench.multisample import estimator_class
 from gradbench.node import Node
 from gradbench.registry import get_estimator_class, get_task_class
+from gradbench.results.record import Record
 from gradbench.task import Task
 
 DEFAULT_CHECKPOINTS = (0.0, 0.5, 1.0)
@@ -131,6 +132,23 @@ class RunSpec:
                 return path, record
         if corrupt is not None:
             raise corrupt
+        return None
+
+    def find_record(self, runs_dir: str | Path) -> Record | None:
+        """This run's record under any of its ids: a finished one (ok or diverged) first, else a failed one;
+        None when there is none (or only a corrupt one: it is re-run)."""
+        try:
+            found = self.finished_record(runs_dir)
+        except records.CorruptRecord:
+            return None
+        if found is not None:
+            return Record(found[1], found[0])
+        for path in self.record_paths(runs_dir):
+            try:
+                if path.exists():
+                    return Record(records.read_record(path), path)
+            except records.CorruptRecord:
+                continue
         return None
 
 

@@ -11,24 +11,9 @@ reported at the profile's seeds.
 Everything runs through the sweep machinery (resumable, sharded, local pool or Ray): first every tuning
 grid and every untuned side, then the tuned sides' choices. Claims that share a side share its runs.
 
-The verdict rule (``verdict``), from the relative gain's 95% interval [lo, hi] (``stats.relative_gain``):
-
-- contradicted: hi < 0 (B is better);
-- not supported: 0 <= hi < the claimed gain (the gain is smaller than claimed);
-- supported: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as claimed is not ruled
-  out: "supported" does not say the gain is as large as claimed; the measured gain stands beside it);
-- inconclusive: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
-
-A claim with no stated gain is judged by the paired t-test at 5%: supported when it finds A better,
-contradicted when it finds B better, inconclusive otherwise (the same as lo > 0 / hi < 0 whenever the
-interval is bounded, and still decided when B's mean is near 0). A level claim ("reaches 94.2%") is
-supported when the 95% interval of A's mean reaches the level in the metric's better direction, not
-supported otherwise. Failures count against their side: a seed where A failed or diverged did not reach
-a level, and a claim is never supported while A failed or diverged on some seed (nor contradicted while B
-did); fewer than 2 usable seeds is inconclusive. False alarms, exact under normal seed-to-seed variation
-and checked by simulation in tests/test_study.py: a true claim (gain exactly as stated, or the level
-exactly reached) is judged not supported or contradicted with probability <= 2.5%; with no true
-difference, supported (or contradicted) with probability <= 2.5% each.
+Each claim is judged by ``judge``: it reads the sides' final records through the results layer and
+returns a ``Verdict`` (``gradbench.results.verdicts``, where the rules and their false-alarm rates are
+stated), which the claims report (``gradbench.claims``) renders.
 """
 
 from __future__ import annotations
@@ -40,38 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradbench import records
 from gradbench.budget import KINDS, check_budget
 from gradbench.errors import UnsupportedError, UsageError
+from gradbench.protocol import VALID_PREFIX
+from gradbench.results import CLAIM_GRADIENT, GRADIENT, GRADIENT_PREFIX, Record, Selection, claim_metric
+from gradbench.results.verdicts import Side, Statement, Verdict, conclude
 from gradbench.spec import RunOptions, RunSpec, resolve
-from gradbench.stats import mean_ci, relative_gain, t_half_width
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
-from gradbench.tune import (
-    Candidate,
-    candidates,
-    count_failed,
-    decide,
-    find_record,
-    parse_grid,
-    selection_record,
-    write_selection,
-)
+from gradbench.tune import Tuning, count_failed, parse_grid
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-SUPPORTED, NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "not supported", "contradicted", "inconclusive"
 STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint"}
 BUDGET_KEYS = {*KINDS, "tune"}
-# gradient statistics a claim may judge, with their better direction (from the gradient checkpoints)
-GRADIENT_FIELDS = {"variance": False, "log10_variance": False, "snr": True, "mse": False, "cosine": True,
-                   "bias_sq": False}
-MAX_SEEDS = 1000  # beyond this, "what would settle it" says "more than 1000 seeds"
 
 
 @dataclass(frozen=True)
@@ -104,6 +76,16 @@ class Claim:
     @property
     def sides(self) -> list[str]:
         return [self.a] if self.b is None else [self.a, self.b]
+
+    @property
+    def statement(self) -> Statement:
+        """What the paper states, as the verdict rules read it."""
+        return Statement(self.gain, self.level)
+
+    @property
+    def on_gradient(self) -> bool:
+        """Whether the metric is a gradient statistic (``gradient.<statistic>`` at ``checkpoint``)."""
+        return self.metric.startswith(GRADIENT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -244,14 +226,22 @@ class SidePlan:
     estimator: str
     options: RunOptions
     fixed: list[RunSpec]  # an untuned side's runs at the profile's seeds (empty for a tuned side)
-    tuning: Candidate | None = None
-    grid: dict[str, list[str]] | None = None
-    selection: dict[str, Any] | None = None
+    tuning: Tuning | None = None
+    selection: dict[str, Any] | None = None  # the tuning's selection record, once written
 
     @property
     def finals(self) -> list[RunSpec]:
         """The runs the claim reads: the fixed ones, or the tuned choice's (empty until chosen)."""
         return self.tuning.final if self.tuning is not None else self.fixed
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        """What runs first: the tuning grid, or the fixed runs."""
+        return self.tuning.runs if self.tuning is not None else self.fixed
+
+    def records(self) -> dict[int, Record | None]:
+        """seed -> the side's final record (None: not run yet)."""
+        return {spec.seed: spec.find_record(self.options.runs) for spec in self.finals}
 
 
 @dataclass
@@ -267,15 +257,15 @@ class Plan:
 
 def metric_direction(claim: Claim, spec: RunSpec) -> bool:
     """Whether higher is better for the claim's metric, or a UsageError naming what the task has."""
-    if claim.metric.startswith("gradient."):
-        name = claim.metric.removeprefix("gradient.")
-        if name not in GRADIENT_FIELDS:
+    if claim.on_gradient:
+        name = claim.metric.removeprefix(GRADIENT_PREFIX)
+        if name not in CLAIM_GRADIENT:
             raise UsageError(f"claim {claim.id!r}: unknown gradient statistic {name!r} "
-                             f"(known: {', '.join(GRADIENT_FIELDS)})")
-        return GRADIENT_FIELDS[name]
+                             f"(known: {', '.join(CLAIM_GRADIENT)})")
+        return bool(GRADIENT[name].higher_is_better)
     metrics = spec.task_cls.metrics
-    if claim.metric.startswith(records.VALID_PREFIX) or claim.metric not in metrics:
-        known = [m for m in metrics if not m.startswith(records.VALID_PREFIX)]
+    if claim.metric.startswith(VALID_PREFIX) or claim.metric not in metrics:
+        known = [m for m in metrics if not m.startswith(VALID_PREFIX)]
         raise UsageError(f"claim {claim.id!r}: task {spec.task_cls.name!r} has no test metric {claim.metric!r} "
                          f"(known: {', '.join(known)}, or gradient.<statistic>); claims are judged on test metrics")
     return bool(metrics[claim.metric])
@@ -301,11 +291,9 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
             except (UsageError, UnsupportedError) as e:
                 raise UsageError(f"{study.path}: claim {claim.id!r}, side {side!r}: {e}") from None
             result.sides[claim.id].append(sp)
-        first = result.sides[claim.id][0]
-        spec = first.finals[0] if first.finals else first.tuning.specs[0][0]
-        result.higher_is_better[claim.id] = metric_direction(claim, spec)
+        result.higher_is_better[claim.id] = metric_direction(claim, result.sides[claim.id][0].runs[0])
         names = [checkpoint_label(f) for f in profile.grad_checkpoints]
-        if claim.metric.startswith("gradient.") and claim.checkpoint not in names:
+        if claim.on_gradient and claim.checkpoint not in names:
             raise UsageError(f"{study.path}: claim {claim.id!r}: checkpoint {claim.checkpoint!r} is not one of "
                              f"profile {profile.name!r}'s gradient checkpoints ({', '.join(names)})")
     return result
@@ -320,28 +308,24 @@ def _side(p: Plan, claim: Claim, estimator: str, grid_text: str | None, opts: Ru
         sp = SidePlan(claim.task, estimator, opts,
                       [resolve(claim.task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
     else:
-        grid = parse_grid(grid_text)
         sp = SidePlan(claim.task, estimator, opts, [],
-                      candidates(claim.task, estimator, grid, p.profile.tune_seeds, preset, opts), grid)
+                      Tuning.resolve(claim.task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts))
     p.unique[key] = sp
     return sp
 
 
 def choose_side(p: Plan, sp: SidePlan) -> None:
-    """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does (``tune.decide``);
-    nothing while some grid run has no record yet."""
-    if sp.tuning is not None and sp.tuning.rows is None:
-        decide(sp.tuning, p.profile.preset, p.profile.seeds, sp.options)
+    """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does
+    (``Tuning.decide``); nothing while some grid run has no record yet."""
+    if sp.tuning is not None and not sp.tuning.decided:
+        sp.tuning.decide(p.profile.seeds, sp.options)
 
 
 def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
     """The tuned side's selection record (the leaderboard's [tuned] row); an existing record of the same
     tuning with the same choice and validation figures is left as it is."""
-    c = sp.tuning
-    if c is None or c.rows is None:
-        return
-    record = selection_record(c, sp.grid, p.profile.tune_seeds, p.profile.seeds, c.rows, argv, sp.options.runs)
-    sp.selection = write_selection(record, sp.options.runs, keep_same=True)
+    if sp.tuning is not None and sp.tuning.decided:
+        sp.selection = sp.tuning.write(p.profile.seeds, argv, sp.options.runs, keep_same=True)
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -368,20 +352,19 @@ def _dedupe(specs: list[RunSpec]) -> list[RunSpec]:
 
 def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
     """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete."""
-    grid_specs = [s for sp in p.unique.values() if sp.tuning for specs in sp.tuning.specs for s in specs]
+    grid_specs = [s for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
     for sp in p.unique.values():
         choose_side(p, sp)
     finals = [s for sp in p.unique.values() for s in sp.finals]
     pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), p.runs, shard)
-    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and sp.tuning.rows is None]
+    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and not sp.tuning.decided]
     return Missing(pending, unchosen)
 
 
 def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
     """Run what is missing: every tuning grid and untuned side at once, then the tuned sides' choices;
     write their selection records. Returns (failed or diverged runs, what is still missing)."""
-    first = [s for sp in p.unique.values() for s in (
-        [x for specs in sp.tuning.specs for x in specs] if sp.tuning else sp.fixed)]
+    first = [s for sp in p.unique.values() for s in sp.runs]
     failed = count_failed(sweep(Grid(_dedupe(first))))
     for sp in p.unique.values():
         choose_side(p, sp)
@@ -396,119 +379,16 @@ def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = No
 # ------------------------------------------------------------------------------------------ judge
 
 
-def _metric_value(record: dict[str, Any], claim: Claim) -> float | None:
-    if claim.metric.startswith("gradient."):
-        name = claim.metric.removeprefix("gradient.")
-        points = (record.get("gradient") or {}).get("checkpoints") or []
-        hit = next((c for c in points if isinstance(c, dict) and c.get("checkpoint") == claim.checkpoint), None)
-        value = None if hit is None else hit.get(name)
-    else:
-        value = ((record.get("metrics") or {}).get(claim.metric) or {}).get("value")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def side_records(sp: SidePlan) -> dict[int, dict[str, Any] | None]:
-    """seed -> the side's final record (None: not run yet)."""
-    out: dict[int, dict[str, Any] | None] = {}
-    for spec in sp.finals:
-        out[spec.seed] = find_record(sp.options.runs, spec)
-    return out
-
-
-def verdict(lo: float, hi: float, claimed: float) -> str:
-    """The rule of the module docstring, on a gain interval [lo, hi] and the claimed gain (fractions; a
-    claim of only a direction passes 0)."""
-    if hi < 0:
-        return CONTRADICTED
-    if claimed > 0 and hi < claimed:
-        return NOT_SUPPORTED
-    return SUPPORTED if lo > 0 else INCONCLUSIVE
-
-
-def direction_verdict(p: float, diff: float, higher_is_better: bool, alpha: float = 0.05) -> str:
-    """A claim of only a direction: the paired t-test of A against B at ``alpha`` (two-sided), with the
-    sign of the mean difference saying which side it found better."""
-    if not p < alpha:
-        return INCONCLUSIVE
-    return SUPPORTED if (diff > 0) == higher_is_better else CONTRADICTED
-
-
-def level_verdict(mean: float, half: float | None, level: float, higher_is_better: bool) -> str:
-    """Supported when A's 95% interval reaches the level in the better direction; inconclusive with one seed."""
-    if half is None or not math.isfinite(mean):
-        return INCONCLUSIVE
-    reach = mean + half >= level if higher_is_better else mean - half <= level
-    return SUPPORTED if reach else NOT_SUPPORTED
-
-
-def seeds_to_settle(sd: float, width: float) -> int | None:
-    """The fewest seeds whose 95% interval of a gain with seed-to-seed spread ``sd`` has half-width below
-    ``width`` (None: more than MAX_SEEDS)."""
-    if not width > 0 or not math.isfinite(sd):
-        return None
-    if sd == 0:
-        return 2
-    for n in range(2, MAX_SEEDS + 1):
-        if t_half_width(sd, n) < width:
-            return n
-    return None
-
-
-def judge(p: Plan, claim: Claim) -> dict[str, Any]:
-    """One claim's figures and verdict (``verdict`` None while runs are missing)."""
+def judge(p: Plan, claim: Claim) -> Verdict:
+    """One claim's figures and verdict (``Verdict.outcome`` None while runs are missing): each side's final
+    records read through the results layer, judged by the rule of what the paper states."""
     sides = p.sides[claim.id]
-    spec = sides[0].finals[0] if sides[0].finals else sides[0].tuning.specs[0][0]
-    higher = p.higher_is_better[claim.id]
-    out: dict[str, Any] = {"id": claim.id, "higher_is_better": higher, "sides": [], "verdict": None,
-                           "budget": spec.budget, "preset": p.profile.preset, "notes": []}
-    values: list[dict[int, float]] = []
-    for label, sp in zip(("A", "B"), sides, strict=False):
-        recs = side_records(sp)
-        vals = {s: v for s, r in recs.items() if r is not None and r.get("status") == "ok"
-                and (v := _metric_value(r, claim)) is not None}
-        mean, half, n = mean_ci(vals.values())
-        statuses = [str(r.get("status")) if r is not None else "missing" for r in recs.values()]
-        out["sides"].append({"side": label, "estimator": sp.estimator, "mean": mean, "ci95": half, "n": n,
-                             "seeds": len(recs) or len(p.profile.seeds), "statuses": statuses,
-                             "records": {s: r for s, r in recs.items() if r is not None},
-                             "selection": sp.selection, "chosen": _chosen(sp)})
-        values.append(vals)
-    out["no_choice"] = [sp.estimator for sp in sides if sp.tuning is not None and sp.tuning.rows is not None
-                        and sp.tuning.choice is None]
-    if not all(sp.finals for sp in sides) or any("missing" in s["statuses"] for s in out["sides"]):
-        return out
-    failed = [s["n"] < s["seeds"] for s in out["sides"]]  # a seed failed, diverged or has no value
-    if claim.level is not None:
-        a = out["sides"][0]
-        out["verdict"] = NOT_SUPPORTED if failed[0] else level_verdict(a["mean"], a["ci95"], claim.level, higher)
-        if failed[0]:
-            out["notes"].append("A failed or diverged on some seed, which did not reach the level")
-        return out
-    shared = sorted(set(values[0]) & set(values[1]))
-    a_vals, b_vals = [values[0][s] for s in shared], [values[1][s] for s in shared]
-    g = relative_gain(a_vals, b_vals, higher)
-    claimed = (claim.gain or 0.0) / 100
-    if g.n < 2 or not math.isfinite(g.gain):
-        v = INCONCLUSIVE
-        out["notes"].append(f"{g.n} seed(s) where both sides finished with a value: too few to judge")
-    elif claim.gain is None:
-        v = direction_verdict(g.p, sum(a_vals) / len(a_vals) - sum(b_vals) / len(b_vals), higher)
-    else:
-        v = verdict(g.lo, g.hi, claimed)
-    if v == SUPPORTED and failed[0]:
-        v = INCONCLUSIVE
-        out["notes"].append("not supported while A failed or diverged on some seed (its failures count against it)")
-    if v == CONTRADICTED and failed[1]:
-        v = INCONCLUSIVE
-        out["notes"].append("not contradicted while B failed or diverged on some seed (its failures count against it)")
-    out.update(gain=g, paired_seeds=shared, verdict=v)
-    if v == INCONCLUSIVE and g.n >= 2:  # the interval must shrink below the claimed gain (or the estimate)
-        out["seeds_to_settle"] = seeds_to_settle(g.sd, claimed / 2 if claimed > 0 else abs(g.gain))
-    return out
-
-
-def _chosen(sp: SidePlan) -> dict[str, str] | None:
-    c = sp.tuning
-    if c is None or c.choice is None:
-        return None
-    return c.points[c.choice]
+    metric = claim_metric(claim.metric, p.higher_is_better[claim.id])
+    checkpoint = claim.checkpoint if claim.on_gradient else None
+    found = [Side.of(label, sp.estimator, sp.records(), metric, checkpoint,
+                     selection=None if sp.selection is None else Selection(sp.selection),
+                     chosen=None if sp.tuning is None else sp.tuning.chosen)
+             for label, sp in zip(("A", "B"), sides, strict=False)]
+    verdict = Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, sides[0].runs[0].budget,
+                      p.profile.preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
+    return conclude(verdict)

@@ -97,80 +97,144 @@ def route(key: str, task_cls: type, est_cls: type) -> tuple[str, str]:
 
 
 @dataclass
-class Candidate:
-    """One estimator's tuning: its grid points, their specs per seed, and what was chosen."""
+class Tuning:
+    """One estimator's tuning on one task: its grid points, their runs per tuning seed, and, once every grid
+    run has a record, each point's validation statistics (``rows``), the choice and its final runs."""
 
     task: str
     estimator: str
+    grid: dict[str, list[str]]
+    seeds: list[int]  # the tuning seeds
     points: list[dict[str, str]]  # grid key -> value, in grid order
     specs: list[list[RunSpec]]  # per point, per tuning seed (no gradient statistics)
     settings: list[tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]]  # per point: (task, estimator)
     final: list[RunSpec] = field(default_factory=list)  # the chosen point at the final seeds
-    rows: list[dict[str, Any]] | None = None  # per point: validation statistics (``score``)
+    rows: list[dict[str, Any]] | None = None  # per point: validation statistics (``score``); None: undecided
     choice: int | None = None
 
+    @classmethod
+    def resolve(cls, task: str, estimator: str, grid: dict[str, list[str]], seeds: list[int], preset: str,
+                options: RunOptions) -> Tuning:
+        """Resolve every grid point of one (task, estimator) at every tuning seed; UsageError on a bad point."""
+        task_name, task_values = parse_spec(task)
+        est_name, est_values = parse_spec(estimator)
+        task_cls = get_task_class(task_name)
+        est_cls, _ = estimator_class(est_name, dict(est_values))
+        if task_cls.selection_metric() is None:
+            raise UsageError(f"task {task_cls.name!r} records no validation metric to tune on "
+                             f"(valid_{task_cls.main_metric.removeprefix('test_')}); tuning never selects on test")
+        routes = {key: route(key, task_cls, est_cls) for key in grid}
+        for scope, name in routes.values():
+            if name in (task_values if scope == "task" else est_values):
+                raise UsageError(f"{scope} key {name!r} is both in --{scope} and in --grid; give it in one place")
+        points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+        settings, specs = [], []
+        bare = dataclasses.replace(options, grad_stats=False)
+        for point in points:
+            t = {**task_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "task"}}
+            e = {**est_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "estimator"}}
+            settings.append(((task_name, t), (est_name, e)))
+            specs.append([resolve((task_name, t), (est_name, e), preset=preset, seed=s, options=bare) for s in seeds])
+        return cls(task, estimator, grid, list(seeds), points, specs, settings)
 
-def candidates(task: str, estimator: str, grid: dict[str, list[str]], seeds: list[int], preset: str,
-               options: RunOptions) -> Candidate:
-    """Resolve every grid point of one (task, estimator) at every tuning seed; UsageError on a bad point."""
-    task_name, task_values = parse_spec(task)
-    est_name, est_values = parse_spec(estimator)
-    task_cls = get_task_class(task_name)
-    est_cls, _ = estimator_class(est_name, dict(est_values))
-    if task_cls.selection_metric() is None:
-        raise UsageError(f"task {task_cls.name!r} records no validation metric to tune on "
-                         f"(valid_{task_cls.main_metric.removeprefix('test_')}); tuning never selects on test")
-    routes = {key: route(key, task_cls, est_cls) for key in grid}
-    for scope, name in routes.values():
-        if name in (task_values if scope == "task" else est_values):
-            raise UsageError(f"{scope} key {name!r} is both in --{scope} and in --grid; give it in one place")
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    settings, specs = [], []
-    bare = dataclasses.replace(options, grad_stats=False)
-    for point in points:
-        t = {**task_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "task"}}
-        e = {**est_values, **{routes[k][1]: v for k, v in point.items() if routes[k][0] == "estimator"}}
-        settings.append(((task_name, t), (est_name, e)))
-        specs.append([resolve((task_name, t), (est_name, e), preset=preset, seed=s, options=bare) for s in seeds])
-    return Candidate(task, estimator, points, specs, settings)
+    @property
+    def runs(self) -> list[RunSpec]:
+        """Every grid run: each point at each tuning seed."""
+        return [s for specs in self.specs for s in specs]
+
+    @property
+    def decided(self) -> bool:
+        """Whether the grid has been scored (every grid run had a record): the choice, or none, is known."""
+        return self.rows is not None
+
+    @property
+    def chosen(self) -> dict[str, str] | None:
+        """The chosen point's values (None: not decided, or no eligible point)."""
+        return None if self.choice is None else self.points[self.choice]
+
+    @property
+    def no_choice(self) -> bool:
+        """Decided, and no point was eligible (each failed or diverged on some tuning seed)."""
+        return self.decided and self.choice is None
+
+    def decide(self, final_seeds: list[int], options: RunOptions) -> int:
+        """Score the grid from the records in ``options.runs`` and, when every grid run has one, choose by the
+        module's rule and resolve the choice at the final seeds (sets ``rows``, ``choice``, ``final``).
+        Returns how many grid runs have no record yet (0: decided)."""
+        rows, missing = score(self, options.runs)
+        if missing:
+            return missing
+        task_cls = self.specs[0][0].task_cls
+        self.rows, self.choice = rows, choose(rows, task_cls.metrics[task_cls.selection_metric()])
+        if self.choice is not None:
+            task_spec, est_spec = self.settings[self.choice]
+            preset = self.specs[0][0].preset
+            self.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
+        return 0
+
+    def selection_id(self, final_seeds: list[int]) -> str:
+        spec = self.specs[0][0]
+        return records.run_id({"task": {"name": "selection", "version": str(SELECTION_SCHEMA),
+                                        "config": {"task": self.task, "grid": self.grid}},
+                               "estimator": {"name": self.estimator, "version": "", "config": {}},
+                               "preset": spec.preset, "seed": [self.seeds, final_seeds], "budget": spec.budget})
+
+    def selection(self, final_seeds: list[int], argv: list[str] | None, runs_dir: str | Path) -> dict[str, Any]:
+        """The plain-JSON account of a decided tuning (its selection record): the grid, every point's
+        validation mean with its CI, the rule, the choice and its final runs, and the tuning's cost."""
+        assert self.rows is not None, "decide() first"
+        spec = self.specs[0][0]
+        task_cls = spec.task_cls
+        metric = task_cls.selection_metric()
+        task_name, task_values = parse_spec(self.task)
+        base_task = task_cls.label_for(task_cls.make_config(task_values, spec.preset), spec.preset)
+        est_name, est_values = parse_spec(self.estimator)
+        cls, values = estimator_class(est_name, dict(est_values))
+        base_est = cls.label_for(cls.make_config(values))
+        chosen = self.rows[self.choice] if self.choice is not None else None
+        return {
+            "kind": "selection", "schema_version": SELECTION_SCHEMA, "id": self.selection_id(final_seeds),
+            "task": {"name": task_name, "spec": self.task, "label": base_task},
+            "estimator": {"name": est_name, "spec": self.estimator, "label": base_est},
+            "preset": spec.preset, "budget": spec.budget, "grid": self.grid, "seeds": self.seeds,
+            "final_seeds": final_seeds, "selection_metric": metric, "higher_is_better": task_cls.metrics[metric],
+            "rule": RULE.format(metric=metric), "settings": self.rows,
+            "choice": None if chosen is None else {
+                "index": self.choice, "values": chosen["values"],
+                "final_run_ids": [_found_id(s, runs_dir) for s in self.final]},
+            "cost": {"runs": len(self.runs), "points": len(self.points), "seeds": len(self.seeds)},
+            "argv": argv,
+        }
+
+    def write(self, final_seeds: list[int], argv: list[str] | None, runs_dir: str | Path,
+              keep_same: bool = False) -> dict[str, Any] | None:
+        """Write the selection record of a decided tuning (``write_selection``); None while undecided."""
+        if not self.decided:
+            return None
+        return write_selection(self.selection(final_seeds, argv, runs_dir), runs_dir, keep_same)
 
 
-def find_record(runs_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
-    """The run's record under any of its ids (``RunSpec.run_ids``): a finished one (ok or diverged) first,
-    else a failed one; None when there is none (or only a corrupt one: it is re-run)."""
-    try:
-        found = spec.finished_record(runs_dir)
-    except records.CorruptRecord:
-        return None
-    if found is not None:
-        return found[1]
-    for path in spec.record_paths(runs_dir):
-        try:
-            if path.exists():
-                return records.read_record(path)
-        except records.CorruptRecord:
-            continue
-    return None
+candidates = Tuning.resolve  # the grid of one (task, estimator), resolved
 
 
-def found_id(record: dict[str, Any] | None, spec: RunSpec) -> str:
+def _found_id(spec: RunSpec, runs_dir: str | Path) -> str:
     """The id a run's record is filed under (an older id for records made before a task's added keys)."""
-    return str(record["run_id"]) if record is not None else spec.run_id
+    record = spec.find_record(runs_dir)
+    return spec.run_id if record is None else record.run_id
 
 
-def score(candidate: Candidate, runs_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
+def score(tuning: Tuning, runs_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
     """Per point: its validation statistics over the tuning seeds; and how many runs have no record yet."""
-    metric = candidate.specs[0][0].task_cls.selection_metric()
+    metric = tuning.specs[0][0].task_cls.selection_metric()
     rows, missing = [], 0
-    for point, specs in zip(candidate.points, candidate.specs, strict=True):
-        found = [find_record(runs_dir, s) for s in specs]
+    for point, specs in zip(tuning.points, tuning.specs, strict=True):
+        found = [s.find_record(runs_dir) for s in specs]
         missing += sum(r is None for r in found)
-        ok = [r for r in found if r is not None and r.get("status") == "ok"]
-        values = [((r.get("metrics") or {}).get(metric) or {}).get("value") for r in ok]
-        mean, half, n = mean_ci(v for v in values if isinstance(v, (int, float)))
-        ids = [found_id(r, s) for r, s in zip(found, specs, strict=True)]
+        ok = [r for r in found if r is not None and r.ok]
+        mean, half, n = mean_ci(v for r in ok if (v := r.metric(metric)) is not None)
+        ids = [s.run_id if r is None else r.run_id for r, s in zip(found, specs, strict=True)]
         rows.append({"values": point, "run_ids": ids, "n_ok": len(ok), "n": len(specs),
-                     "statuses": sorted({str(r.get("status")) for r in found if r is not None}),
+                     "statuses": sorted({r.status for r in found if r is not None}),
                      "mean": mean if n else None, "ci95": half, "n_valued": n})
     return rows, missing
 
@@ -184,44 +248,6 @@ def choose(rows: list[dict[str, Any]], higher_is_better: bool) -> int | None:
     # means equal to 12 significant digits are a tie (two settings with the same hits out of the same
     # examples differ in the last bit of a float mean): the earlier setting wins
     return max(eligible, key=lambda i: (sign * float(f"{rows[i]['mean']:.12g}"), -i))
-
-
-def selection_id(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int]) -> str:
-    spec = candidate.specs[0][0]
-    return records.run_id({"task": {"name": "selection", "version": str(SELECTION_SCHEMA),
-                                    "config": {"task": candidate.task, "grid": grid}},
-                           "estimator": {"name": candidate.estimator, "version": "", "config": {}},
-                           "preset": spec.preset, "seed": [seeds, final_seeds], "budget": spec.budget})
-
-
-def selection_record(candidate: Candidate, grid: dict[str, list[str]], seeds: list[int], final_seeds: list[int],
-                     rows: list[dict[str, Any]], argv: list[str] | None, runs_dir: str | Path) -> dict[str, Any]:
-    """The plain-JSON account of one tuning: the grid, every point's validation mean with its CI, the rule,
-    the choice and its final runs, and the tuning's cost."""
-    spec = candidate.specs[0][0]
-    task_cls = spec.task_cls
-    metric = task_cls.selection_metric()
-    task_name, task_values = parse_spec(candidate.task)
-    base_task = task_cls.label_for(task_cls.make_config(task_values, spec.preset), spec.preset)
-    est_name, est_values = parse_spec(candidate.estimator)
-    cls, values = estimator_class(est_name, dict(est_values))
-    base_est = cls.label_for(cls.make_config(values))
-    chosen = rows[candidate.choice] if candidate.choice is not None else None
-    return {
-        "kind": "selection", "schema_version": SELECTION_SCHEMA,
-        "id": selection_id(candidate, grid, seeds, final_seeds),
-        "task": {"name": task_name, "spec": candidate.task, "label": base_task},
-        "estimator": {"name": est_name, "spec": candidate.estimator, "label": base_est},
-        "preset": spec.preset, "budget": spec.budget, "grid": grid, "seeds": seeds, "final_seeds": final_seeds,
-        "selection_metric": metric, "higher_is_better": task_cls.metrics[metric],
-        "rule": RULE.format(metric=metric), "settings": rows,
-        "choice": None if chosen is None else {
-            "index": candidate.choice, "values": chosen["values"],
-            "final_run_ids": [found_id(find_record(runs_dir, s), s) for s in candidate.final]},
-        "cost": {"runs": sum(len(s) for s in candidate.specs), "points": len(candidate.points),
-                 "seeds": len(seeds)},
-        "argv": argv,
-    }
 
 
 @dataclass
@@ -240,41 +266,24 @@ def tune(task: str, estimators: str, grid_text: str, seeds: list[int], final_see
     run the choice at the final seeds, and write one selection record per estimator."""
     grid = parse_grid(grid_text)
     final_seeds = final_seeds or seeds
-    found, unsupported = [], []
+    found: list[Tuning] = []
+    unsupported = []
     for est in split_specs(estimators):
         try:
-            found.append(candidates(task, est, grid, seeds, preset, options))
+            found.append(Tuning.resolve(task, est, grid, seeds, preset, options))
         except UnsupportedError as e:
             unsupported.append(f"{task} x {est}: {e}")
     if not found:
         raise UsageError("nothing to tune: " + ("; ".join(unsupported) or "no estimator given"))
-    failed = count_failed(sweep(Grid([s for c in found for specs in c.specs for s in specs])))
+    failed = count_failed(sweep(Grid([s for t in found for s in t.runs])))
     result = TuneResult([], unsupported, failed, 0)
-    for c in found:
-        result.missing += decide(c, preset, final_seeds, options)
-    finals = [s for c in found for s in c.final]  # runs already made (same spec) are reused by the sweep
+    for t in found:
+        result.missing += t.decide(final_seeds, options)
+    finals = [s for t in found for s in t.final]  # runs already made (same spec) are reused by the sweep
     if finals:
         result.failed_runs += count_failed(sweep(Grid(finals)))
-    for c in found:
-        if c.rows is not None:
-            record = selection_record(c, grid, seeds, final_seeds, c.rows, argv, options.runs)
-            result.selections.append(write_selection(record, options.runs))
+    result.selections = [sel for t in found if (sel := t.write(final_seeds, argv, options.runs)) is not None]
     return result
-
-
-def decide(c: Candidate, preset: str, final_seeds: list[int], options: RunOptions) -> int:
-    """Score ``c``'s grid from the records in ``options.runs`` and, when every grid run has one, choose by
-    the module's rule and resolve the choice at the final seeds (sets ``c.rows``, ``c.choice``,
-    ``c.final``). Returns how many grid runs have no record yet (0: decided)."""
-    rows, missing = score(c, options.runs)
-    if missing:
-        return missing
-    task_cls = c.specs[0][0].task_cls
-    c.rows, c.choice = rows, choose(rows, task_cls.metrics[task_cls.selection_metric()])
-    if c.choice is not None:
-        task_spec, est_spec = c.settings[c.choice]
-        c.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
-    return 0
 
 
 def write_selection(record: dict[str, Any], runs_dir: str | Path, keep_same: bool = False) -> dict[str, Any]:

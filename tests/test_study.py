@@ -18,6 +18,7 @@ import pytest
 from gradbench import study
 from gradbench.cli import main
 from gradbench.errors import UsageError
+from gradbench.results import verdicts
 from gradbench.spec import RunOptions, resolve, spec_from_record
 from gradbench.stats import relative_gain
 from gradbench.sweep import Grid, todo
@@ -40,11 +41,12 @@ def _pairs(rng: np.random.Generator, n: int, mean_b: float, gain: float, higher:
 def _rates(gain_true: float, claimed: float, higher: bool = True, mean_b: float = 0.8, n: int = 5,
            seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    counts = dict.fromkeys((study.SUPPORTED, study.NOT_SUPPORTED, study.CONTRADICTED, study.INCONCLUSIVE), 0)
+    counts = dict.fromkeys((verdicts.SUPPORTED, verdicts.NOT_SUPPORTED, verdicts.CONTRADICTED,
+                            verdicts.INCONCLUSIVE), 0)
     for _ in range(TRIALS):
         a, b = _pairs(rng, n, mean_b, gain_true, higher)
         g = relative_gain(a, b, higher)
-        counts[study.verdict(g.lo, g.hi, claimed)] += 1
+        counts[verdicts.verdict(g.lo, g.hi, claimed)] += 1
     return {k: v / TRIALS for k, v in counts.items()}
 
 
@@ -87,23 +89,23 @@ def test_fieller_interval_covers_the_true_gain_95_percent_of_the_time(higher, me
 
 
 @pytest.mark.parametrize("lo,hi,claimed,expected", [
-    (-0.3, -0.01, 0.25, study.CONTRADICTED),
-    (-0.1, 0.1, 0.25, study.NOT_SUPPORTED),
-    (0.02, 0.2, 0.25, study.NOT_SUPPORTED),  # better, but by less than claimed
-    (0.1, 0.4, 0.25, study.SUPPORTED),
-    (0.3, 0.4, 0.25, study.SUPPORTED),  # more than claimed is still the claim
-    (-0.1, 0.4, 0.25, study.INCONCLUSIVE),
-    (0.01, 0.02, 0.0, study.SUPPORTED),  # direction only
-    (-0.01, 0.02, 0.0, study.INCONCLUSIVE),
-    (-0.02, -0.01, 0.0, study.CONTRADICTED),
+    (-0.3, -0.01, 0.25, verdicts.CONTRADICTED),
+    (-0.1, 0.1, 0.25, verdicts.NOT_SUPPORTED),
+    (0.02, 0.2, 0.25, verdicts.NOT_SUPPORTED),  # better, but by less than claimed
+    (0.1, 0.4, 0.25, verdicts.SUPPORTED),
+    (0.3, 0.4, 0.25, verdicts.SUPPORTED),  # more than claimed is still the claim
+    (-0.1, 0.4, 0.25, verdicts.INCONCLUSIVE),
+    (0.01, 0.02, 0.0, verdicts.SUPPORTED),  # direction only
+    (-0.01, 0.02, 0.0, verdicts.INCONCLUSIVE),
+    (-0.02, -0.01, 0.0, verdicts.CONTRADICTED),
 ])
 def test_verdict_rule(lo, hi, claimed, expected):
-    assert study.verdict(lo, hi, claimed) == expected
+    assert verdicts.verdict(lo, hi, claimed) == expected
 
 
 def test_a_true_claim_is_rejected_at_most_2_5_percent_of_the_time():
     r = _rates(gain_true=0.10, claimed=0.10)
-    rejected = r[study.NOT_SUPPORTED] + r[study.CONTRADICTED]
+    rejected = r[verdicts.NOT_SUPPORTED] + r[verdicts.CONTRADICTED]
     assert rejected < 0.025 + BAND, r
     assert rejected > 0.025 - BAND, r  # exact, not merely conservative: the test can tell a broken rule
 
@@ -111,23 +113,23 @@ def test_a_true_claim_is_rejected_at_most_2_5_percent_of_the_time():
 def test_with_no_difference_supported_and_contradicted_are_each_at_most_2_5_percent():
     for claimed in (0.0, 0.10):
         r = _rates(gain_true=0.0, claimed=claimed, seed=2)
-        assert r[study.SUPPORTED] < 0.025 + BAND, r
-        assert r[study.CONTRADICTED] < 0.025 + BAND, r
+        assert r[verdicts.SUPPORTED] < 0.025 + BAND, r
+        assert r[verdicts.CONTRADICTED] < 0.025 + BAND, r
 
 
 def test_the_rule_is_sensitive_to_a_real_gain_and_to_a_much_smaller_one():
-    assert _rates(gain_true=0.3, claimed=0.25, seed=3)[study.SUPPORTED] > 0.9
-    assert _rates(gain_true=0.0, claimed=0.77, seed=4)[study.NOT_SUPPORTED] > 0.9
+    assert _rates(gain_true=0.3, claimed=0.25, seed=3)[verdicts.SUPPORTED] > 0.9
+    assert _rates(gain_true=0.0, claimed=0.77, seed=4)[verdicts.NOT_SUPPORTED] > 0.9
 
 
 def test_level_verdict_and_seeds_to_settle():
-    assert study.level_verdict(0.93, 0.02, 0.942, True) == study.SUPPORTED
-    assert study.level_verdict(0.90, 0.02, 0.942, True) == study.NOT_SUPPORTED
-    assert study.level_verdict(3.0, 0.5, 3.2, False) == study.SUPPORTED
-    assert study.level_verdict(0.99, None, 0.942, True) == study.INCONCLUSIVE
-    n = study.seeds_to_settle(0.1, 0.05)
+    assert verdicts.level_verdict(0.93, 0.02, 0.942, True) == verdicts.SUPPORTED
+    assert verdicts.level_verdict(0.90, 0.02, 0.942, True) == verdicts.NOT_SUPPORTED
+    assert verdicts.level_verdict(3.0, 0.5, 3.2, False) == verdicts.SUPPORTED
+    assert verdicts.level_verdict(0.99, None, 0.942, True) == verdicts.INCONCLUSIVE
+    n = verdicts.seeds_to_settle(0.1, 0.05)
     assert n is not None and 15 < n < 25  # t * 0.1 / sqrt(n) < 0.05 needs n near 18
-    assert study.seeds_to_settle(10.0, 1e-4) is None
+    assert verdicts.seeds_to_settle(10.0, 1e-4) is None
 
 
 def test_level_claims_miss_a_reached_level_at_most_2_5_percent_of_the_time():
@@ -138,7 +140,7 @@ def test_level_claims_miss_a_reached_level_at_most_2_5_percent_of_the_time():
         mean, sd = x.mean(), x.std(ddof=1)
         from gradbench.stats import t_half_width
 
-        misses += study.level_verdict(mean, t_half_width(sd, 5), 0.942, True) == study.NOT_SUPPORTED
+        misses += verdicts.level_verdict(mean, t_half_width(sd, 5), 0.942, True) == verdicts.NOT_SUPPORTED
     assert misses / TRIALS < 0.025 + BAND
 
 
@@ -338,7 +340,6 @@ def test_a_task_key_added_later_keeps_the_older_records_id():
 def test_a_finished_record_under_the_older_id_is_reused(tmp_path):
     from gradbench import records
     from gradbench.runner import execute
-    from gradbench.tune import find_record
 
     spec = resolve("classify", "ste", seed=0, options=RunOptions(steps=3, grad_stats=False))
     assert execute(spec, device="cpu", runs_dir=str(tmp_path))["status"] == "ok"
@@ -350,7 +351,7 @@ def test_a_finished_record_under_the_older_id_is_reused(tmp_path):
     records.atomic_write_json(legacy, record)
     new.unlink()
     assert todo(Grid([spec]), str(tmp_path), (0, 1))[:2] == ([], 1)
-    assert find_record(tmp_path, spec)["run_id"] == legacy.stem
+    assert spec.find_record(tmp_path).run_id == legacy.stem
 
 
 def test_every_committed_record_rebuilds_to_its_id():
@@ -377,11 +378,11 @@ def test_every_committed_record_rebuilds_to_its_id():
 
 
 def test_direction_claims_follow_the_paired_t_test():
-    assert study.direction_verdict(0.01, -0.5, False) == study.SUPPORTED  # lower is better, A lower
-    assert study.direction_verdict(0.01, -0.5, True) == study.CONTRADICTED
-    assert study.direction_verdict(0.2, 0.5, True) == study.INCONCLUSIVE
-    assert study.seeds_to_settle(0.0, 0.0) is None  # identical sides: no number of seeds decides
-    assert study.seeds_to_settle(0.0, 0.1) == 2
+    assert verdicts.direction_verdict(0.01, -0.5, False) == verdicts.SUPPORTED  # lower is better, A lower
+    assert verdicts.direction_verdict(0.01, -0.5, True) == verdicts.CONTRADICTED
+    assert verdicts.direction_verdict(0.2, 0.5, True) == verdicts.INCONCLUSIVE
+    assert verdicts.seeds_to_settle(0.0, 0.0) is None  # identical sides: no number of seeds decides
+    assert verdicts.seeds_to_settle(0.0, 0.1) == 2
 
 
 def _judged(tmp_path, text, statuses_a, statuses_b=None):
@@ -406,13 +407,13 @@ def test_failures_count_against_their_side(tmp_path):
     level = GOOD.split("[[claims]]")[0] + "[[claims]]" + GOOD.split("[[claims]]")[2]
     # two good seeds would reach the level with a wide interval; the diverged third did not reach it
     res = _judged(tmp_path, level, [("ok", 4.0), ("ok", 6.0), ("diverged", None)])
-    assert res["verdict"] == study.NOT_SUPPORTED and res["notes"]
+    assert res.outcome == verdicts.NOT_SUPPORTED and res.notes
     gain = GOOD.split("[[claims]]")[0] + "[[claims]]" + GOOD.split("[[claims]]")[1]
     (tmp_path / "g").mkdir()
     res = _judged(tmp_path / "g", gain, [("ok", 1.0), ("ok", 1.1), ("diverged", None)],
                   [("ok", 3.0), ("ok", 3.1), ("ok", 3.05)])
-    assert res["paired_seeds"] == [0, 1]
-    assert res["verdict"] == study.INCONCLUSIVE and "A failed or diverged" in res["notes"][0]
+    assert res.paired_seeds == [0, 1]
+    assert res.outcome == verdicts.INCONCLUSIVE and "A failed or diverged" in res.notes[0]
 
 
 def test_a_tuned_claim_on_a_gradient_metric_is_judged_later_not_crashed(tmp_path):
@@ -431,7 +432,7 @@ tune = "lr=1e-3,1e-2"
     s = study.load_study(_write(tmp_path, text))
     p = study.plan(s, "cpu")
     assert study.missing(p).count > 0
-    assert study.judge(p, s.claims[0])["verdict"] is None
+    assert study.judge(p, s.claims[0]).outcome is None
 
 
 def test_a_checkpoint_the_profile_does_not_measure_is_refused(tmp_path):

@@ -5,7 +5,7 @@
     terminal report, the claims report, the study's verdicts, tune's scores
 
 - ``record``: ``Record`` (status, metric(name), gradient checkpoints, budget, cost, accel path, seed,
-  provenance, run id, labels), ``Selection``, ``TableKey``.
+  provenance, run id, labels) and ``TableKey``; ``selection``: ``Selection``, a tuning's selection record.
 - ``runset``: ``RunSet`` and its ``Row`` (one estimator setting's newest record per seed).
 - ``catalogue``: every metric a report shows (task metrics, gradient statistics) with its direction,
   label, legend and aggregation; the main metric and the columns of a table.
@@ -48,17 +48,17 @@ from gradbench.results.record import (
     Checkpoint,
     Provenance,
     Record,
-    Selection,
     TableKey,
     path_order,
 )
 from gradbench.results.runset import Relabel, Row, RunSet, Table
-from gradbench.results.verdicts import Side, Statement, Verdict, judge
+from gradbench.results.selection import Selection, Setting
+from gradbench.results.verdicts import Side, Statement, Verdict, conclude
 
 __all__ = [
-    "fmt", "Record", "Checkpoint", "Provenance", "Selection", "TableKey", "EAGER", "PATH_NAMES", "path_order",
-    "RunSet", "Row", "Table", "Relabel", "Metric", "GRADIENT", "GRADIENT_PREFIX", "TABLE_GRADIENT", "CLAIM_GRADIENT",
-    "TRACE", "columns", "claim_metric", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "Ranking", "RowStats", "TableStats",
-    "tie_test", "is_tied", "bias_p", "unranked_reason", "decide", "decide_table", "Verdict", "Side", "Statement",
-    "judge",
+    "fmt", "Record", "Checkpoint", "Provenance", "Selection", "Setting", "TableKey", "EAGER", "PATH_NAMES",
+    "path_order", "RunSet", "Row", "Table", "Relabel", "Metric", "GRADIENT", "GRADIENT_PREFIX", "TABLE_GRADIENT",
+    "CLAIM_GRADIENT", "TRACE", "columns", "claim_metric", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "Ranking", "RowStats",
+    "TableStats", "tie_test", "is_tied", "bias_p", "unranked_reason", "decide", "decide_table", "Verdict", "Side",
+    "Statement", "conclude",
 ]

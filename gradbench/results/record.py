@@ -1,7 +1,7 @@
 """``Record``: a typed, read-only view of one run record (the JSON file of docs/records.md), so that no
 reader spells a record's keys or re-derives its defaults (a record without ``accel`` ran eagerly; a
 metric's value counts only when it is a finite number; the end of training is the last gradient
-checkpoint). ``Selection`` is the same for a tuning's selection record.
+checkpoint).
 
 The view never changes the stored record: a row's display labels (``relabelled``) live beside it.
 """
@@ -40,7 +40,7 @@ def finite(value: Any) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
-def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def table_of(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
 
@@ -115,13 +115,15 @@ class Provenance:
     threads: int | None = None
     hostname: str | None = None
     argv: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
     start_utc: str | None = None
     end_utc: str | None = None
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Provenance:
-        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "argv"}
-        return cls(**known, argv=tuple(map(str, data.get("argv") or ())))
+        lists = ("argv", "plugins")
+        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k not in lists}
+        return cls(**known, **{k: tuple(map(str, data.get(k) or ())) for k in lists})
 
     @property
     def short_sha(self) -> str:
@@ -191,31 +193,31 @@ class Record:
     @property
     def task(self) -> str:
         """The task's registered name ("" when the record has none)."""
-        return str(_table(self.data, "task").get("name") or "")
+        return str(table_of(self.data, "task").get("name") or "")
 
     @property
     def task_label(self) -> str:
         """The task setting's label (``sort(node=bernoulli)``), or the label it is shown under."""
-        task = _table(self.data, "task")
+        task = table_of(self.data, "task")
         return self.shown_task_label or str(task.get("label") or task.get("name"))
 
     @property
     def task_version(self) -> Any:
-        return _table(self.data, "task").get("version")
+        return table_of(self.data, "task").get("version")
 
     @property
     def task_config(self) -> Mapping[str, Any]:
-        return _table(_table(self.data, "task"), "config")
+        return table_of(table_of(self.data, "task"), "config")
 
     @property
     def node(self) -> Mapping[str, Any]:
         """The node's description: ``kind``, ``shape`` and its parameters."""
-        return _table(_table(self.data, "task"), "node")
+        return table_of(table_of(self.data, "task"), "node")
 
     @property
     def node_settings(self) -> dict[str, Any]:
         """The node's shape and parameters."""
-        return {"shape": self.node.get("shape"), **_table(self.node, "params")}
+        return {"shape": self.node.get("shape"), **table_of(self.node, "params")}
 
     @property
     def node_kind(self) -> str:
@@ -224,32 +226,32 @@ class Record:
     @property
     def estimator(self) -> str:
         """The estimator's registered name ("" when the record has none)."""
-        return str(_table(self.data, "estimator").get("name") or "")
+        return str(table_of(self.data, "estimator").get("name") or "")
 
     @property
     def label(self) -> str:
         """The estimator setting's label (``gumbel(tau=0.5)``), or the label its row is shown under."""
-        est = _table(self.data, "estimator")
+        est = table_of(self.data, "estimator")
         return self.shown_label or str(est.get("label") or est.get("name") or "")
 
     @property
     def stored_label(self) -> str:
         """The estimator label as stored in the record."""
-        est = _table(self.data, "estimator")
+        est = table_of(self.data, "estimator")
         return str(est.get("label") or est.get("name") or "")
 
     @property
     def estimator_version(self) -> Any:
-        return _table(self.data, "estimator").get("version")
+        return table_of(self.data, "estimator").get("version")
 
     @property
     def estimator_config(self) -> Mapping[str, Any] | None:
-        config = _table(self.data, "estimator").get("config")
+        config = table_of(self.data, "estimator").get("config")
         return config if isinstance(config, Mapping) else None
 
     @property
     def unbiased(self) -> bool:
-        return bool(_table(self.data, "estimator").get("unbiased"))
+        return bool(table_of(self.data, "estimator").get("unbiased"))
 
     @property
     def preset(self) -> str:
@@ -302,7 +304,7 @@ class Record:
         """metric name -> higher is better (None when the record does not say), in the record's order;
         the ``valid_*`` metrics (tuning's data, never a result) only with ``validation``."""
         out: dict[str, bool | None] = {}
-        for name, m in _table(self.data, "metrics").items():
+        for name, m in table_of(self.data, "metrics").items():
             if validation or not name.startswith(VALID_PREFIX):
                 hib = m.get("higher_is_better") if isinstance(m, Mapping) else None
                 out[name] = hib if isinstance(hib, bool) else None
@@ -310,19 +312,19 @@ class Record:
 
     def metric(self, name: str) -> float | None:
         """The final value of metric ``name`` when it is a finite number (None: absent, or not finite)."""
-        m = _table(self.data, "metrics").get(name)
+        m = table_of(self.data, "metrics").get(name)
         return finite(m.get("value")) if isinstance(m, Mapping) else None
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
         """The gradient checkpoints in order (empty when not measured)."""
-        points = _table(self.data, "gradient").get("checkpoints") or []
+        points = table_of(self.data, "gradient").get("checkpoints") or []
         return [Checkpoint(p) for p in points if isinstance(p, Mapping)]
 
     @property
     def end(self) -> Checkpoint | None:
         """The last gradient checkpoint (the end of training), or None."""
-        points = _table(self.data, "gradient").get("checkpoints") or []
+        points = table_of(self.data, "gradient").get("checkpoints") or []
         return Checkpoint(points[-1]) if points and isinstance(points[-1], Mapping) and points[-1] else None
 
     def checkpoint(self, name: str) -> Checkpoint | None:
@@ -334,7 +336,7 @@ class Record:
     @property
     def cost(self) -> Mapping[str, Any]:
         """Every cost field as stored (for display); the typed ones below are what reports compute with."""
-        return _table(self.data, "cost")
+        return table_of(self.data, "cost")
 
     @property
     def evals_per_step(self) -> float | None:
@@ -371,16 +373,16 @@ class Record:
 
     @property
     def diagnostics(self) -> Mapping[str, Any]:
-        return _table(self.data, "diagnostics")
+        return table_of(self.data, "diagnostics")
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.of(_table(self.data, "provenance"))
+        return Provenance.of(table_of(self.data, "provenance"))
 
     @property
     def end_utc(self) -> str:
         """When the run ended (``""`` when unknown): the newest record of a seed wins."""
-        return str(_table(self.data, "provenance").get("end_utc") or "")
+        return str(table_of(self.data, "provenance").get("end_utc") or "")
 
     def history(self, runs_dir: str | Path) -> list[dict[str, Any]]:
         """The run's history rows (``<run_id>.history.jsonl`` under ``runs_dir``); [] when there is none."""
@@ -392,117 +394,3 @@ class Record:
         rows = [(finite(h.get("step")), finite(h.get(x)), finite(h.get(key))) for h in self.history(runs_dir)]
         return sorted(((s, t, v) for s, t, v in rows if s is not None and t is not None and v is not None),
                       key=lambda row: row[0])
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One grid point of a selection record (``settings[i]``): its values and validation statistics."""
-
-    data: Mapping[str, Any]
-
-    @property
-    def values(self) -> Mapping[str, Any]:
-        return _table(self.data, "values")
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [str(rid) for rid in self.data.get("run_ids") or []]
-
-    @property
-    def n_ok(self) -> int:
-        return int(self.data.get("n_ok") or 0)
-
-    @property
-    def n(self) -> int:
-        return int(self.data.get("n") or 0)
-
-    @property
-    def mean(self) -> float | None:
-        return number(self.data.get("mean"))
-
-    @property
-    def ci95(self) -> float | None:
-        return number(self.data.get("ci95"))
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A tuning's selection record (``<runs>/selections/<id>.json``, written by ``gradbench tune``)."""
-
-    data: Mapping[str, Any]
-
-    @property
-    def path(self) -> str:
-        return str(self.data.get("path", ""))
-
-    @property
-    def task_label(self) -> str:
-        task = _table(self.data, "task")
-        return str(task.get("label") or task.get("name"))
-
-    @property
-    def label(self) -> str:
-        """The estimator's label without the grid's keys."""
-        est = _table(self.data, "estimator")
-        return str(est.get("label") or est.get("name"))
-
-    @property
-    def budget(self) -> Any:
-        return self.data.get("budget")
-
-    @property
-    def grid(self) -> Mapping[str, list[Any]]:
-        return _table(self.data, "grid")
-
-    @property
-    def metric(self) -> str:
-        return str(self.data.get("selection_metric"))
-
-    @property
-    def higher_is_better(self) -> bool:
-        return bool(self.data.get("higher_is_better"))
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(self.data.get("seeds") or [])
-
-    @property
-    def final_seeds(self) -> list[int]:
-        return list(self.data.get("final_seeds") or [])
-
-    @property
-    def settings(self) -> list[Setting]:
-        """The grid points, in grid order."""
-        return [Setting(row) for row in self.data.get("settings") or [] if isinstance(row, Mapping)]
-
-    @property
-    def grid_run_ids(self) -> list[str]:
-        return [rid for row in self.settings for rid in row.run_ids]
-
-    @property
-    def choice(self) -> Mapping[str, Any] | None:
-        choice = self.data.get("choice")
-        return choice if isinstance(choice, Mapping) and choice else None
-
-    @property
-    def chosen_index(self) -> int | None:
-        return (self.choice or {}).get("index")
-
-    @property
-    def chosen(self) -> Mapping[str, Any]:
-        """The chosen setting's values ({} when none was eligible)."""
-        return (self.choice or {}).get("values") or {}
-
-    @property
-    def final_run_ids(self) -> list[str]:
-        return [str(r) for r in (self.choice or {}).get("final_run_ids") or []]
-
-    @property
-    def table(self) -> TableKey:
-        """The table its rows go to: its task label without the grid's keys, plus `` [tuned]``."""
-        task = _table(self.data, "task")
-        return TableKey(str(task["name"]), str(self.data.get("preset")), self.task_label + TUNED,
-                        budget_key(self.budget))
-
-
-TUNED = " [tuned]"

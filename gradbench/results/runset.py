@@ -18,7 +18,8 @@ from typing import Any
 
 from gradbench.records import iter_records, read_selections
 from gradbench.results.fmt import seeds_text, values_text
-from gradbench.results.record import Record, Selection, TableKey
+from gradbench.results.record import Record, TableKey
+from gradbench.results.selection import Selection
 
 Relabel = Callable[[Record], str]  # a record -> the label its row is shown under ("" keeps the stored one)
 

@@ -1,5 +1,5 @@
 """A paper's claim judged from its sides' records: the figures of each side, the paired relative gain, and
-the verdict by a stated rule. ``gradbench.study`` gathers the records (``Side``); ``judge`` fills in a
+the verdict by a stated rule. ``gradbench.study`` gathers the records (``Side``); ``conclude`` fills in a
 ``Verdict``; the claims report renders it.
 
 The rules (``RULES``, one per kind of statement; a new kind of claim is one function there):
@@ -32,12 +32,35 @@ from functools import cached_property
 from typing import Any
 
 from gradbench.results.catalogue import Metric
-from gradbench.results.record import Record, Selection
+from gradbench.results.record import Record
+from gradbench.results.selection import Selection
 from gradbench.stats import Gain, mean_ci, relative_gain, t_half_width
 
 SUPPORTED, NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "not supported", "contradicted", "inconclusive"
 MISSING = "missing"  # a final seed whose run has no record yet
 MAX_SEEDS = 1000  # beyond this, "what would settle it" says "more than 1000 seeds"
+
+
+RULE_TEXT = f"""A claim's verdict comes from the 95% confidence interval [lo, hi] of the relative gain of A over B
+(Fieller's interval over the paired seeds: every gain the paired t-test does not reject):
+
+- **{CONTRADICTED}**: hi < 0 (B is better);
+- **{NOT_SUPPORTED}**: 0 <= hi < the claimed gain (the gain is smaller than claimed);
+- **{SUPPORTED}**: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as claimed is not
+  ruled out; the measured gain is printed beside the claim, and may be smaller);
+- **{INCONCLUSIVE}**: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
+
+A claim that states only a direction is judged by the paired t-test at 5%: {SUPPORTED} when it finds A
+better, {CONTRADICTED} when it finds B better, {INCONCLUSIVE} otherwise. A level claim ("reaches 94.2%")
+is {SUPPORTED} when the 95% interval of A's mean reaches the level, {NOT_SUPPORTED} otherwise.
+Failures count against their side: seeds where a side failed or diverged are not paired, a level is not
+reached by a seed that failed, a claim is never {SUPPORTED} while A failed or diverged on some seed nor
+{CONTRADICTED} while B did (it is then {INCONCLUSIVE}, and the report says why); fewer than 2 paired seeds
+is {INCONCLUSIVE}. False alarms (exact when seed-to-seed variation is normal; checked by simulation in
+tests/test_study.py): a true claim is judged {NOT_SUPPORTED} or {CONTRADICTED} with probability at most
+2.5%; with no true difference between A and B, {SUPPORTED} with probability at most 2.5%, and
+{CONTRADICTED} likewise."""
+
 
 
 @dataclass(frozen=True)
@@ -211,7 +234,7 @@ RULES: dict[str, Callable[[Verdict], None]] = {
     "level": _judge_level, "gain": _judge_comparison, "direction": _judge_comparison}
 
 
-def judge(v: Verdict) -> Verdict:
+def conclude(v: Verdict) -> Verdict:
     """Fill in ``v``'s outcome by the rule of its statement's kind, once every side's final runs have
     records (until then the outcome stays None). Returns ``v``."""
     if all(s.complete for s in v.sides):
