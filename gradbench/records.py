@@ -23,11 +23,13 @@ Record fields (schema_version 1; docs/records.md says what each means)::
     diagnostics: {name: float}  (estimator diagnostics at the end),
     eval_every: N  (the evaluation interval used),
     accel: {requested, used ("none" | "graph" | "compile"), reason},
-    provenance: {gradbench_version, git_sha, git_dirty, torch, python, cuda, device, device_name, threads,
-                 hostname, argv, plugins, start_utc, end_utc}
+    provenance: {gradbench_version, git_sha, git_dirty, torch, python, cuda, device, device_name, cpu_model,
+                 threads, threads_source, threads_probe_seconds (after a probe), hostname, argv, plugins,
+                 start_utc, end_utc}
 
 Records made before a field existed lack it (the schema version stayed 1): eval_every, accel,
-seed_batch, data_fingerprint, provenance.plugins; a record without ``accel`` ran eagerly.
+seed_batch, data_fingerprint, provenance.plugins, cpu_model and threads_source; a record without
+``accel`` ran eagerly. Readers go through the typed view ``gradbench.results.Record``.
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ class Provenance:
     cuda: str | None = None
     device: str | None = None
     device_name: str | None = None
+    cpu_model: str | None = None
     threads: int | None = None
+    threads_source: str | None = None
     hostname: str | None = None
     argv: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()

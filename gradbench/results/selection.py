@@ -121,4 +121,3 @@ class Selection:
         task = table_of(self.data, "task")
         return TableKey(str(task["name"]), str(self.data.get("preset")), self.task_label + TUNED,
                         budget_key(self.budget))
-
