@@ -5,13 +5,20 @@ Datasets (pixels scaled to [0, 1], flattened; 10 classes):
 * ``digits``: scikit-learn's ``load_digits`` (1,797 8x8 images, shipped with scikit-learn; no download).
   Fixed split from a seeded permutation: 1,257 train / 180 valid / 360 test.
 * ``fashion-mnist`` and ``mnist``: the four official idx ``.gz`` files (28x28). Split: the first 55,000
-  official training images train, the last 5,000 valid, the official 10,000 test.
+  official training images train, the last 5,000 valid, the official 10,000 test; under ``split="disarm"``
+  (DisARM's launcher: ``train[:50000]``, ``train[50000:]``, ``test``) 50,000 / 10,000 / 10,000.
+* ``omniglot``: ``chardata.mat`` of the IWAE repository (yburda/iwae, ``datasets/OMNIGLOT``), the split
+  VIMCO and DisARM use: 28x28 grey images, ``data`` 24,345 training and ``testdata`` 8,070 test images;
+  the last 1,345 training images valid (DisARM's ``num_valid``), so 23,000 train. Read with
+  ``scipy.io.loadmat`` (a MATLAB file: nothing is unpickled). Labels: the alphabet (``target``).
 
-The idx files are looked for in ``$GRADBENCH_DATA/<name>``, then the user cache
+The files are looked for in ``$GRADBENCH_DATA/<name>``, then the user cache
 (``$XDG_CACHE_HOME/gradbench/<name>``, default ``~/.cache/gradbench/<name>``), then, for Fashion-MNIST, the
-install location of Debian's ``dataset-fashion-mnist``. Every file is checked against its MD5 before
-use: the official ``.gz`` checksum, or the checksum of the decompressed content (Debian re-compresses the
-same bytes). ``fetch`` downloads from the official source into the cache, verifying as it goes.
+install location of Debian's ``dataset-fashion-mnist``. Every file is checked before use: an idx file
+against its MD5 (the official ``.gz`` checksum, or the checksum of the decompressed content: Debian
+re-compresses the same bytes); ``chardata.mat``, which has no published checksum, against the SHA-256
+pinned beside it in ``chardata.mat.sha256`` (written by ``fetch``, which requires ``sha256=``). ``fetch``
+downloads from the official source into the cache, verifying as it goes.
 
 Binarization (pixels as Bernoulli targets): ``dynamic`` re-samples every training image each time it is
 drawn, ``static`` uses one fixed seeded sample, ``threshold`` uses ``pixel > 0.5``. Evaluation under
@@ -36,8 +43,9 @@ import torch
 
 from gradbench.errors import UsageError
 
-DATASETS = ("digits", "fashion-mnist", "mnist")
+DATASETS = ("digits", "fashion-mnist", "mnist", "omniglot")
 BINARIZE = ("dynamic", "static", "threshold")
+SPLITS = ("gradbench", "disarm")  # gradbench's own, or DisARM's launcher's (differs for the MNISTs only)
 STATIC_SEED = 1234  # the one fixed sample of static binarization (and of dynamic's evaluation sets)
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -49,7 +57,15 @@ class DataError(UsageError):
 
 
 class DataMissing(DataError):
-    """No search directory holds the dataset's files."""
+    """No search directory holds the dataset's files (or none it can verify)."""
+
+
+OMNIGLOT_URL = "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/"  # DisARM's dataset.py reads it here
+OMNIGLOT_FILE = "chardata.mat"
+OMNIGLOT_VALID = 1345  # the last training images, DisARM's num_valid
+OMNIGLOT_HINT = ("run 'gradbench data fetch omniglot --sha256 HEX' with the SHA-256 you trust for chardata.mat "
+                 "(no checksum is published), or put chardata.mat in $GRADBENCH_DATA/omniglot with its SHA-256 "
+                 "in chardata.mat.sha256")
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,11 @@ def cache_dir() -> Path:
     """The user cache for downloaded data."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gradbench"
+
+
+def files(name: str) -> tuple[str, ...]:
+    """The files dataset ``name`` is read from."""
+    return (OMNIGLOT_FILE,) if name == "omniglot" else FILES
 
 
 def search_dirs(name: str) -> list[Path]:
@@ -165,8 +186,43 @@ def check_bytes(raw: bytes, fname: str, name: str, where: object,
 
 
 def verify(path: Path, name: str) -> None:
-    """Raise DataError unless the file at ``path`` matches a known checksum."""
+    """Raise DataError unless the file at ``path`` matches a known checksum (for omniglot: the SHA-256
+    pinned in the ``.sha256`` file beside it)."""
+    if name == "omniglot":
+        check_sha256(path.read_bytes(), pinned_sha256(path), path)
+        return
     check_bytes(path.read_bytes(), path.name, name, path)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def normal_sha256(value: str) -> str:
+    """A SHA-256 given by a user: 64 hex digits (case and surrounding space ignored), else a UsageError."""
+    v = value.strip().lower()
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise UsageError(f"--sha256 must be 64 hex digits, got {value!r}")
+    return v
+
+
+def pinned_sha256(path: Path) -> str:
+    """The SHA-256 pinned for ``path`` in ``<path>.sha256`` (its first word, as ``sha256sum`` writes it)."""
+    pin = path.with_name(path.name + ".sha256")
+    if not pin.is_file():
+        raise DataMissing(f"{path}: no pinned checksum ({pin.name} is missing); {OMNIGLOT_HINT}")
+    words = pin.read_text().split()
+    try:
+        return normal_sha256(words[0] if words else "")
+    except UsageError:
+        raise DataError(f"{pin}: not a SHA-256 (64 hex digits); {OMNIGLOT_HINT}") from None
+
+
+def check_sha256(raw: bytes, want: str, where: object,
+                 advice: str = "the file is damaged or not the one pinned: delete it and fetch it again") -> None:
+    got = _sha256(raw)
+    if got != want:
+        raise DataError(f"{where}: SHA-256 {got} does not match the pinned {want}; {advice}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -176,33 +232,50 @@ def _verified(path: Path, name: str, size: int, mtime_ns: int) -> bool:
 
 
 def locate(name: str) -> Path:
-    """The first search directory holding all four files of ``name``, each verified (cached per file)."""
+    """The first search directory holding all files of ``name``, each verified (cached per file)."""
     for d in search_dirs(name):
-        if all((d / f).is_file() for f in FILES):
-            for f in FILES:
+        if all((d / f).is_file() for f in files(name)):
+            for f in files(name):
                 st = (d / f).stat()
-                _verified(d / f, name, st.st_size, st.st_mtime_ns)
+                pin = d / (f + ".sha256")
+                pin_mtime = pin.stat().st_mtime_ns if pin.is_file() else 0
+                _verified(d / f, name, st.st_size, st.st_mtime_ns + pin_mtime)
             return d
     where = ", ".join(str(d) for d in search_dirs(name))
-    raise DataMissing(f"dataset {name!r} not found (looked in {where}); {REMOTES[name].hint}")
+    hint = OMNIGLOT_HINT if name == "omniglot" else REMOTES[name].hint
+    raise DataMissing(f"dataset {name!r} not found (looked in {where}); {hint}")
 
 
-def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None, log=print) -> Path:
-    """Download ``name``'s four files into ``dest`` (default: the user cache), verifying each MD5.
+def fetch(name: str, dest: str | Path | None = None, base_url: str | None = None, log=print,
+          sha256: str | None = None) -> Path:
+    """Download ``name``'s files into ``dest`` (default: the user cache), verifying each: the idx files'
+    MD5s, or for omniglot the SHA-256 given as ``sha256`` (required: no checksum is published for
+    ``chardata.mat``; it is pinned beside the file in ``chardata.mat.sha256`` for every later use).
 
     A file is written under a temporary name and renamed only once it verifies; files already present
     and valid are kept. A bad URL is a UsageError; a failed transfer an OSError (a run failure, exit 1).
     """
-    if name not in REMOTES:
-        raise UsageError(f"nothing to fetch for {name!r}; downloadable: {', '.join(REMOTES)}"
+    downloadable = (*REMOTES, "omniglot")
+    if name not in downloadable:
+        raise UsageError(f"nothing to fetch for {name!r}; downloadable: {', '.join(downloadable)}"
                          + (" (digits ships with scikit-learn)" if name == "digits" else ""))
-    remote = REMOTES[name]
+    if name == "omniglot":
+        if sha256 is None:
+            raise UsageError("omniglot's chardata.mat has no published checksum: pass --sha256 HEX, the SHA-256 "
+                             "of the file you trust (e.g. 'sha256sum chardata.mat' of a copy you checked)")
+        sha256 = normal_sha256(sha256)
+    elif sha256 is not None:
+        raise UsageError(f"--sha256 is for omniglot; {name}'s files are checked against their published MD5s")
     out = Path(dest) / name if dest is not None else cache_dir() / name
     created = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing is kept
     out.mkdir(parents=True, exist_ok=True)
     try:
-        for f in FILES:
-            _fetch_file(out / f, name, base_url or remote.url, log)
+        if name == "omniglot":
+            assert sha256 is not None
+            _fetch_pinned(out / OMNIGLOT_FILE, sha256, base_url or OMNIGLOT_URL, log)
+        else:
+            for f in FILES:
+                _fetch_file(out / f, name, base_url or REMOTES[name].url, log)
     except BaseException:
         for folder in created:  # deepest first; a folder that holds anything stays
             with contextlib.suppress(OSError):
@@ -220,23 +293,44 @@ def _fetch_file(target: Path, name: str, url: str, log) -> None:
             return
         except DataError:
             pass
-    f = target.name
-    source = url.rstrip("/") + "/" + f
+    raw, source = _download(url, target.name)
+    check_bytes(raw, target.name, name, source, advice="nothing was kept; try again, or another --url")
+    _write(target, raw)
+    log(f"{target}: downloaded, checksum ok")
+
+
+def _fetch_pinned(target: Path, sha256: str, url: str, log) -> None:
+    """Like ``_fetch_file`` against a given SHA-256, which is then pinned in ``<target>.sha256``."""
+    pin = target.with_name(target.name + ".sha256")
+    if target.is_file() and _sha256(target.read_bytes()) == sha256:
+        log(f"{target}: present, checksum ok")
+    else:
+        raw, source = _download(url, target.name)
+        check_sha256(raw, sha256, source, advice="nothing was kept; check the checksum, try again, or another --url")
+        _write(target, raw)
+        log(f"{target}: downloaded, checksum ok")
+    _write(pin, f"{sha256}  {target.name}\n".encode())
+
+
+def _download(url: str, fname: str) -> tuple[bytes, str]:
+    source = url.rstrip("/") + "/" + fname
     try:
         with urllib.request.urlopen(source, timeout=60) as r:
-            raw = r.read()
+            return r.read(), source
     except ValueError as e:  # not a URL at all
         raise UsageError(f"bad --url {url!r}: {e}") from None
     except (OSError, http.client.HTTPException) as e:  # network, HTTP error, truncated transfer
         raise OSError(f"downloading {source} failed: {type(e).__name__}: {e}") from None
-    check_bytes(raw, f, name, source, advice="nothing was kept; try again, or another --url")
-    part = target.with_name(f".{f}.{os.getpid()}.part")
+
+
+def _write(target: Path, raw: bytes) -> None:
+    """Write under a temporary name, then rename: a reader never sees a partial file."""
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         part.write_bytes(raw)
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
-    log(f"{target}: downloaded, checksum ok")
 
 
 # --- loading and splits ----------------------------------------------------------------------------
@@ -263,9 +357,48 @@ def check(name: str) -> None:
         locate(name)
 
 
+def read_omniglot(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(train images, train labels, test images, test labels, classes) from an IWAE ``chardata.mat``: images
+    (N, 784) float32 in [0, 1], one image per column of ``data`` / ``testdata`` (kept in the file's pixel
+    order, as DisARM's ``dataset.py`` keeps it); labels the alphabet, argmax of ``target`` / ``testtarget``
+    (zeros when the file has none)."""
+    import scipy.io
+
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except (ValueError, NotImplementedError, OSError, TypeError) as e:  # not MATLAB 5 / damaged
+        raise DataError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e})") from None
+
+    def images(key: str) -> np.ndarray:
+        a = mat.get(key)
+        if a is None or a.ndim != 2 or a.shape[0] != 28 * 28 or not np.issubdtype(a.dtype, np.number):
+            raise DataError(f"{path}: expected {key!r} as 784 x N pixels, found "
+                            f"{'nothing' if a is None else a.shape}")
+        x = np.ascontiguousarray(a.T, dtype=np.float32)
+        if x.size and not (0 <= x.min() and x.max() <= 1):
+            raise DataError(f"{path}: {key!r} pixels outside [0, 1]")
+        return x
+
+    def labels(key: str, n: int) -> np.ndarray:
+        t = mat.get(key)
+        if t is None:
+            return np.zeros(n, dtype=np.int64)
+        if t.ndim != 2 or t.shape[1] != n:
+            raise DataError(f"{path}: {key!r} has shape {t.shape}, expected classes x {n}")
+        return t.argmax(0).astype(np.int64)
+
+    train, test = images("data"), images("testdata")
+    target = mat.get("target")
+    classes = int(target.shape[0]) if target is not None and target.ndim == 2 else 1
+    return train, labels("target", len(train)), test, labels("testtarget", len(test)), classes
+
+
 @functools.lru_cache(maxsize=4)
-def load(name: str) -> Splits:
-    """The fixed splits of ``name`` (cached per process)."""
+def load(name: str, split: str = "gradbench") -> Splits:
+    """The fixed splits of ``name`` (cached per process); ``split="disarm"``: DisARM's launcher's."""
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     check(name)
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -277,13 +410,20 @@ def load(name: str) -> Splits:
         tr, va, te = order[:1257], order[1257:1437], order[1437:]
         return Splits(x[tr], y[tr], x[va], y[va], x[te], y[te], (8, 8))
     d = locate(name)
+    if name == "omniglot":  # DisARM's split (the only one): the last OMNIGLOT_VALID training images valid
+        train_x, train_y, test_x, test_y, classes = read_omniglot(d / OMNIGLOT_FILE)
+        if len(train_x) <= OMNIGLOT_VALID:
+            raise DataError(f"{d / OMNIGLOT_FILE}: {len(train_x)} training images, fewer than the "
+                            f"{OMNIGLOT_VALID} validation images DisARM's split holds out")
+        cut = len(train_x) - OMNIGLOT_VALID
+        return Splits(train_x[:cut], train_y[:cut], train_x[cut:], train_y[cut:], test_x, test_y, (28, 28), classes)
     images = read_idx(d / FILES[0]).reshape(-1, 28 * 28).astype(np.float32) / 255.0
     labels = read_idx(d / FILES[1]).astype(np.int64)
     test_x = read_idx(d / FILES[2]).reshape(-1, 28 * 28).astype(np.float32) / 255.0
     test_y = read_idx(d / FILES[3]).astype(np.int64)
     if len(images) != len(labels) or len(test_x) != len(test_y):
         raise DataError(f"{d}: images and labels differ in count")
-    n_valid = len(images) // 12  # 5,000 of the official 60,000
+    n_valid = len(images) // 12 if split == "gradbench" else len(images) // 6  # 5,000 / 10,000 of the 60,000
     cut = len(images) - n_valid
     return Splits(images[:cut], labels[:cut], images[cut:], labels[cut:], test_x, test_y, (28, 28))
 
@@ -298,16 +438,17 @@ def binarize_fixed(x: torch.Tensor, mode: str | None) -> torch.Tensor:
     return torch.bernoulli(x.cpu(), generator=g).to(x.device)
 
 
-def image_set(name: str, binarize: str | None, device: torch.device) -> ImageSet:
+def image_set(name: str, binarize: str | None, device: torch.device, split: str = "gradbench") -> ImageSet:
     """The ImageSet of ``name`` on ``device`` in torch's default float dtype (float64 under
     ``torch.set_default_dtype``, which the exact-trajectory tests use), shared by every task that asks in this
     process (seeds run one after another, the replicas of a seed batch): it is never written to."""
-    return _image_set(name, binarize, device, torch.get_default_dtype())
+    return _image_set(name, binarize, device, torch.get_default_dtype(), split)
 
 
 @functools.lru_cache(maxsize=2)
-def _image_set(name: str, binarize: str | None, device: torch.device, dtype: torch.dtype) -> ImageSet:
-    return ImageSet(name, binarize, device, dtype)
+def _image_set(name: str, binarize: str | None, device: torch.device, dtype: torch.dtype,
+               split: str = "gradbench") -> ImageSet:
+    return ImageSet(name, binarize, device, dtype, split)
 
 
 class ImageSet:
@@ -317,10 +458,11 @@ class ImageSet:
     """
 
     def __init__(self, name: str, binarize: str | None, device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, split: str = "gradbench") -> None:
         if binarize is not None and binarize not in BINARIZE:
             raise UsageError(f"unknown binarize {binarize!r}; use one of {', '.join(BINARIZE)}")
-        s = load(name)
+        s = load(name, split)
+        self.train_mean = torch.from_numpy(s.train_x.mean(0, dtype=np.float64)).to(device, dtype)  # grey, per pixel
         self.binarize = binarize
         self.image_shape = s.image_shape
         self.classes = s.classes

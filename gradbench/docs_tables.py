@@ -188,15 +188,20 @@ README_TASKS: dict[str, tuple[str, str, str]] = {
     "topk": ("`topk` (k = 4 of 32 features)", "4 informative features, 4 proxies, 4 classes",
              "8 of 128 features, 10 classes"),
     "vae": ("`bernoulli` 200 latents; `node=categorical`; `iw_k=k` (default 1): the k-sample importance-weighted "
-            "bound, for `vimco`", "digits", "Fashion-MNIST"),
+            "bound, for `vimco`; `protocol=disarm` (presets `disarm-linear`, `disarm-nonlinear`: DisARM's "
+            "launcher) and `protocol=reinmax` (presets `reinmax-CxL`: ReinMax's categorical grid)", "digits",
+            "Fashion-MNIST"),
+    "polyprog": ("`categorical` 128 x 2", "ReinMax's problem (c = 0.45, p = 2)", "ReinMax's script: 40 epochs of 200 "
+                 "steps"),
 }
 METRIC_LABELS = {  # the README's words for the metrics (docs/tasks.md shows their names)
     "all_or_none": "all-or-none accuracy", "per_element": "per-element accuracy", "test_loss": "test loss",
     "gap": "`gap`", "expected_cost": "expected cost", "accuracy": "test accuracy",
     "test_recon": "reconstruction (nats)", "probe_accuracy": "linear-probe accuracy", "precision": "subset precision",
     "test_elbo": "test ELBO", "test_iw_bound": "importance-weighted bound", "train_elbo": "train ELBO",
+    "expected_loss": "expected loss",
 }
-METRIC_NOTES = {"toy": "exact (closed form)"}
+METRIC_NOTES = {"toy": "exact (closed form)", "polyprog": "exact (closed form)"}
 
 # docs/tasks.md's table: (node, where the protocol comes from).
 DOCS_TASKS: dict[str, tuple[str, str]] = {
@@ -208,7 +213,10 @@ DOCS_TASKS: dict[str, tuple[str, str]] = {
     "autoencode": ("`categorical` 20 x 10; `node=argmax`, `bernoulli`, `threshold`, `kmeans` (20 vectors of 8, 10 "
                    "centroids)", "gradbench"),
     "vae": ("`bernoulli` 200 latents; `node=categorical`; `iw_k=k` (default 1): k samples per example, the k-sample "
-            "bound (for `vimco`)", "REBAR/RELAX's model, gradbench's protocol"),
+            "bound (for `vimco`); `protocol=disarm`, `protocol=reinmax`: the published models",
+            "REBAR/RELAX's model, gradbench's protocol; DisARM's launcher (`disarm-*` presets) and ReinMax's "
+            "categorical VAE (`reinmax-*`), [protocols.md](protocols.md)"),
+    "polyprog": ("`categorical` 128 x 2 (X_i = first class)", "ReinMax's polynomial programming"),
 }
 
 

@@ -72,14 +72,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Adam:
-    """Adam over ``groups``. For the CUDA-graph path each learning rate lives in a device tensor, so a
-    schedule can change it between replays (the scheduler fills the tensor in place; a float would be baked
-    into the captured graph), and on CUDA Adam is ``capturable`` (its step count stays on the device)."""
-    if not graph:
-        return torch.optim.Adam(groups)
-    groups = [{**g, "lr": torch.tensor(float(g["lr"]), device=device)} for g in groups]
-    return torch.optim.Adam(groups, capturable=device.type == "cuda")
+def make_optimizer(groups: list[dict[str, Any]], device: torch.device, graph: bool) -> torch.optim.Optimizer:
+    """Adam over ``groups``; groups marked ``"optimizer": "sgd"`` (a task's ``ParamGroup``) take plain SGD
+    steps instead, and the two are then stepped as one (``Optimizers``). For the CUDA-graph path each
+    learning rate lives in a device tensor, so a schedule can change it between replays (the scheduler
+    fills the tensor in place; a float would be baked into the captured graph), and on CUDA Adam is
+    ``capturable`` (its step count stays on the device)."""
+    if graph:
+        groups = [{**g, "lr": torch.tensor(float(g["lr"]), device=device)} for g in groups]
+    adam = [g for g in groups if g.get("optimizer", "adam") == "adam"]
+    sgd = [g for g in groups if g.get("optimizer", "adam") == "sgd"]
+    if len(adam) + len(sgd) != len(groups):
+        raise ValueError(f"unknown optimizer in {[g.get('optimizer') for g in groups]}; use adam or sgd")
+    first = torch.optim.Adam(adam, capturable=graph and device.type == "cuda")
+    return Optimizers([first, PlainSGD(sgd)]) if sgd else first
+
+
+class PlainSGD(torch.optim.Optimizer):
+    """p <- p - lr * grad, the learning rate a float or a device tensor (no host sync: capturable)."""
+
+    def __init__(self, groups: list[dict[str, Any]]) -> None:
+        super().__init__(groups, {"lr": 1e-3})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                torch._foreach_add_(params, torch._foreach_mul([p.grad for p in params], group["lr"]), alpha=-1)
+
+
+class Optimizers(torch.optim.Optimizer):
+    """Several optimizers stepped as one. ``param_groups`` holds their groups themselves (the same dicts),
+    so a learning-rate schedule and ``zero_grad`` reach every group."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        super().__init__([g for o in optimizers for g in o.param_groups], {})
+
+    def step(self, closure: Any = None) -> None:
+        for o in self.optimizers:
+            o.step()
 
 
 def cosine(total_steps: int) -> Callable[[int], float]:

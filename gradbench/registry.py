@@ -41,6 +41,7 @@ BUILTIN_ESTIMATORS = {
 BUILTIN_TASKS = {
     "autoencode": "gradbench.tasks.autoencode:AutoencodeTask",
     "classify": "gradbench.tasks.classify:ClassifyTask",
+    "polyprog": "gradbench.tasks.polyprog:PolyprogTask",
     "sort": "gradbench.tasks.sort:SortTask",
     "topk": "gradbench.tasks.topk:TopkTask",
     "toy": "gradbench.tasks.toy:ToyTask",

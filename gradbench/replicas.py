@@ -72,10 +72,17 @@ class Pair:
     def pairs(self) -> list[tuple[Task, Estimator]]:
         return [(self.step.task, self.step.estimator)]
 
+    replicas = None  # plain parameters: no leading replica dim
+
     def parameter_groups(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(the task's trainable parameters, the estimator's own)."""
-        return ([p for p in self.step.task.parameters() if p.requires_grad],
+        """(the task's trainable parameters but those of its own ``optimizer_groups``, the estimator's own)."""
+        own = {id(t) for group in self.step.task.optimizer_groups() for t in self.task_tensors(group.names)}
+        return ([p for p in self.step.task.parameters() if p.requires_grad and id(p) not in own],
                 [p for p in self.step.estimator.parameters() if p.requires_grad])
+
+    def task_tensors(self, names: tuple[str, ...] | list[str]) -> list[torch.Tensor]:
+        """The tensors that train the task's parameters ``names`` (as in ``task.named_parameters()``)."""
+        return [self.step.task.get_parameter(name) for name in names]
 
     def state_ids(self) -> dict[str, int]:
         return state_ids(self.step)
@@ -131,11 +138,22 @@ class SeedBatch:
         if rebound:
             raise ValueError(f"the step rebinds buffer {rebound[0]!r} instead of updating it in place")
 
+    @property
+    def replicas(self) -> int:  # stacked parameters: a leading replica dim of this size
+        return len(self.steps)
+
     def parameter_groups(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        own = {"task." + name for group in self.steps[0].task.optimizer_groups() for name in group.names}
+
         def group(prefix: str) -> list[torch.Tensor]:
-            return [p for name, p in self.params.items() if name.startswith(prefix) and p.requires_grad]
+            return [p for name, p in self.params.items()
+                    if name.startswith(prefix) and p.requires_grad and name not in own]
 
         return group("task."), group("estimator.")
+
+    def task_tensors(self, names: tuple[str, ...] | list[str]) -> list[torch.Tensor]:
+        """The stacked tensors that train the task's parameters ``names``: (replicas, *shape) each."""
+        return [self.params["task." + name] for name in names]
 
     @torch.no_grad()
     def sync(self) -> None:

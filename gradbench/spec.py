@@ -104,14 +104,20 @@ class RunSpec:
 
     @property
     def run_ids(self) -> list[str]:
-        """This spec's id, then the id it had before its task's ``added_keys`` existed (when it is at their
-        values): a record under either id is this run."""
+        """This spec's id, then the ids it had before its task's ``added_keys`` existed (when it is at their
+        values): a record under any of them is this run. ``added_keys`` is in the order the keys were added,
+        so a record made when only the first few existed has an id without the later ones: one older id per
+        key, stripping the keys added after it (newest first)."""
         spec = self.as_dict()
-        config, added = spec["task"]["config"], self.task_cls.added_keys
-        if not added or any(config.get(k) != v for k, v in added.items()):
-            return [self.run_id]
-        spec["task"]["config"] = {k: v for k, v in config.items() if k not in added}
-        return [self.run_id, records.run_id(spec)]
+        config, added = spec["task"]["config"], list(self.task_cls.added_keys.items())
+        ids = [self.run_id]
+        for i in range(len(added) - 1, -1, -1):
+            later = dict(added[i:])
+            if any(config.get(k) != v for k, v in later.items()):
+                break
+            spec["task"]["config"] = {k: v for k, v in config.items() if k not in later}
+            ids.append(records.run_id(spec))
+        return ids
 
     def record_paths(self, runs_dir: str | Path) -> list[Path]:
         """Where this run's record may be, newest id first."""

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -37,6 +37,18 @@ class Preset:
     grad_draws: int = 100  # gradient estimates per checkpoint for the gradient statistics
 
 
+@dataclass(frozen=True)
+class ParamGroup:
+    """Task parameters trained by a rule of their own instead of the run's Adam at the task's ``lr``
+    (``Task.optimizer_groups``): ``names`` as in ``task.named_parameters()``, their learning rate, and
+    ``optimizer``: ``adam`` (Adam at this lr) or ``sgd`` (plain SGD, p <- p - lr * grad). A learning-rate
+    schedule scales these groups too."""
+
+    names: tuple[str, ...]
+    lr: float
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+
 FIXED_BATCH_SEED = 8_675_309
 FINGERPRINT_BATCHES = 3  # training batches hashed into a record's data_fingerprint
 RepeatedBatch = tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -52,9 +64,9 @@ class Task(torch.nn.Module):
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
-    # config keys added after records were published -> the value every older record ran at: a spec at
-    # those values also answers to the id it had before the keys existed (RunSpec.run_ids), so published
-    # records stay reusable and rerunnable
+    # config keys added after records were published -> the value every older record ran at, in the order
+    # the keys were added (append new ones at the end): a spec at those values also answers to the ids it had
+    # before the keys existed (RunSpec.run_ids), so published records stay reusable and rerunnable
     added_keys: ClassVar[dict[str, Any]] = {}
     # the config key (a Literal) that selects the node's kind, for the refusal's "try --task sort:node=bernoulli"
     # hint; None: no such key
@@ -85,6 +97,19 @@ class Task(torch.nn.Module):
     @property
     def node(self) -> Node:
         return self.node_of(self.config)
+
+    def optimizer_groups(self) -> list[ParamGroup]:
+        """Parameters the harness trains with their own learning rate or rule (e.g. a VAE's prior logits by
+        SGD at 1e-2, as DisARM's launcher does); every other trainable parameter takes the run's Adam at
+        ``config.lr``. Default: none."""
+        return []
+
+    def ema_variance_decay(self) -> float | None:
+        """The decay d of the training-trajectory gradient variance the harness logs as
+        ``grad/ema_variance`` (``gradbench.trajectory``): moving averages, updated every step, of the
+        encoder's training gradient g and of g^2, and the mean over its components of avg(g^2) - avg(g)^2,
+        as REBAR's and DisARM's code plot it. None (default): not tracked."""
+        return None
 
     def train_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:  # pragma: no cover
         """Draw one training batch: logits ``(batch, *node.shape)`` and its ``cost_fn``."""

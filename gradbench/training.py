@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gradbench import execution, gradstats
+from gradbench import execution, gradstats, trajectory
 from gradbench import threads as thread_policy
 from gradbench.errors import UsageError
 from gradbench.replicas import Pair, SeedBatch, changed
@@ -180,6 +180,7 @@ class Trainer:
         if self.evals_per_step is not None and self.max_steps is not None:
             progress.set_total(self.max_steps)
         self.optimizer, self.schedule, self.lr_factor = self._build_optimizer()
+        self.ema_variance = trajectory.for_model(self.model)  # grad/ema_variance, when the task asks for it
         n = self.n = len(specs)
         self.cost_sum = torch.zeros(n, device=device)  # per replica, summed over the steps since the last log
         self.loss_sum = torch.zeros(n, device=device)
@@ -249,6 +250,8 @@ class Trainer:
         task_lr = self.spec.task_config.lr
         task_params, own = self.model.parameter_groups()
         groups = [{"params": task_params, "lr": task_lr}]
+        groups += [{"params": self.model.task_tensors(g.names), "lr": g.lr, "optimizer": g.optimizer}
+                   for g in self.model.pairs[0][0].optimizer_groups()]  # the task's own rules (ParamGroup)
         if own:
             groups.append({"params": own, "lr": getattr(self.spec.estimator_config, "lr", None) or task_lr})
         optimizer = execution.make_optimizer(groups, self.device, graph=self.accel["used"] == "graph")
@@ -337,6 +340,8 @@ class Trainer:
         """Forward, backward, Adam, and the running sums: all on the device, no host sync (capturable)."""
         total, cost_mean, loss_value, step_diagnostics = self.step_forward()
         (total.sum() if total.dim() else total).backward()  # replicas are independent: sum their losses
+        if self.ema_variance is not None:
+            self.ema_variance.update()
         self.optimizer.step()
         with torch.no_grad():
             self.cost_sum.add_(cost_mean)
@@ -421,6 +426,10 @@ class Trainer:
             elapsed = self.clock.elapsed()
         sums = self._read_sums() if step > 0 else None
         rows = {r: self._train_row(r, step, elapsed, step_diagnostics, sums) for r in self.alive}
+        if self.ema_variance is not None and step > 0:
+            ema = self.ema_variance.read()
+            for r in self.alive:
+                rows[r]["grad/ema_variance"] = ema[r]
         if evaluate:
             for r, metrics in self.evaluate(step).items():
                 rows[r].update({f"test/{k}": v for k, v in metrics.items()})

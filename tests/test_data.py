@@ -222,3 +222,120 @@ def test_fetch_bad_url_is_a_usage_error_and_a_dead_server_a_failure(tmp_path, ca
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gradbench: error:")]
     assert len(errors) == 2 and "bad --url" in errors[0] and "downloading" in errors[1]
     assert not (tmp_path / "dest").exists()  # a failed fetch leaves no file and no empty folder behind
+
+
+# --- DisARM's split and Omniglot (chardata.mat, pinned SHA-256) ---------------------------------------
+
+
+def test_disarm_split_holds_out_the_last_sixth_of_training(fake_mnist):
+    """DisARM's launcher: train[:50000] / train[50000:] of the official 60,000 (here 100 / 20 of 120)."""
+    ours, theirs = data.load("mnist"), data.load("mnist", "disarm")
+    assert (len(ours.train_x), len(ours.valid_x)) == (110, 10)
+    assert (len(theirs.train_x), len(theirs.valid_x), len(theirs.test_x)) == (100, 20, 24)
+    np.testing.assert_array_equal(theirs.train_x, ours.train_x[:100])
+    with pytest.raises(data.UsageError, match="unknown split"):
+        data.load("mnist", "nope")
+
+
+def _fake_omniglot(folder: Path, n_train: int = 40, n_test: int = 12, alphabets: int = 5) -> str:
+    """A small chardata.mat as IWAE's is laid out (pixels x images, one-hot alphabets x images); its SHA-256."""
+    import scipy.io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+
+    def onehot(n: int) -> np.ndarray:
+        t = np.zeros((alphabets, n))
+        t[np.arange(n) % alphabets, np.arange(n)] = 1
+        return t
+
+    scipy.io.savemat(folder / "chardata.mat", {"data": rng.random((784, n_train)),
+                                               "testdata": rng.random((784, n_test)),
+                                               "target": onehot(n_train), "testtarget": onehot(n_test)})
+    return hashlib.sha256((folder / "chardata.mat").read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_omniglot(tmp_path, monkeypatch):
+    """$GRADBENCH_DATA/omniglot holds a small chardata.mat (40 training images) and its pinned SHA-256;
+    5 of them are held out (DisARM holds out 1,345 of 24,345)."""
+    root = tmp_path / "data"
+    sha = _fake_omniglot(root / "omniglot")
+    (root / "omniglot" / "chardata.mat.sha256").write_text(f"{sha}  chardata.mat\n")
+    monkeypatch.setattr(data, "OMNIGLOT_VALID", 5)
+    monkeypatch.setenv("GRADBENCH_DATA", str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root / "omniglot"
+
+
+def test_omniglot_loader_reads_chardata_with_disarms_split(fake_omniglot):
+    import scipy.io
+
+    raw = scipy.io.loadmat(fake_omniglot / "chardata.mat")
+    for split in data.SPLITS:  # the same split either way: DisARM's is Omniglot's only one
+        s = data.load("omniglot", split)
+        assert (s.train_x.shape, s.valid_x.shape, s.test_x.shape) == ((35, 784), (5, 784), (12, 784))
+        assert s.train_x.dtype == np.float32 and s.classes == 5 and s.image_shape == (28, 28)
+        np.testing.assert_allclose(s.train_x[3], raw["data"][:, 3], rtol=1e-6)  # one image per column
+        np.testing.assert_allclose(s.valid_x[0], raw["data"][:, 35], rtol=1e-6)  # the last ones held out
+        np.testing.assert_allclose(s.test_x[-1], raw["testdata"][:, -1], rtol=1e-6)
+        assert list(s.train_y[:6]) == [0, 1, 2, 3, 4, 0] and list(s.test_y[:2]) == [0, 1]
+    images = data.ImageSet("omniglot", "dynamic", torch.device("cpu"), split="disarm")
+    x, _ = images.batch(8, torch.Generator().manual_seed(0))
+    assert x.shape == (8, 784) and set(x.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(images.train_mean, torch.from_numpy(raw["data"][:, :35].mean(1)).float())
+
+
+def test_omniglot_rejects_a_wrong_or_missing_pinned_checksum(fake_omniglot):
+    pin = fake_omniglot / "chardata.mat.sha256"
+    good = pin.read_text()
+    pin.write_text("0" * 64 + "  chardata.mat\n")
+    with pytest.raises(data.DataError, match="SHA-256 .* does not match the pinned"):
+        data.load("omniglot")
+    data._verified.cache_clear()
+    pin.write_text("not a checksum\n")
+    with pytest.raises(data.DataError, match="not a SHA-256"):
+        data.check("omniglot")
+    pin.unlink()
+    with pytest.raises(data.DataMissing, match="no pinned checksum.*--sha256"):
+        data.check("omniglot")
+    pin.write_text(good)
+    blob = bytearray((fake_omniglot / "chardata.mat").read_bytes())
+    blob[-9] ^= 0xFF  # a damaged file under a good pin
+    (fake_omniglot / "chardata.mat").write_bytes(bytes(blob))
+    data._verified.cache_clear()
+    with pytest.raises(data.DataError, match="SHA-256"):
+        data.check("omniglot")
+
+
+def test_omniglot_file_that_is_not_chardata_is_an_error(tmp_path):
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "a.mat", {"data": np.zeros((10, 3))})
+    with pytest.raises(data.DataError, match="784 x N"):
+        data.read_omniglot(tmp_path / "a.mat")
+    scipy.io.savemat(tmp_path / "b.mat", {"data": np.full((784, 3), 2.0), "testdata": np.zeros((784, 1))})
+    with pytest.raises(data.DataError, match=r"outside \[0, 1\]"):
+        data.read_omniglot(tmp_path / "b.mat")
+    (tmp_path / "c.mat").write_bytes(b"junk" * 100)
+    with pytest.raises(data.DataError, match="not a readable MATLAB file"):
+        data.read_omniglot(tmp_path / "c.mat")
+
+
+def test_fetch_omniglot_needs_a_sha256_and_pins_it(http_dir, tmp_path, monkeypatch, capsys):
+    served, url = http_dir
+    sha = _fake_omniglot(served)
+    dest = tmp_path / "dest"
+    assert main(["data", "fetch", "omniglot", "--dir", str(dest), "--url", url]) == 2  # no --sha256
+    assert main(["data", "fetch", "omniglot", "--dir", str(dest), "--url", url, "--sha256", "f" * 64]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("gradbench: error:")]
+    assert len(errors) == 2 and "no published checksum" in errors[0] and "SHA-256" in errors[1]
+    assert not dest.exists()  # nothing kept, no empty folder
+    assert main(["data", "fetch", "mnist", "--dir", str(dest), "--url", url, "--sha256", sha]) == 2
+    assert main(["data", "fetch", "omniglot", "--dir", str(dest), "--url", url, "--sha256", sha.upper()]) == 0
+    assert (dest / "omniglot" / "chardata.mat").read_bytes() == (served / "chardata.mat").read_bytes()
+    assert (dest / "omniglot" / "chardata.mat.sha256").read_text().split()[0] == sha
+    monkeypatch.setenv("GRADBENCH_DATA", str(dest))
+    monkeypatch.setattr(data, "OMNIGLOT_VALID", 5)
+    assert data.load("omniglot").train_x.shape == (35, 784)
+    capsys.readouterr()

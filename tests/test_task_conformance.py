@@ -3,7 +3,8 @@
 As tests/test_conformance.py does for estimators, every registered task (gradbench.list_tasks()) is
 checked with no new test code: its quick preset, each value of its node setting (``node_key``, e.g.
 ``classify:node=rank``) and a few extra configurations (``vae:iw_k=2``, whose cost carries the per-sample
-log-weight hook). The checks follow the task contract (docs/concepts.md, DESIGN.md):
+log-weight hook; ``vae:protocol=disarm`` and ``protocol=reinmax``, the published protocols' models). The
+checks follow the task contract (docs/concepts.md, DESIGN.md):
 
 * declarations: name, version, a frozen Config with defaults (``lr``, ``batch_size``), presets including
   ``quick`` and ``paper`` that resolve to a config and a node, metrics with a direction, ``main_metric``
@@ -40,7 +41,9 @@ from gradbench.records import VALID_PREFIX
 from gradbench.registry import get_task_class
 from gradbench.task import Preset, Task, valid_name
 
-EXTRA_CONFIGS: dict[str, list[dict[str, Any]]] = {"vae": [{"iw_k": 2}]}  # the log-weight hook
+EXTRA_CONFIGS: dict[str, list[dict[str, Any]]] = {  # the log-weight hook; the published protocols' models
+    "vae": [{"iw_k": 2}, {"protocol": "disarm", "arch": "nonlinear"}, {"protocol": "disarm", "iw_k": 2},
+            {"protocol": "reinmax", "node": "categorical", "latents": 4, "classes": 8}]}
 CHEAP: dict[str, dict[str, Any]] = {"vae": {"iw_samples": 4}}  # for node variants: a cheaper evaluation
 BATCH_STEPS = 2  # training steps of the harness check
 
