@@ -1,9 +1,11 @@
-"""The claims report of a study (``gradbench study ... --out claims.md``): per claim both sides' means with
-95% CIs, the relative gain with its CI, the paired p-value, the budget, the hardware, the verdict with the
-rule that gave it and what budget would settle it, and the learning curves of both sides.
+"""The claims report of a study (``gradbench study ... --out claims.md``): per claim its dataset and budget,
+how far the setting is from the paper's protocol, both sides' means with 95% CIs, the relative gain
+(paired and unpaired intervals) and the absolute difference, the gain at every logged checkpoint with its
+trend, the tests behind the verdict with their Holm-corrected p-values, the verdict and the rule that gave
+it, and the learning curves of both sides.
 
-A view of the results layer: it renders each claim's ``Verdict`` (``study.judge``); everything printed is
-read from the run records; nothing here trains or chooses.
+A view of the results layer: it renders each claim's ``Verdict`` (``study.judge_all``); everything printed
+is read from the run records; nothing here trains or chooses.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from gradbench.results.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,
     MAX_SEEDS,
+    NOT_SETTLED,
     NOT_SUPPORTED,
+    NOT_TESTABLE,
     RULE_TEXT,
+    SHORT,
     SUPPORTED,
     Side,
     Verdict,
 )
 from gradbench.study import Claim, Plan
+
+# which outcomes favour the paper most, for naming a group's most favourable reading
+FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
+          CONTRADICTED: 6, None: 7}
+DATASET_WORDS = {"digits": "8x8 digits", "fashion-mnist": "Fashion-MNIST 28x28", "mnist": "MNIST 28x28",
+                 "omniglot": "Omniglot 28x28"}
 
 
 def _ok(side: Side) -> str:
@@ -55,48 +66,29 @@ def paper_cmd_of(study_file: str, other: dict[str, str]) -> str:
 
 
 def _explain(claim: Claim, result: Verdict, paper_cmd: str) -> str:
-    v, pct = result.outcome, fmt.pct
+    v = result.outcome
     if v is None and result.no_choice:
         return (f"Not judged: tuning found no eligible setting for {', '.join(result.no_choice)} (every "
                 f"setting failed or diverged on some tuning seed; see its selection record).")
     if v is None:
         return "Not judged yet: some runs have no record (run the study again to make them)."
-    if claim.level is not None:
-        return _explain_level(claim, result, v, paper_cmd)
-    g = result.gain
-    if g is None or g.n < 2 or not math.isfinite(g.gain):
-        return "Too few seeds where both sides finished with a value."
-    claimed = claim.statement.claimed
-    stated = f"the claimed {100 * claimed:+.0f}%" if claim.gain else "a gain above 0"
-    if claim.gain is None and v in (SUPPORTED, CONTRADICTED):
-        return (f"The paired t-test finds {'A' if v == SUPPORTED else 'B'} better (p = {fmt.pvalue(g.p)}); the "
-                f"relative gain of A is {pct(g.gain)} (interval {pct(g.lo)} to {pct(g.hi)}).")
-    if v == SUPPORTED:
-        return (f"A is better by {pct(g.gain)} (interval {pct(g.lo)} to {pct(g.hi)}), which does not rule out "
-                f"{stated}.")
-    if v == CONTRADICTED:
-        return f"B is better: the whole interval ({pct(g.lo)} to {pct(g.hi)}) is below 0 at this budget.{paper_cmd}"
-    if v == NOT_SUPPORTED:
-        upper = f"he interval's upper end {pct(g.hi)} is below {stated} at this budget"
-        better = f"A is better, but by less: t{upper}" if g.lo > 0 else f"T{upper}"
-        return f"{better}; the paper's budget would settle whether the gap grows with longer training.{paper_cmd}"
-    n = result.seeds_to_settle
-    more = (f"about {n} seeds at this budget would make the interval narrow enough to decide" if n else
-            f"more than {MAX_SEEDS} seeds at this budget would be needed to decide")
-    return f"The interval ({pct(g.lo)} to {pct(g.hi)}) holds both no gain and {stated}; {more}.{paper_cmd}"
+    reason = result.reason[:1].upper() + result.reason[1:] + "." if result.reason else ""
+    if v == NOT_TESTABLE:
+        return f"{reason} A setting where B is further from the bound could test it.{paper_cmd}"
+    if v == NOT_SETTLED:
+        return (f"The curve is still moving at this budget ({result.trend}), so the verdict would say more than "
+                f"the evidence; a longer budget would settle it.{paper_cmd}")
+    if v == INCONCLUSIVE and result.b is not None:
+        n = result.seeds_to_settle
+        more = (f"about {n} seeds at this budget would narrow the 95% interval enough to decide" if n else
+                f"more than {MAX_SEEDS} seeds at this budget would be needed to decide")
+        return f"{reason} {more}."
+    return reason
 
 
-def _explain_level(claim: Claim, result: Verdict, v: str, paper_cmd: str) -> str:
-    a = result.a
-    if a.n == 0:
-        return "No seed of A finished with a value."
-    reach = a.mean + (a.ci95 or 0) if result.higher_is_better else a.mean - (a.ci95 or 0)
-    if v == SUPPORTED:
-        return f"A's interval reaches {claim.level:g} (its end: {reach:.4g})."
-    if v == INCONCLUSIVE:
-        return "Fewer than 2 ok seeds give no interval; run more seeds."
-    return (f"A's interval ends at {reach:.4g}, short of the stated {claim.level:g} at this budget; the "
-            f"paper's budget would settle whether longer training reaches it.{paper_cmd}")
+def _trace(claim: Claim) -> tuple[str, str]:
+    """(history column, what it is) of the claim's learning curves."""
+    return claim_metric(claim.metric).trace
 
 
 def _trace(claim: Claim) -> tuple[str, str]:
@@ -136,9 +128,62 @@ def _described(recs: dict[str, Record]) -> tuple[str, list[str], float, int]:
     return "; ".join(f"{k} ({n} runs)" for k, n in hw.most_common()), commits, seconds, len(recs)
 
 
+def _dataset(claim: Claim, res: Verdict) -> str:
+    """The claim's data in words, from A's records (the task's dataset; a task without one is its name)."""
+    for r in res.a.records.values():
+        name = r.task_config.get("dataset")
+        if name:
+            return DATASET_WORDS.get(str(name), str(name))
+    return f"`{claim.task}` (synthetic)"
+
+
+def _setting(claim: Claim, res: Verdict) -> str:
+    return f"{_dataset(claim, res)}; {budget_words(res.budget)}"
+
+
+def _measured(res: Verdict) -> tuple[str, str]:
+    """(the gain with its 95% interval, the absolute difference A - B with its 95% interval)."""
+    g, d = res.gain, res.difference
+    if g is None:
+        return fmt.short_mean_ci(res.a.mean, res.a.ci95, res.a.n), "—"
+    gain = f"{fmt.pct(g.gain)} ({fmt.pct(g.lo)} to {fmt.pct(g.hi)})"
+    diff = "—" if d is None or d.ci is None else f"{fmt.num(d.diff)} ± {d.ci:.2g}"
+    return gain, diff
+
+
+def _favoured(group: list[tuple[Claim, Verdict]]) -> tuple[Claim, Verdict]:
+    """The reading most favourable to the paper: the best outcome, then the largest gain toward the claim."""
+    def key(item: tuple[Claim, Verdict]) -> tuple[int, float]:
+        _, res = item
+        gain = res.gain.gain if res.gain is not None and math.isfinite(res.gain.gain) else -math.inf
+        return FAVOUR.get(res.outcome, 7), -gain
+    return min(group, key=key)
+
+
+def _groups(results: list[tuple[Claim, Verdict]]) -> list[str]:
+    """One line per statement of the paper read more than one way: its most favourable reading."""
+    groups: dict[str, list[tuple[Claim, Verdict]]] = {}
+    for claim, res in results:
+        groups.setdefault(claim.group or claim.id, []).append((claim, res))
+    lines = []
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        claim, res = _favoured(members)
+        others = ", ".join(f"[{c.id}](#{c.id}) {r.outcome or 'not run'}" for c, r in members if c is not claim)
+        lines.append(f"- **{name}**: read {len(members)} ways; the most favourable to the paper is "
+                     f"[{claim.id}](#{claim.id}) ({claim.reading or 'as stated'}): **{res.outcome or 'not run'}** "
+                     f"(the others: {others}).")
+    return lines
+
+
+def _tests_count(results: list[tuple[Claim, Verdict]]) -> int:
+    return sum(len(res.judgment.tests) for _, res in results if res.judgment is not None)
+
+
 def render(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: dict[str, Verdict]) -> str:
-    """The whole report (markdown) from each claim's ``study.judge`` verdict (``judged``, by claim id); with
-    ``out``, the curves' PNGs go beside it, in ``<stem>-figures/``."""
+    """The whole report (markdown) from the study's verdicts (``study.judge_all``, by claim id); with ``out``,
+    the curves' PNGs go beside it, in ``<stem>-figures/``."""
     study, profile = p.study, p.profile
     runs_dir = Path(p.runs)
     results = [(c, judged[c.id]) for c in study.claims]
@@ -153,23 +198,25 @@ def render(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: 
              f"{fmt.seeds_text(profile.seeds)}{tuning}). The claims' final runs: "
              f"{n_runs}, made by gradbench at commit(s) {', '.join(commits) or '—'} on {hw or '—'}; their "
              f"training took {seconds / 60:.1f} min{grids} (evaluation and start-up not counted). Cells are "
-             f"means ± 95% CI over seeds; A is the side the paper champions.", "",
+             f"means ± 95% CI over seeds; A is the side the paper champions; the gain is A's, relative to B "
+             f"(positive: A is better), with its paired 95% interval.", "",
              "## Verdicts", ""]
     rows = []
     for claim, res in results:
         a, b = res.a, res.b
         stated = f"{claim.gain:+g}%" if claim.gain else (f"reaches {claim.level:g}" if claim.level is not None
                                                           else "A better")
-        g = res.gain
-        if g is not None:
-            measured, n, pval = f"{fmt.pct(g.gain)} ({fmt.pct(g.lo)} to {fmt.pct(g.hi)})", str(g.n), fmt.pvalue(g.p)
-        else:
-            measured, n, pval = _mean(a), str(a.n), "—"
-        rows.append([f"[{claim.id}](#{claim.id})", stated, f"{_side_name(a)} {_mean(a)}",
-                     "—" if b is None else f"{_side_name(b)} {_mean(b)}", measured, n, pval,
+        gain, diff = _measured(res)
+        rows.append([f"[{claim.id}](#{claim.id})", _setting(claim, res), stated, f"{_side_name(a)} {_mean(a)}",
+                     "—" if b is None else f"{_side_name(b)} {_mean(b)}", gain, diff,
                      f"**{res.outcome or 'not run'}**"])
-    lines += [fmt.table(["claim", "the paper", "A", "B", "measured", "n", "paired p", "verdict"], rows,
-                        style="compact", align="lllllrrl"), ""]
+    lines += [fmt.table(["claim", "data; budget", "the paper", "A", "B", "gain of A (95% CI)", "A − B", "verdict"],
+                        rows, style="compact", align="llllllll"), ""]
+    n_tests = _tests_count(results)
+    lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of this study's "
+              f"{len(results)} claims (each verdict's tests are listed in its section). Every verdict holds only "
+              f"for the data and budget in its row.", ""]
+    lines += _groups(results) + ([""] if _groups(results) else [])
     lines += ["## How a verdict is reached", "", RULE_TEXT, ""]
     figures = None if out is None else out.parent / f"{out.stem}-figures"
     for claim, res in results:
@@ -190,30 +237,83 @@ def _claim_budget(claim: Claim, profile: str) -> str:
     return budget_words(budget) if budget else "the preset's steps"
 
 
+def _protocol(claim: Claim, res: Verdict) -> list[str]:
+    """What differs from the paper's protocol: the paper's settings (the study file) beside ours."""
+    if not claim.paper_protocol:
+        return []
+    rec = next(iter(res.a.records.values()), None)
+    config = rec.task_config if rec is not None else {}
+    chosen = res.a.chosen or {}
+    ours = {"dataset": _dataset(claim, res), "batch": config.get("batch_size"),
+            "steps": budget_words(res.budget), "lr": chosen.get("lr", config.get("lr"))}
+    rows = [[key, "—" if ours.get(key) is None else str(ours[key]), value]
+            for key, value in claim.paper_protocol.items()]
+    return ["Distance from the paper's protocol:", "",
+            fmt.table(["setting", "here (A)", "the paper"], rows, style="compact"), ""]
+
+
+def _tests(res: Verdict) -> list[str]:
+    """The one-sided tests behind the verdict, with the three p-values and Holm's adjusted one."""
+    j = res.judgment
+    if j is None or not j.tests:
+        return []
+    rows = [[f"H0: {t.null}", t.shows, fmt.pvalue(t.p_paired), fmt.pvalue(t.p_unpaired), fmt.pvalue(t.p_sign_flip),
+             fmt.pvalue(adj), "yes" if t.rejects(adj, 0.01) else "no"]
+            for t, adj in zip(j.tests, j.adjusted, strict=True)]
+    return ["Tests (one-sided; rejecting needs Holm-adjusted p and sign-flip p below 1%):", "",
+            fmt.table(["null", "would show", "paired t", "Welch", "sign-flip", "Holm-adjusted", "rejects"], rows,
+                      style="compact", align="llrrrrl"), ""]
+
+
+def _gain_curve(res: Verdict) -> list[str]:
+    if not res.curve:
+        return [f"Trend: {res.trend}.", ""] if res.trend else []
+    what = "A's mean" if res.b is None else "gain of A"
+    show = (lambda x: fmt.num(x)) if res.b is None else fmt.pct
+    rows = [[pt.step, show(pt.value), f"{show(pt.lo)} to {show(pt.hi)}"] for pt in res.curve]
+    return [f"{what[0].upper() + what[1:]} against budget (every logged checkpoint, 95% CI): {res.trend}.", "",
+            fmt.table(["step", what, "95% CI"], rows, style="compact", align="rrr"), ""]
+
+
 def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: dict[str, str],
                    runs_dir: Path, figures: Path | None, out: Path | None) -> list[str]:
     direction = "higher" if res.higher_is_better else "lower"
     metric = claim.metric + (f" at the {claim.checkpoint} checkpoint" if claim.on_gradient else "")
     tune = claim.budgets[p.profile.name].get("tune")
     lines = [f"## {claim.id}", "", f"**{claim.title}**", "", f"> {claim.quote}", ""]
+    if claim.reading:
+        lines += [f"Reading: {claim.reading}.", ""]
     if claim.assumption:
         lines += [f"Assumption: {claim.assumption}", ""]
     hw, _, seconds, n_runs = _hardware([res])
     ran = f" Final runs: {n_runs} on {hw}, {seconds / 60:.1f} min of training." if n_runs else ""
     tuned = (f"; each side's settings tuned on validation over `{tune}` at seeds "
              f"{fmt.seeds_text(p.profile.tune_seeds)}" if tune else "")
-    lines += [f"Task `{claim.task}`, preset `{res.preset}`, budget {budget_words(res.budget)}; metric "
-              f"`{metric}` ({direction} is better){tuned}.{ran}", ""]
+    task_b = f" (B on `{claim.task_b}`)" if claim.task_b else ""
+    lines += [f"Task `{claim.task}`{task_b} on {_dataset(claim, res)}, preset `{res.preset}`, budget "
+              f"{budget_words(res.budget)}; metric `{metric}` ({direction} is better)"
+              f"{'' if claim.bound is None else f', bound {claim.bound:g}'}{tuned}.{ran}", ""]
+    lines += _protocol(claim, res)
     sides = [[s.side, _side_name(s), _mean(s), _ok(s),
               f"`{Path(s.selection.path).as_posix()}`" if s.selection else "—"] for s in res.sides]
     lines += [fmt.table(["side", "estimator", "mean ± 95% CI", "seeds", "selection record"], sides, style="compact"),
               ""]
-    g = res.gain
+    for s in res.sides:
+        edge = getattr(s.selection, "edge_text", None) if s.selection is not None else None
+        if edge:
+            lines += [f"Tuning of {s.side} ({s.estimator}): {edge}", ""]
+    g, u, d = res.gain, res.unpaired, res.difference
     if g is not None:
-        lines += [f"Gain of A over B: {fmt.pct(g.gain)} (95% CI {fmt.pct(g.lo)} to {fmt.pct(g.hi)}); paired t-test "
-                  f"p = {fmt.pvalue(g.p)}; n = {g.n} paired seeds ({', '.join(map(str, res.paired_seeds))}).", ""]
-    lines += [f"**Verdict: {res.outcome or 'not run'}.** {explain(claim, res, study_file, p.profile.name, other)}",
-              ""]
+        unpaired = "" if u is None else f"; unpaired {fmt.pct(u.lo)} to {fmt.pct(u.hi)} (Welch p = {fmt.pvalue(u.p)})"
+        absolute = "" if d is None or d.ci is None else (f"; absolute difference A − B {fmt.num(d.diff)} ± "
+                                                         f"{d.ci:.2g}")
+        lines += [f"Gain of A over B: {fmt.pct(g.gain)} (paired 95% CI {fmt.pct(g.lo)} to {fmt.pct(g.hi)}, "
+                  f"p = {fmt.pvalue(g.p)}{unpaired}){absolute}; n = {g.n} paired seeds "
+                  f"({', '.join(map(str, res.paired_seeds))}).", ""]
+    lines += _tests(res)
+    lines += [f"**Verdict: {res.outcome or 'not run'}** ({_setting(claim, res)}). "
+              f"{explain(claim, res, study_file, p.profile.name, other)}", ""]
+    lines += _gain_curve(res)
     table = curve_table(runs_dir, claim, res)
     if table:
         lines += [table, ""]

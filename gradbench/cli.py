@@ -557,7 +557,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"gradbench: {todo.count} run(s) still missing (another shard's, or a failed grid); the report "
               f"judges only complete claims", file=sys.stderr)
     out = Path(args.out) if args.out else None
-    judged = {c.id: study.judge(plan, c) for c in spec.claims}
+    judged = study.judge_all(plan)
     text = claims.render(plan, args.file, out, _argv(), judged)
     if out is None:
         print(text, end="")

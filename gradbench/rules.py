@@ -96,12 +96,16 @@ class Point:
         return (self.hi - self.lo) / 2
 
 
-def settled(curve: Sequence[Point]) -> tuple[bool, str]:
+def _show(x: float, percent: bool) -> str:
+    return f"{100 * x:+.1f}%" if percent else f"{x:+.3g}"
+
+
+def settled(curve: Sequence[Point], percent: bool = False) -> tuple[bool, str]:
     """(whether the figure has settled over the last doubling of the budget, a sentence on its trend).
 
     Settled: it moved by less than its interval's half-width at the end between the logged checkpoint
     nearest below half the final step and the final step. A curve with no checkpoint at or below half its
-    budget cannot show that it settled."""
+    budget cannot show that it settled. ``percent``: the figure is a relative gain, printed in %."""
     if not curve:
         return False, "no logged checkpoints"
     end = curve[-1]
@@ -114,12 +118,12 @@ def settled(curve: Sequence[Point]) -> tuple[bool, str]:
     if not math.isfinite(end.value) or not math.isfinite(start.value):
         return False, "the figure is missing at a checkpoint"
     if abs(moved) < half:
-        return True, (f"stable: it moved {moved:+.3g} from step {start.step} to {end.step}, less than its "
-                      f"interval's half-width {half:.3g}")
-    return False, trend(curve)
+        return True, (f"stable: it moved {_show(moved, percent)} from step {start.step} to {end.step}, less than "
+                      f"its interval's half-width {_show(half, percent).lstrip('+')}")
+    return False, trend(curve, percent)
 
 
-def trend(curve: Sequence[Point]) -> str:
+def trend(curve: Sequence[Point], percent: bool = False) -> str:
     """One sentence: is the gap between the sides closing, widening or stable over the last doubling?"""
     end = curve[-1]
     earlier = [p for p in curve if p.step <= end.step / 2]
@@ -128,10 +132,11 @@ def trend(curve: Sequence[Point]) -> str:
     start = earlier[-1]
     moved = end.value - start.value
     if abs(moved) < end.half_width:
-        return f"stable from step {start.step} to {end.step} (moved {moved:+.3g})"
+        return f"stable from step {start.step} to {end.step} (moved {_show(moved, percent)})"
     word = "closing" if abs(end.value) < abs(start.value) else "widening"
-    return (f"{word}: {start.value:+.3g} at step {start.step}, {end.value:+.3g} at step {end.step} "
-            f"(moved {moved:+.3g}, more than the half-width {end.half_width:.3g}: not settled)")
+    return (f"{word}: {_show(start.value, percent)} at step {start.step}, {_show(end.value, percent)} at step "
+            f"{end.step} (moved {_show(moved, percent)}, more than the half-width "
+            f"{_show(end.half_width, percent).lstrip('+')}: not settled)")
 
 
 # ------------------------------------------------------------------------------ one-sided tests
@@ -228,6 +233,7 @@ class ClaimFigures:
     level: float | None = None  # a level claim instead
     bound: float | None = None  # the metric's bound in its better direction (accuracy: 1.0)
     curve: Sequence[Point] = ()  # the gain (or A's mean) at the logged checkpoints, for settledness
+    percent: bool = False  # print the curve's figures as percentages (a relative gain)
     a_failed: bool = False  # A failed or diverged on some seed
     b_failed: bool = False
 
@@ -282,7 +288,7 @@ def _untestable(c: ClaimFigures) -> tuple[str, str] | None:
             return NOT_TESTABLE, (f"with B at {b_mean:.4g} the metric's bound {c.bound:g} allows at most {top:+.1%}, "
                                   f"below the claimed {c.claimed_gain:+.1%}: this setting cannot show the claim")
     if len(c.curve):
-        ok, sentence = settled(c.curve)
+        ok, sentence = settled(c.curve, c.percent)
         if not ok:
             return NOT_SETTLED, sentence
     return None
@@ -333,12 +339,12 @@ def _level_outcome(c: ClaimFigures, j: Judgment, rejected: set[str]) -> Judgment
     level = c.level
     assert level is not None
     reached = j.gain >= level if c.higher_is_better else j.gain <= level
-    if NOT_SUPPORTED in rejected:
+    if c.a_failed:
+        j.outcome, j.reason = NOT_SUPPORTED, "A failed or diverged on some seed, which did not reach the level"
+    elif NOT_SUPPORTED in rejected:
         j.outcome, j.reason = NOT_SUPPORTED, f"A's mean {j.gain:.4g} falls short of {level:g}, and the test rejects"
-    elif reached and not c.a_failed:
+    elif reached:
         j.outcome, j.reason = SUPPORTED, f"A's mean {j.gain:.4g} reaches {level:g}"
-    elif not reached:
-        j.outcome, j.reason = SHORT, f"A's mean {j.gain:.4g} falls short of {level:g}, which is not ruled out"
     else:
-        j.reason = "A reaches the level on average, but failed or diverged on some seed"
+        j.outcome, j.reason = SHORT, f"A's mean {j.gain:.4g} falls short of {level:g}, which is not ruled out"
     return j

@@ -29,7 +29,7 @@ from gradbench.budget import KINDS, check_budget
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.protocol import VALID_PREFIX
 from gradbench.results import CLAIM_GRADIENT, GRADIENT, GRADIENT_PREFIX, Record, Selection, claim_metric
-from gradbench.results.verdicts import Side, Statement, Verdict, conclude
+from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all, gain_curve
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
@@ -42,7 +42,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
-CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint"}
+CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint", "bound",
+              "group", "reading", "task_b", "paper_protocol"}
 BUDGET_KEYS = {*KINDS, "tune"}
 
 
@@ -72,15 +73,25 @@ class Claim:
     level: float | None  # the level the paper states A reaches, in the metric's units
     checkpoint: str  # which gradient checkpoint a gradient.<field> metric reads
     budgets: dict[str, dict[str, Any]]  # profile -> {steps|evals|seconds: N, tune: grid text}
+    bound: float | None = None  # the metric's bound in its better direction (accuracy: 1): can the gain exist?
+    group: str = ""  # claims that are readings of one statement of the paper share a group
+    reading: str = ""  # which reading of the paper's statement this claim is
+    task_b: str | None = None  # side B's task setting, when it differs from A's (a reading on another node)
+    paper_protocol: dict[str, str] = field(default_factory=dict)  # the paper's data, image size, batch, steps, lr
 
     @property
     def sides(self) -> list[str]:
         return [self.a] if self.b is None else [self.a, self.b]
 
     @property
+    def side_tasks(self) -> list[str]:
+        """Each side's task setting, A first."""
+        return [self.task] if self.b is None else [self.task, self.task_b or self.task]
+
+    @property
     def statement(self) -> Statement:
         """What the paper states, as the verdict rules read it."""
-        return Statement(self.gain, self.level)
+        return Statement(self.gain, self.level, self.bound)
 
     @property
     def on_gradient(self) -> bool:
@@ -178,10 +189,18 @@ def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
     if missing:
         raise _bad(where, f"no budget for profile {missing[0]!r} (a table [claims.{missing[0]}] with steps, "
                           f"evals or seconds, and optionally tune)")
+    protocol = t.get("paper_protocol", {})
+    if not isinstance(protocol, dict) or not all(isinstance(v, (str, int, float)) for v in protocol.values()):
+        raise _bad(where, "'paper_protocol' must be a table of the paper's settings (dataset = \"...\", batch = 1024)")
+    task_b = t.get("task_b")
+    if task_b is not None and (b is None or not isinstance(task_b, str) or not task_b.strip()):
+        raise _bad(where, "'task_b' is side B's task setting: a string, with a side 'b'")
     return Claim(cid, _str(where, t, "title"), _str(where, t, "quote"), _str(where, t, "assumption", ""),
                  _str(where, t, "task"), _str(where, t, "a"), b, _str(where, t, "metric"), gain, level,
                  _str(where, t, "checkpoint", "end"),
-                 {p: _budget(f"{where} [{p}]", t[p]) for p in profiles})
+                 {p: _budget(f"{where} [{p}]", t[p]) for p in profiles}, bound=_number(where, t, "bound"),
+                 group=_str(where, t, "group", cid), reading=_str(where, t, "reading", ""), task_b=task_b,
+                 paper_protocol={str(k): str(v) for k, v in protocol.items()})
 
 
 def load_study(path: str | Path) -> Study:
@@ -285,9 +304,9 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
                           device=device or profile.device, runs=result.runs, progress=False)
         result.options[claim.id] = opts
         result.sides[claim.id] = []
-        for side in claim.sides:
+        for side, task in zip(claim.sides, claim.side_tasks, strict=True):
             try:
-                sp = _side(result, claim, side, budget.get("tune"), opts)
+                sp = _side(result, claim, task, side, budget.get("tune"), opts)
             except (UsageError, UnsupportedError) as e:
                 raise UsageError(f"{study.path}: claim {claim.id!r}, side {side!r}: {e}") from None
             result.sides[claim.id].append(sp)
@@ -299,17 +318,17 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
     return result
 
 
-def _side(p: Plan, claim: Claim, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
-    key = (claim.task, estimator, grid_text, opts)
+def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
+    key = (task, estimator, grid_text, opts)
     if key in p.unique:
         return p.unique[key]
     preset = p.profile.preset
     if grid_text is None:
-        sp = SidePlan(claim.task, estimator, opts,
-                      [resolve(claim.task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
+        sp = SidePlan(task, estimator, opts,
+                      [resolve(task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
     else:
-        sp = SidePlan(claim.task, estimator, opts, [],
-                      Tuning.resolve(claim.task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts))
+        sp = SidePlan(task, estimator, opts, [],
+                      Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts))
     p.unique[key] = sp
     return sp
 
@@ -389,6 +408,16 @@ def judge(p: Plan, claim: Claim) -> Verdict:
                      selection=None if sp.selection is None else Selection(sp.selection),
                      chosen=None if sp.tuning is None else sp.tuning.chosen)
              for label, sp in zip(("A", "B"), sides, strict=False)]
-    verdict = Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, sides[0].runs[0].budget,
-                      p.profile.preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
-    return conclude(verdict)
+    return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, sides[0].runs[0].budget,
+                   p.profile.preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
+
+
+def judge_all(p: Plan) -> dict[str, Verdict]:
+    """Every claim of the study judged together (Holm's correction runs over all their tests), by claim id;
+    a claim with runs missing keeps ``outcome`` None. Each claim's learning curve of its metric feeds the
+    settledness check (a gradient statistic, measured at one checkpoint, has none)."""
+    verdicts = {c.id: judge(p, c) for c in p.study.claims}
+    curves = {c.id: gain_curve(verdicts[c.id], p.runs, claim_metric(c.metric).trace[0])
+              for c in p.study.claims if not c.on_gradient and verdicts[c.id].complete}
+    conclude_all(list(verdicts.values()), curves)
+    return verdicts

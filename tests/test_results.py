@@ -25,10 +25,10 @@ from gradbench.results import (
     Verdict,
     claim_metric,
     columns,
-    conclude,
+    conclude_all,
     fmt,
 )
-from gradbench.results.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Side
+from gradbench.results.verdicts import CONTRADICTED, INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Side
 
 
 def _record(est: str = "dab", seed: int = 0, acc: float | None = 0.9, status: str = "ok", **extra: Any
@@ -213,16 +213,27 @@ def _side(label: str, values: list[float | None], higher: bool = True) -> Side:
 
 
 def test_a_statement_picks_its_rule_and_conclude_fills_the_verdict() -> None:
+    """The verdicts' plumbing into gradbench.rules (whose rates tests/test_rules.py simulates): 8 paired seeds,
+    the rules' minimum for a definitive verdict being 7."""
     assert [Statement(gain=25).kind, Statement(level=0.9).kind, Statement().kind] == ["gain", "level", "direction"]
-    a, b = _side("A", [0.90, 0.91, 0.92, 0.93]), _side("B", [0.70, 0.72, 0.71, 0.73])
-    v = conclude(Verdict("c", Statement(gain=10), True, [a, b], {"steps": 100}, "quick"))
-    assert v.outcome == SUPPORTED and v.paired_seeds == [0, 1, 2, 3] and v.gain is not None and v.gain.lo > 0.1
-    v = conclude(Verdict("c", Statement(), True, [b, a], {"steps": 100}, "quick"))
+    a = _side("A", [0.90, 0.91, 0.92, 0.93, 0.905, 0.915, 0.925, 0.91])
+    b = _side("B", [0.70, 0.72, 0.71, 0.73, 0.705, 0.715, 0.72, 0.71])
+
+    def one(v: Verdict) -> Verdict:
+        (done,) = conclude_all([v])
+        return done
+
+    v = one(Verdict("c", Statement(gain=10), True, [a, b], {"steps": 100}, "quick"))
+    assert v.outcome == SUPPORTED and v.paired_seeds == list(range(8)) and v.gain is not None and v.gain.lo > 0.1
+    assert v.unpaired is not None and v.difference is not None and v.difference.diff == pytest.approx(0.200625)
+    v = one(Verdict("c", Statement(), True, [b, a], {"steps": 100}, "quick"))
     assert v.outcome == CONTRADICTED
-    v = conclude(Verdict("c", Statement(level=0.95), True, [a], {"steps": 100}, "quick"))
+    v = one(Verdict("c", Statement(level=0.95), True, [a], {"steps": 100}, "quick"))
     assert v.outcome == NOT_SUPPORTED and v.gain is None
-    failing = _side("A", [0.90, 0.91, None, 0.93])
-    v = conclude(Verdict("c", Statement(gain=10), True, [failing, b], {"steps": 100}, "quick"))
-    assert v.outcome == INCONCLUSIVE and "A failed or diverged" in v.notes[0]
+    failing = _side("A", [0.90, 0.91, None, 0.93, 0.905, 0.915, 0.925, 0.91])
+    v = one(Verdict("c", Statement(gain=10), True, [failing, b], {"steps": 100}, "quick"))
+    assert v.outcome == INCONCLUSIVE and any("A failed or diverged" in n for n in v.notes)
     missing = Side.of("A", "a", {0: Record(_record()), 1: None}, Metric("acc", True))
-    assert conclude(Verdict("c", Statement(gain=10), True, [missing, b], {}, "quick")).outcome is None
+    assert one(Verdict("c", Statement(gain=10), True, [missing, b], {}, "quick")).outcome is None
+    v = one(Verdict("c", Statement(gain=50, bound=1.0), True, [a, b], {"steps": 100}, "quick"))
+    assert v.outcome == NOT_TESTABLE  # B at 0.714 leaves at most +40% below accuracy 1

@@ -53,12 +53,12 @@ from gradbench.results.record import (
 )
 from gradbench.results.runset import Relabel, Row, RunSet, Table
 from gradbench.results.selection import Selection, Setting
-from gradbench.results.verdicts import Side, Statement, Verdict, conclude
+from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all
 
 __all__ = [
     "fmt", "Record", "Checkpoint", "Provenance", "Selection", "Setting", "TableKey", "EAGER", "PATH_NAMES",
     "path_order", "RunSet", "Row", "Table", "Relabel", "Metric", "GRADIENT", "GRADIENT_PREFIX", "TABLE_GRADIENT",
     "CLAIM_GRADIENT", "TRACE", "columns", "claim_metric", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "Ranking", "RowStats",
     "TableStats", "tie_test", "is_tied", "bias_p", "unranked_reason", "decide", "decide_table", "Verdict", "Side",
-    "Statement", "conclude",
+    "Statement", "conclude_all",
 ]

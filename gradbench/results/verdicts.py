@@ -1,79 +1,87 @@
-"""A paper's claim judged from its sides' records: the figures of each side, the paired relative gain, and
-the verdict by a stated rule. ``gradbench.study`` gathers the records (``Side``); ``conclude`` fills in a
-``Verdict``; the claims report renders it.
-
-The rules (``RULES``, one per kind of statement; a new kind of claim is one function there):
-
-- a relative gain (``gain``), from the gain's 95% interval [lo, hi] (``stats.relative_gain``):
-  contradicted: hi < 0 (B is better); not supported: 0 <= hi < the claimed gain (the gain is smaller
-  than claimed); supported: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as
-  claimed is not ruled out: "supported" does not say the gain is as large as claimed; the measured gain
-  stands beside it); inconclusive: lo <= 0 and hi >= the claimed gain.
-- only a direction (``direction``): the paired t-test at 5%: supported when it finds A better,
-  contradicted when it finds B better, inconclusive otherwise (the same as lo > 0 / hi < 0 whenever the
-  interval is bounded, and still decided when B's mean is near 0).
-- a level (``level``, "reaches 94.2%"): supported when the 95% interval of A's mean reaches the level in
-  the metric's better direction, not supported otherwise.
-
-Failures count against their side: a seed where A failed or diverged did not reach a level, and a
-claim is never supported while A failed or diverged on some seed (nor contradicted while B did); fewer
-than 2 usable seeds is inconclusive. False alarms, exact under normal seed-to-seed variation and checked
-by simulation in tests/test_study.py: a true claim (gain exactly as stated, or the level exactly
-reached) is judged not supported or contradicted with probability <= 2.5%; with no true difference,
-supported (or contradicted) with probability <= 2.5% each.
+"""A paper's claim judged from its sides' records: the figures of each side, the relative gain at the end
+and at every logged checkpoint, and the verdict by the stated rules of ``gradbench.rules`` (where every
+rule and its false-alarm rate is stated and simulated). ``gradbench.study`` gathers the records
+(``Side``); ``conclude_all`` judges a study's claims together (Holm's correction runs over all of them) and
+fills in each ``Verdict``; the claims report renders them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
+from gradbench import rules
 from gradbench.results.catalogue import Metric
 from gradbench.results.record import Record
 from gradbench.results.selection import Selection
-from gradbench.stats import Gain, mean_ci, relative_gain, t_half_width
+from gradbench.rules import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_SETTLED,
+    NOT_SUPPORTED,
+    NOT_TESTABLE,
+    SHORT,
+    SUPPORTED,
+    Judgment,
+    Point,
+)
+from gradbench.stats import Gain, Paired, mean_ci, paired_t, relative_gain, relative_gain_unpaired, t_half_width
 
-SUPPORTED, NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "not supported", "contradicted", "inconclusive"
+__all__ = ["CONTRADICTED", "INCONCLUSIVE", "MISSING", "NOT_SETTLED", "NOT_SUPPORTED", "NOT_TESTABLE", "RULE_TEXT",
+           "SHORT", "SUPPORTED", "Side", "Statement", "Verdict", "conclude_all", "seeds_to_settle"]
+
 MISSING = "missing"  # a final seed whose run has no record yet
 MAX_SEEDS = 1000  # beyond this, "what would settle it" says "more than 1000 seeds"
 
 
-RULE_TEXT = f"""A claim's verdict comes from the 95% confidence interval [lo, hi] of the relative gain of A over B
-(Fieller's interval over the paired seeds: every gain the paired t-test does not reject):
+RULE_TEXT = f"""Each claim is first checked for whether this setting can test it, then judged by one-sided tests of
+the relative gain g of A over B (positive: A is better), with the paper's claimed gain G:
 
-- **{CONTRADICTED}**: hi < 0 (B is better);
-- **{NOT_SUPPORTED}**: 0 <= hi < the claimed gain (the gain is smaller than claimed);
-- **{SUPPORTED}**: lo > 0 and hi >= the claimed gain (A is better, and a gain as large as claimed is not
-  ruled out; the measured gain is printed beside the claim, and may be smaller);
-- **{INCONCLUSIVE}**: lo <= 0 and hi >= the claimed gain (the interval holds both no gain and the claim).
+- **{NOT_TESTABLE}**: the metric's bound leaves no room for G over B's mean (an accuracy cannot pass 1:
+  with B at 0.9867, no gain above +1.35% exists);
+- **{NOT_SETTLED}**: over the last doubling of the budget (the logged checkpoint nearest below half the
+  budget, to the end) the gain moved by more than its 95% interval's half-width at the end (for a level
+  claim: A's mean moved by more than its own half-width, the curve has not plateaued); the interval and
+  the trend are printed, and a longer budget would settle it;
+- **{CONTRADICTED}**: the test of g >= 0 rejects (B is better);
+- **{NOT_SUPPORTED}**: the test of g >= G rejects (the claimed gain is ruled out);
+- **{SUPPORTED}**: the point estimate reaches G and the test of g <= 0 rejects;
+- **{SHORT}**: the test of g <= 0 rejects, but the point estimate falls short of G, which is not ruled
+  out (weaker than {SUPPORTED});
+- **{INCONCLUSIVE}**: no test rejects.
 
-A claim that states only a direction is judged by the paired t-test at 5%: {SUPPORTED} when it finds A
-better, {CONTRADICTED} when it finds B better, {INCONCLUSIVE} otherwise. A level claim ("reaches 94.2%")
-is {SUPPORTED} when the 95% interval of A's mean reaches the level, {NOT_SUPPORTED} otherwise.
+A test rejects only when three agree at 1% one-sided (a 98% decision): the paired t-test, Welch's
+unpaired test (pairing spends degrees of freedom for nothing when the sides do not correlate across
+seeds), both Holm-corrected over every test of this study's claims, and the sign-flip permutation test of
+the paired differences (distribution-free: an outlier seed counts once). Simulated false-alarm rates
+(tests/test_rules.py): at most 1% per direction under normal and heavy-tailed seeds, for a whole study
+(Holm); at most 2.5% when one side has occasional bad seeds (15-20% of seeds, 4-5 sd low, equal means).
+The sign-flip test needs at least {rules.MIN_SIGN_FLIP_SEEDS} paired seeds to reach 1%: with fewer, a claim
+is at best {INCONCLUSIVE}. A level claim ("A reaches 94.2%") is {SUPPORTED} when A's mean reaches it,
+{NOT_SUPPORTED} when the one-sided t and sign-flip tests of "A reaches it" reject, {SHORT} otherwise.
 Failures count against their side: seeds where a side failed or diverged are not paired, a level is not
-reached by a seed that failed, a claim is never {SUPPORTED} while A failed or diverged on some seed nor
-{CONTRADICTED} while B did (it is then {INCONCLUSIVE}, and the report says why); fewer than 2 paired seeds
-is {INCONCLUSIVE}. False alarms (exact when seed-to-seed variation is normal; checked by simulation in
-tests/test_study.py): a true claim is judged {NOT_SUPPORTED} or {CONTRADICTED} with probability at most
-2.5%; with no true difference between A and B, {SUPPORTED} with probability at most 2.5%, and
-{CONTRADICTED} likewise."""
-
+reached by a seed that failed, and no {SUPPORTED} or {SHORT} while A failed or diverged on some seed (no
+{CONTRADICTED} while B did). Tables print 95% intervals (paired, and unpaired beside them) and the
+absolute difference of the means with its paired 95% interval."""
 
 
 @dataclass(frozen=True)
 class Statement:
     """What the paper states: a relative gain in % (``gain``), a level A reaches (``level``), or neither
-    (only that A is better)."""
+    (only that A is better); ``bound`` is the metric's bound in its better direction (accuracy: 1), which
+    decides whether the claimed gain can exist at all."""
 
     gain: float | None = None
     level: float | None = None
+    bound: float | None = None
 
     @property
     def kind(self) -> str:
-        """``level``, ``gain`` or ``direction``: which rule judges it."""
+        """``level``, ``gain`` or ``direction``."""
         return "level" if self.level is not None else "gain" if self.gain is not None else "direction"
 
     @property
@@ -142,12 +150,18 @@ class Verdict:
     sides: list[Side]  # A, then B for a comparison
     budget: Any
     preset: str
-    outcome: str | None = None  # SUPPORTED, NOT_SUPPORTED, CONTRADICTED or INCONCLUSIVE
+    outcome: str | None = None  # one of gradbench.rules.OUTCOMES
+    reason: str = ""  # the rule that gave the outcome, in words
     notes: list[str] = field(default_factory=list)  # why a rule was overruled, or could not decide
     no_choice: list[str] = field(default_factory=list)  # tuned sides whose tuning found no eligible setting
-    gain: Gain | None = None  # the paired relative gain of A over B (comparisons)
+    gain: Gain | None = None  # the paired relative gain of A over B (comparisons), 95%
+    unpaired: Gain | None = None  # the same from the two sides' means as independent samples, 95%
+    difference: Paired | None = None  # mean of A - B over the paired seeds, with its 95% half-width
     paired_seeds: list[int] = field(default_factory=list)
-    seeds_to_settle: int | None = None  # an inconclusive comparison: seeds that would decide it
+    curve: list[Point] = field(default_factory=list)  # the gain (or A's mean) at every logged checkpoint
+    trend: str = ""  # one sentence on the curve's last doubling
+    judgment: Judgment | None = None  # the tests behind the outcome, with their Holm-adjusted p-values
+    seeds_to_settle: int | None = None  # an inconclusive comparison: seeds that would narrow it enough
 
     @property
     def a(self) -> Side:
@@ -157,31 +171,9 @@ class Verdict:
     def b(self) -> Side | None:
         return self.sides[1] if len(self.sides) > 1 else None
 
-
-def verdict(lo: float, hi: float, claimed: float) -> str:
-    """The gain rule on a gain interval [lo, hi] and the claimed gain (fractions; a claim of only a
-    direction passes 0)."""
-    if hi < 0:
-        return CONTRADICTED
-    if claimed > 0 and hi < claimed:
-        return NOT_SUPPORTED
-    return SUPPORTED if lo > 0 else INCONCLUSIVE
-
-
-def direction_verdict(p: float, diff: float, higher_is_better: bool, alpha: float = 0.05) -> str:
-    """A claim of only a direction: the paired t-test of A against B at ``alpha`` (two-sided), with the
-    sign of the mean difference saying which side it found better."""
-    if not p < alpha:
-        return INCONCLUSIVE
-    return SUPPORTED if (diff > 0) == higher_is_better else CONTRADICTED
-
-
-def level_verdict(mean: float, half: float | None, level: float, higher_is_better: bool) -> str:
-    """Supported when A's 95% interval reaches the level in the better direction; inconclusive with one seed."""
-    if half is None or not math.isfinite(mean):
-        return INCONCLUSIVE
-    reach = mean + half >= level if higher_is_better else mean - half <= level
-    return SUPPORTED if reach else NOT_SUPPORTED
+    @property
+    def complete(self) -> bool:
+        return all(s.complete for s in self.sides)
 
 
 def seeds_to_settle(sd: float, width: float) -> int | None:
@@ -197,46 +189,83 @@ def seeds_to_settle(sd: float, width: float) -> int | None:
     return None
 
 
-def _judge_level(v: Verdict) -> None:
-    a = v.a
-    if a.failed:
-        v.outcome = NOT_SUPPORTED
-        v.notes.append("A failed or diverged on some seed, which did not reach the level")
-        return
-    v.outcome = level_verdict(a.mean, a.ci95, v.statement.level, v.higher_is_better)
+def gain_curve(v: Verdict, runs_dir: str | Path, trace: str) -> list[Point]:
+    """The claim's figure at every logged step (history column ``trace``, ``test/<metric>``): the paired
+    relative gain of A over B with its 95% interval, or for a level claim A's mean with its 95% interval,
+    over the seeds that have a value at that step on every side (ok runs only)."""
+    per_side = []
+    for side in v.sides:
+        by_step: dict[int, dict[int, float]] = {}
+        for seed, r in side.records.items():
+            if not r.ok or seed not in side.values:
+                continue
+            for step, _, value in r.series(runs_dir, trace):
+                by_step.setdefault(int(step), {})[seed] = value
+        per_side.append(by_step)
+    steps = sorted(set.intersection(*(set(d) for d in per_side))) if per_side else []
+    out = []
+    for step in steps:
+        if step == 0:
+            continue  # the initial parameters: a gain there says nothing about training
+        if v.b is None:
+            mean, half, n = mean_ci(per_side[0][step].values())
+            if n >= 2 and half is not None:
+                out.append(Point(step, mean, mean - half, mean + half))
+            continue
+        seeds = sorted(set(per_side[0][step]) & set(per_side[1][step]))
+        g = relative_gain([per_side[0][step][s] for s in seeds], [per_side[1][step][s] for s in seeds],
+                          v.higher_is_better)
+        if g.n >= 2 and math.isfinite(g.gain):
+            out.append(Point(step, g.gain, g.lo, g.hi))
+    return out
 
 
-def _judge_comparison(v: Verdict) -> None:
+def _figures(v: Verdict) -> rules.ClaimFigures:
+    """The rules' inputs: the per-seed values over the paired seeds, what is claimed, the curve."""
     a, b = v.a, v.b
+    if b is None:
+        seeds = sorted(a.values)
+        return rules.ClaimFigures([a.values[s] for s in seeds], [], v.higher_is_better, level=v.statement.level,
+                                  bound=v.statement.bound, curve=v.curve, a_failed=a.failed)
+    seeds = sorted(set(a.values) & set(b.values))
+    return rules.ClaimFigures([a.values[s] for s in seeds], [b.values[s] for s in seeds], v.higher_is_better,
+                              claimed_gain=v.statement.claimed or None, bound=v.statement.bound, curve=v.curve,
+                              percent=True, a_failed=a.failed, b_failed=b.failed)
+
+
+def _fill_figures(v: Verdict) -> None:
+    """The printed figures: paired and unpaired gains, the absolute difference, what would settle it."""
+    a, b = v.a, v.b
+    if b is None:
+        return
     shared = sorted(set(a.values) & set(b.values))
-    a_vals, b_vals = [a.values[s] for s in shared], [b.values[s] for s in shared]
-    g = relative_gain(a_vals, b_vals, v.higher_is_better)
-    claimed = v.statement.claimed
-    if g.n < 2 or not math.isfinite(g.gain):
-        outcome = INCONCLUSIVE
-        v.notes.append(f"{g.n} seed(s) where both sides finished with a value: too few to judge")
-    elif v.statement.kind == "direction":
-        outcome = direction_verdict(g.p, sum(a_vals) / len(a_vals) - sum(b_vals) / len(b_vals), v.higher_is_better)
-    else:
-        outcome = verdict(g.lo, g.hi, claimed)
-    if outcome == SUPPORTED and a.failed:
-        outcome = INCONCLUSIVE
-        v.notes.append("not supported while A failed or diverged on some seed (its failures count against it)")
-    if outcome == CONTRADICTED and b.failed:
-        outcome = INCONCLUSIVE
-        v.notes.append("not contradicted while B failed or diverged on some seed (its failures count against it)")
-    v.gain, v.paired_seeds, v.outcome = g, shared, outcome
-    if outcome == INCONCLUSIVE and g.n >= 2:  # the interval must shrink below the claimed gain (or the estimate)
+    xs, ys = [a.values[s] for s in shared], [b.values[s] for s in shared]
+    v.paired_seeds = shared
+    v.gain = relative_gain(xs, ys, v.higher_is_better)
+    v.unpaired = relative_gain_unpaired(list(a.values.values()), list(b.values.values()), v.higher_is_better)
+    v.difference = paired_t(xs, ys)
+    g = v.gain
+    if g.n >= 2 and math.isfinite(g.gain):
+        claimed = v.statement.claimed
         v.seeds_to_settle = seeds_to_settle(g.sd, claimed / 2 if claimed > 0 else abs(g.gain))
 
 
-RULES: dict[str, Callable[[Verdict], None]] = {
-    "level": _judge_level, "gain": _judge_comparison, "direction": _judge_comparison}
-
-
-def conclude(v: Verdict) -> Verdict:
-    """Fill in ``v``'s outcome by the rule of its statement's kind, once every side's final runs have
-    records (until then the outcome stays None). Returns ``v``."""
-    if all(s.complete for s in v.sides):
-        RULES[v.statement.kind](v)
-    return v
+def conclude_all(verdicts: Sequence[Verdict], curves: Mapping[str, list[Point]] | None = None) -> list[Verdict]:
+    """Judge a study's claims together (``gradbench.rules.judge``: Holm over all their tests): every claim
+    whose final runs all have records gets its outcome, reason, tests, curve and trend; the others keep
+    ``outcome`` None. ``curves`` (claim id -> ``gain_curve``) feeds the settledness check."""
+    ready = [v for v in verdicts if v.complete]
+    for v in ready:
+        _fill_figures(v)
+        v.curve = list((curves or {}).get(v.id, []))
+        if v.curve:
+            v.trend = rules.settled(v.curve, percent=v.b is not None)[1]
+        elif v.statement.kind != "level" or v.b is not None:
+            v.trend = "no learning curve of this metric: settledness is not checked"
+    judged = rules.judge([_figures(v) for v in ready])
+    for v, j in zip(ready, judged, strict=True):
+        v.judgment, v.outcome, v.reason = j, j.outcome, j.reason
+        v.notes.extend(j.notes)
+        if v.b is not None and v.gain is not None and v.gain.n < 2:
+            v.outcome, v.reason = INCONCLUSIVE, f"{v.gain.n} seed(s) where both sides finished with a value"
+    return list(verdicts)
