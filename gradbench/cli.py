@@ -1,5 +1,6 @@
 """Command line: ``gradbench run | sweep | tune | study | list | describe | validate | show | rerun | plot | compare |
-leaderboard | data``. A thin layer over the Python API; the readable output lives in ``gradbench.report``.
+leaderboard | export | report | data``. A thin layer over the Python API; the readable output lives in
+``gradbench.report``.
 
 Progress goes to stderr, results to stdout (``--json`` for machines). Exit codes: 0 ok, 1 a run or
 check failed, 2 usage error (unknown name, bad config, unsupported pair), 130 interrupted.
@@ -234,6 +235,22 @@ def _add_record_commands(sub: Any, common: argparse.ArgumentParser, runs: argpar
     lb = sub.add_parser("leaderboard", parents=[common, runs], help="write a leaderboard from run records")
     lb.add_argument("--out", help="output file (default: <runs>/leaderboard.md)")
 
+    exp = sub.add_parser("export", parents=[common, runs], help="every run record as one flat row: csv, parquet, jsonl",
+                         description="Every run record (any status) as one row of flat columns: ids, task and "
+                                     "estimator with their config keys, preset, budget, seed, metrics, gradient "
+                                     "checkpoints, cost, provenance (docs/cli.md#export).")
+    exp.add_argument("--format", default="csv", choices=["csv", "parquet", "jsonl"], help="default: csv")
+    exp.add_argument("--out", help="write here (default: stdout; parquet needs --out)")
+
+    rep = sub.add_parser("report", parents=[common, runs], help="a static HTML site of the records",
+                         description="A static site (no server, no network): the leaderboard's tables, sortable and "
+                                     "filterable, their plots, a page per run, and claims reports as HTML.")
+    rep.add_argument("--html", required=True, metavar="DIR", help="write the site into DIR (new, empty, or made by "
+                     "this command before); open DIR/index.html")
+    rep.add_argument("--claims", action="extend", nargs="+", default=[], metavar="FILE.md",
+                     help="claims reports (gradbench study --out) to include as pages; needs pip install "
+                          "'gradbench[html]'")
+
 
 def _add_data_command(sub: Any, common: argparse.ArgumentParser) -> None:
 
@@ -421,8 +438,9 @@ def _write_leaderboard(runs: str, out: str | None) -> str:
 
 
 def _has_records(runs: str, command: str) -> None:
-    """``leaderboard`` and ``plot`` share one rule: nothing to show is a usage error (exit 2, nothing written).
-    A folder that is missing, is a file, or holds no run record is almost always a wrong ``--runs``."""
+    """``leaderboard``, ``plot``, ``export`` and ``report`` share one rule: nothing to show is a usage error
+    (exit 2, nothing written). A folder that is missing, is a file, or holds no run record is almost always a
+    wrong ``--runs``."""
     if not Path(runs).is_dir():
         what = "is a file" if Path(runs).exists() else "does not exist"
         raise UsageError(f"runs folder {runs!r} {what}; pass --runs DIR with the run records")
@@ -450,6 +468,35 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"no finished runs to plot in {args.runs}" + (f" for task {args.task!r}" if args.task else ""))
     for path in written:
         print(path)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gradbench.export import export
+
+    _has_records(args.runs, "export")
+    text, n, problems = export(args.runs, args.format, args.out)
+    for p in problems:
+        print(f"gradbench: skipped {p}", file=sys.stderr)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {args.out} ({n} run{'s' if n != 1 else ''} from {args.runs})")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gradbench.compare import registry_label
+    from gradbench.site import build
+
+    _has_records(args.runs, "report")
+    site = build(args.runs, args.html, args.claims, unsupported_by_kind(), relabel=registry_label)
+    for p in site.problems:
+        print(f"gradbench: skipped {p}", file=sys.stderr)
+    for note in site.notes:
+        print(f"gradbench: {note}", file=sys.stderr)
+    print(f"wrote {site.index} ({site.tables} table{'s' if site.tables != 1 else ''}, {site.plots} plots, "
+          f"{site.runs} run pages, {len(site.claims)} claims pages)")
     return EXIT_OK
 
 
@@ -649,7 +696,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "describe": cmd_describe,
             "validate": cmd_validate, "show": cmd_show, "rerun": cmd_rerun, "plot": cmd_plot,
             "compare": cmd_compare, "leaderboard": cmd_leaderboard, "data": cmd_data, "tune": cmd_tune,
-            "study": cmd_study}
+            "study": cmd_study, "export": cmd_export, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

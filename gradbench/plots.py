@@ -106,14 +106,15 @@ def _draw_row(ax: Any, runs_dir: Path, row: Row, color: str, metric: Metric, x_k
     return drawn
 
 
-def plot_table(runs_dir: Path, key: TableKey, rows: Table) -> list[Path]:
-    """The three figures of one table; returns the paths written."""
+def plot_table(runs_dir: Path, key: TableKey, rows: Table, folder: Path | None = None) -> list[Path]:
+    """The three figures of one table, in ``folder`` (default: ``<runs>/<task>/plots``); returns the paths
+    written."""
     main, metrics = columns(r for row in rows.values() for r in row.records.values())
     metric = next((m for m in metrics if m.name == main), None)
     if metric is None:
         return []
     colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(rows))}
-    folder = runs_dir / key.task / "plots"
+    folder = runs_dir / key.task / "plots" if folder is None else Path(folder)
     what = f"{key.label} ({key.preset})"
     higher = metric.higher_is_better
     better = "" if higher is None else f" ({'higher' if higher else 'lower'} is better)"

@@ -99,6 +99,12 @@ class Checkpoint:
         """A statistic measured here (``log10_variance``, ``cosine``, ``bias_p``...), None when absent."""
         return number(self.data.get(name))
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """Everything measured here, name excepted (statistics, ``step``, ``reference``, ``draws``...), as
+        stored: what an export writes."""
+        return {k: v for k, v in self.data.items() if k != "checkpoint"}
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -272,6 +278,22 @@ class Record:
     def budget(self) -> Any:
         """``{"steps": N}``, ``{"seconds": S}`` or ``{"evals": E}``, plus ``lr_schedule`` when set."""
         return self.data.get("budget")
+
+    @property
+    def lr_schedule(self) -> str:
+        """The budget's learning-rate schedule: ``constant`` when the budget names none (as stored)."""
+        budget = self.budget
+        return str(budget.get("lr_schedule") or "constant") if isinstance(budget, Mapping) else "constant"
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """A hash of the first training batches' logits (ok runs; None in batched runs and older records)."""
+        fingerprint = self.data.get("data_fingerprint")
+        return str(fingerprint) if fingerprint else None
+
+    @property
+    def schema_version(self) -> Any:
+        return self.data.get("schema_version")
 
     @property
     def eval_every(self) -> int | None:
