@@ -141,7 +141,15 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     tn.add_argument("--grid", required=True, help="e.g. lr=1e-4,3e-4,1e-3[,tau=0.5,1]: the task's config keys (lr: the "
                     "model's learning rate) or the estimator's; task.KEY / estimator.KEY when both have KEY")
     tn.add_argument("--seeds", default="0-2", help="tuning seeds (default: 0-2)")
-    tn.add_argument("--final-seeds", help="seeds the chosen setting is reported at (default: the tuning seeds)")
+    tn.add_argument("--final-seeds", help="seeds the chosen setting is reported at, disjoint from --seeds "
+                    "(e.g. 3-10); required unless --allow-overlap (then default: the tuning seeds)")
+    tn.add_argument("--allow-overlap", action="store_true", help="allow final seeds that are tuning seeds (their "
+                    "test scores are optimistic: chosen on the same runs' validation); recorded as overlap")
+    tn.add_argument("--metric", help="the metric to tune on, measured on validation (accuracy or valid_accuracy: "
+                    "valid_accuracy); default: the task's main metric")
+    tn.add_argument("--extend", type=int, default=None, metavar="N",
+                    help="extend a learning-rate grid past an edge choice by up to N steps each way (default: 2; "
+                         "0: the grid as given)")
     tn.add_argument("--out", help="leaderboard written at the end (default: <runs>/leaderboard.md)")
     _add_executor_options(tn)
 
@@ -538,11 +546,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from gradbench.report import format_selection
     from gradbench.sweep import parse_seeds, run_sweep
-    from gradbench.tune import tune
+    from gradbench.tune import EXTEND_LIMIT, tune
 
     opts = run_options(args)
     seeds = parse_seeds(args.seeds)
     final = parse_seeds(args.final_seeds) if args.final_seeds else None
+    if args.extend is not None and args.extend < 0:
+        raise UsageError(f"--extend must be >= 0, got {args.extend}")
     _records_folder(args.runs)
 
     def sweep(grid):
@@ -550,7 +560,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return run_sweep(grid, args.runs, executor, device=args.device, plugins=args.plugin,
                          progress=opts.progress, accel=opts.accel, threads=opts.threads, log=opts.log)
 
-    result = tune(args.task, args.estimators, args.grid, seeds, final, args.preset, opts, sweep, argv=_argv())
+    extend = EXTEND_LIMIT if args.extend is None else args.extend
+    result = tune(args.task, args.estimators, args.grid, seeds, final, args.preset, opts, sweep, argv=_argv(),
+                  metric=args.metric, allow_overlap=args.allow_overlap, extend=extend)
     for line in result.unsupported:
         print(f"gradbench: skipping unsupported pair {line}", file=sys.stderr)
     if result.failed_runs:

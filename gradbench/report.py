@@ -34,9 +34,24 @@ def format_selection(sel: Selection | Mapping[str, Any]) -> str:
     body = [[fmt.values_text(row.values), fmt.mean_ci(row.mean, row.ci95) if row.mean is not None else fmt.MISSING,
              f"{row.n_ok}/{row.n}", "chosen" if i == sel.chosen_index else ""]
             for i, row in enumerate(sel.settings)]
+    for i in sel.tied:
+        if i != sel.chosen_index and i < len(body):
+            body[i][3] = "tied"
     head = f"{sel.task_label} x {sel.label} (budget: {budget_text(sel.budget)}): {sel.path}"
     table = fmt.table(["setting", f"{sel.metric}{fmt.arrow(sel.higher_is_better)}", "ok", ""], body)
-    return f"{head}\n{table}\n"
+    notes = []
+    if sel.validation_size:
+        notes.append(f"validation: {sel.validation_size} examples per seed"
+                     + (f"; settings within {sel.resolution:.4g} of the best are tied (the choice: the one nearest "
+                        f"the grid's middle)" if sel.resolution else ""))
+    if sel.extensions:
+        made = ", ".join(f"{e.get('key')}={e.get('value')} ({e.get('direction')})" for e in sel.extensions)
+        notes.append(f"grid extended past an edge choice: {made}")
+    if sel.edge:
+        notes.append(f"EDGE: {sel.edge_text}")
+    if sel.overlap:
+        notes.append(f"reported at tuning seed(s) {','.join(map(str, sel.overlap))} (--allow-overlap): optimistic")
+    return f"{head}\n{table}\n" + "".join(f"{n}\n" for n in notes)
 
 
 def format_rows(records: list[Record] | list[Mapping[str, Any]]) -> str:

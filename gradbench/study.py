@@ -33,7 +33,7 @@ from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all, g
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
-from gradbench.tune import Tuning, count_failed, parse_grid
+from gradbench.tune import EXTEND_LIMIT, Tuning, count_failed, default_tune_metric, parse_grid
 
 try:
     import tomllib
@@ -43,8 +43,8 @@ except ModuleNotFoundError:  # Python 3.10
 STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint", "bound",
-              "group", "reading", "task_b", "paper_protocol"}
-BUDGET_KEYS = {*KINDS, "tune"}
+              "group", "reading", "task_b", "paper_protocol", "tune_metric"}
+BUDGET_KEYS = {*KINDS, "tune", "extend"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Claim:
     reading: str = ""  # which reading of the paper's statement this claim is
     task_b: str | None = None  # side B's task setting, when it differs from A's (a reading on another node)
     paper_protocol: dict[str, str] = field(default_factory=dict)  # the paper's data, image size, batch, steps, lr
+    tune_metric: str | None = None  # what a tuned side is chosen on (its validation version); None: the metric's
 
     @property
     def sides(self) -> list[str]:
@@ -151,9 +152,13 @@ def _profile(where: str, name: str, table: Any) -> Profile:
         raise _bad(where, f"'grad_draws' must be an integer >= 2, got {draws!r}")
     try:
         seeds = parse_seeds(_str(where, t, "seeds"))
-        tune_seeds = parse_seeds(_str(where, t, "tune_seeds", t.get("seeds", "")))
+        tune_seeds = parse_seeds(_str(where, t, "tune_seeds")) if "tune_seeds" in t else []
     except UsageError as e:
         raise _bad(where, str(e).replace("--seeds", "seeds")) from None
+    shared = sorted(set(seeds) & set(tune_seeds))
+    if shared:  # a setting's run at a seed it was chosen on reports an optimistic test score
+        raise _bad(where, f"'seeds' and 'tune_seeds' share seed(s) {','.join(map(str, shared))}: the final runs "
+                          f"must not be tuning runs; give disjoint seeds (e.g. tune_seeds = \"0-2\", seeds = \"3-10\")")
     return Profile(name, _str(where, t, "description", ""), _str(where, t, "preset"), seeds, tune_seeds,
                    _str(where, t, "device", "auto"), tuple(float(p) for p in points), draws)
 
@@ -166,6 +171,9 @@ def _budget(where: str, table: Any) -> dict[str, Any]:
         raise _bad(where, str(e)) from None
     if "tune" in t:
         parse_grid(_str(where, t, "tune"))
+    extend = t.get("extend")
+    if extend is not None and (isinstance(extend, bool) or not isinstance(extend, int) or extend < 0):
+        raise _bad(where, f"'extend' must be an integer >= 0 (grid extensions each way), got {extend!r}")
     return dict(t)
 
 
@@ -200,7 +208,8 @@ def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
                  _str(where, t, "checkpoint", "end"),
                  {p: _budget(f"{where} [{p}]", t[p]) for p in profiles}, bound=_number(where, t, "bound"),
                  group=_str(where, t, "group", cid), reading=_str(where, t, "reading", ""), task_b=task_b,
-                 paper_protocol={str(k): str(v) for k, v in protocol.items()})
+                 paper_protocol={str(k): str(v) for k, v in protocol.items()},
+                 tune_metric=_str(where, t, "tune_metric") if "tune_metric" in t else None)
 
 
 def load_study(path: str | Path) -> Study:
@@ -318,8 +327,21 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
     return result
 
 
+def tuned_on(claim: Claim, task: str) -> str | None:
+    """The metric a claim's tuned sides are chosen on, as ``Tuning.resolve`` takes it: ``tune_metric``, else
+    the validation version of the claim's own metric (``valid_probe_accuracy``) when the task records it,
+    else None: the task's main metric (a gradient statistic has no validation version)."""
+    if claim.tune_metric is not None:
+        return claim.tune_metric
+    if claim.on_gradient:
+        return None
+    return default_tune_metric(task, claim.metric)
+
+
 def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
-    key = (task, estimator, grid_text, opts)
+    budget = claim.budgets[p.profile.name]
+    tuned = (tuned_on(claim, task), budget.get("extend", EXTEND_LIMIT)) if grid_text is not None else None
+    key = (task, estimator, grid_text, opts, tuned)
     if key in p.unique:
         return p.unique[key]
     preset = p.profile.preset
@@ -327,8 +349,10 @@ def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | Non
         sp = SidePlan(task, estimator, opts,
                       [resolve(task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
     else:
+        metric, extend = tuned  # type: ignore[misc]
         sp = SidePlan(task, estimator, opts, [],
-                      Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts))
+                      Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts,
+                                     metric=metric, extend=extend))
     p.unique[key] = sp
     return sp
 
@@ -370,10 +394,11 @@ def _dedupe(specs: list[RunSpec]) -> list[RunSpec]:
 
 
 def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
-    """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete."""
-    grid_specs = [s for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
+    """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete (a grid
+    whose choice is at an edge extends itself: its new points' runs are missing)."""
     for sp in p.unique.values():
         choose_side(p, sp)
+    grid_specs = [s for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
     finals = [s for sp in p.unique.values() for s in sp.finals]
     pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), p.runs, shard)
     unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and not sp.tuning.decided]
@@ -385,8 +410,16 @@ def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = No
     write their selection records. Returns (failed or diverged runs, what is still missing)."""
     first = [s for sp in p.unique.values() for s in sp.runs]
     failed = count_failed(sweep(Grid(_dedupe(first))))
-    for sp in p.unique.values():
-        choose_side(p, sp)
+    while True:  # choose; a grid whose choice is at an edge extends itself: run its new points, choose again
+        grew = []
+        for sp in p.unique.values():
+            before = len(sp.runs)
+            choose_side(p, sp)
+            if len(sp.runs) > before:
+                grew.append(sp)
+        if not grew:
+            break
+        failed += count_failed(sweep(Grid(_dedupe([s for sp in grew for s in sp.runs]))))
     finals = [s for sp in p.unique.values() if sp.tuning for s in sp.finals]
     if finals:
         failed += count_failed(sweep(Grid(_dedupe(finals))))

@@ -75,6 +75,10 @@ class Task(torch.nn.Module):
     presets: ClassVar[dict[str, Preset]]
     metrics: ClassVar[dict[str, bool]]  # metric name -> higher is better
     main_metric: ClassVar[str]
+    # test metrics that are a mean over the held-out examples of a per-example score in [0, 1] (accuracy): one
+    # example moves them by at most 1/N, so tuning ties settings whose validation means differ by less than a
+    # couple of examples (gradbench.tune's rule); losses and bounds have no such resolution
+    fraction_metrics: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any, device: torch.device | str = "cpu") -> None:
         super().__init__()
@@ -153,6 +157,25 @@ class Task(torch.nn.Module):
         """The validation counterpart of the main metric (what tuning picks on), or None without one."""
         name = valid_name(cls.main_metric)
         return name if name in cls.metrics else None
+
+    @classmethod
+    def validation_size(cls, config: Any) -> int | None:
+        """How many examples each validation metric averages over (the validation split's size), for the
+        selection record and tuning's tie rule; None: unknown, or no validation split. Default: the config's
+        ``valid_size`` when it has one, else the size of its ``dataset``'s validation split (gradbench's
+        split; a task that reads another split overrides this)."""
+        size = getattr(config, "valid_size", None)
+        if size is not None:
+            return int(size)
+        name = getattr(config, "dataset", None)
+        if name is None:
+            return None
+        from gradbench import data
+
+        try:
+            return int(len(data.load(name).valid_y))
+        except data.DataError:
+            return None
 
     def fixed_batch(self) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """One fixed training minibatch (the same on every call), for gradient statistics: ``train_batch``

@@ -104,6 +104,7 @@ class AutoencodeTask(Task):
     }
     metrics = validation_metrics({"test_recon": False, "probe_accuracy": True})
     main_metric = "test_recon"
+    fraction_metrics = frozenset({"probe_accuracy"})  # one validation image moves it by 1/N (tuning's tie rule)
 
     @classmethod
     def node_of(cls, config: AutoencodeConfig) -> Node:

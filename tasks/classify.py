@@ -72,6 +72,7 @@ class ClassifyTask(Task):
     }
     metrics = validation_metrics({"accuracy": True, "test_loss": False})
     main_metric = "accuracy"
+    fraction_metrics = frozenset({"accuracy"})  # one validation image moves it by 1/N (tuning's tie rule)
 
     @classmethod
     def node_of(cls, config: ClassifyConfig) -> Node:

@@ -77,6 +77,7 @@ class SortTask(Task):
     }
     metrics = validation_metrics({"all_or_none": True, "per_element": True, "test_loss": False})
     main_metric = "all_or_none"
+    fraction_metrics = frozenset({"all_or_none", "per_element"})  # one sequence moves them by <= 1/N
 
     @classmethod
     def node_of(cls, config: SortConfig) -> Node:

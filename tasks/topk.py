@@ -81,6 +81,7 @@ class TopkTask(Task):
     }
     metrics = validation_metrics({"precision": True, "accuracy": True, "test_loss": False})
     main_metric = "precision"
+    fraction_metrics = frozenset({"precision", "accuracy"})  # one example moves them by <= 1/N
     node_key = None  # one node kind (topk): no setting selects another
 
     @classmethod

@@ -182,6 +182,15 @@ class VaeTask(Task):
     def check_config(cls, config: VaeConfig) -> None:
         data.check(config.dataset)
 
+    @classmethod
+    def validation_size(cls, config: VaeConfig) -> int | None:
+        """The validation split's size: DisARM's split under ``protocol=disarm`` (10,000 for the MNISTs)."""
+        split = "disarm" if config.protocol == "disarm" else "gradbench"
+        try:
+            return int(len(data.load(config.dataset, split).valid_y))
+        except data.DataError:
+            return None
+
     def __init__(self, config: VaeConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(config, device)
         c = config

@@ -21,7 +21,18 @@ from gradbench.registry import get_task_class
 from gradbench.spec import RunOptions, resolve
 from gradbench.sweep import Grid
 from gradbench.task import valid_name
-from gradbench.tune import candidates, choose, parse_grid, score, tune
+from gradbench.tune import (
+    EXTEND_LIMIT,
+    TIE_EXAMPLES,
+    candidates,
+    check_final_seeds,
+    choose,
+    next_value,
+    parse_grid,
+    score,
+    tied,
+    tune,
+)
 
 QUICK = {"device": "cpu", "grad_stats": False}
 
@@ -148,7 +159,7 @@ def _sweep_here(runs):
 def test_poisoning_the_test_metric_leaves_the_choice_unchanged(tmp_path):
     opts = RunOptions(steps=60, grad_stats=False, runs=str(tmp_path), device="cpu")
     grid = "lr=1e-5,3e-3"
-    result = tune("classify", "ste", grid, [0, 1], [0, 1, 2], "quick", opts, _sweep_here(tmp_path))
+    result = tune("classify", "ste", grid, [0, 1], [2, 3, 4], "quick", opts, _sweep_here(tmp_path), extend=0)
     (sel,) = result.selections
     assert sel["choice"]["values"] == {"lr": "3e-3"}  # 1e-5 barely moves in 60 steps
     assert sel["selection_metric"] == "valid_accuracy" and len(sel["choice"]["final_run_ids"]) == 3
@@ -162,7 +173,7 @@ def test_poisoning_the_test_metric_leaves_the_choice_unchanged(tmp_path):
             rec["metrics"]["accuracy"]["value"] = 1.0 if i == 0 else 0.0
             rec["metrics"]["test_loss"]["value"] = 0.0 if i == 0 else 9.0
             path.write_text(json.dumps(rec))
-    again = tune("classify", "ste", grid, [0, 1], [0, 1, 2], "quick", opts, _sweep_here(tmp_path))
+    again = tune("classify", "ste", grid, [0, 1], [2, 3, 4], "quick", opts, _sweep_here(tmp_path), extend=0)
     assert again.selections[0]["choice"] == sel["choice"]
     # and the leaderboard's tuned row is the chosen setting's, at the final seeds
     lb.build(tmp_path, tmp_path / "lb.md")
@@ -216,9 +227,181 @@ def test_tune_cli_usage_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_tune_cli_end_to_end(tmp_path, capsys):
     rc = main(["tune", "--task", "classify", "--estimators", "ste,gumbel", "--grid", "lr=1e-3,3e-3", "--seeds", "0-1",
-               "--steps", "20", "--no-grad-stats", "--runs", str(tmp_path), "--device", "cpu", "--no-progress"])
+               "--final-seeds", "2-3", "--extend", "0", "--steps", "20", "--no-grad-stats", "--runs", str(tmp_path),
+               "--device", "cpu", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "skipping unsupported pair classify x gumbel" in err  # sign node
     assert "valid_accuracy ↑" in out and out.count("chosen") == 1
     assert len(list((tmp_path / "selections").glob("*.json"))) == 1
+
+
+# -------------------------------------------------------------- tuning that cannot favour a side
+
+
+def test_final_seeds_must_not_be_tuning_seeds(tmp_path, capsys):
+    assert check_final_seeds([0, 1, 2], [3, 4]) == [3, 4]
+    for final in ([2, 3], None):
+        with pytest.raises(UsageError, match="final-seeds"):
+            check_final_seeds([0, 1, 2], final)
+    assert check_final_seeds([0, 1], None, allow_overlap=True) == [0, 1]
+    assert check_final_seeds([0, 1], [1, 2], allow_overlap=True) == [1, 2]
+    base = ["tune", "--task", "classify", "--estimators", "ste", "--grid", "lr=1e-3,3e-3", "--runs", str(tmp_path),
+            "--steps", "2", "--seeds", "0-2"]
+    for extra in (["--final-seeds", "2-4"], []):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "disjoint" in err
+    assert not list(tmp_path.glob("classify/*/*.json"))  # refused before any run
+
+
+def _fake_sweep(runs, valid, metric="valid_accuracy", higher=True):
+    """A sweep that writes a finished record for every run without one, its ``metric`` = ``valid(spec)``;
+    returns the sweep and the list of runs it made."""
+    made = []
+
+    def sweep(grid: Grid):
+        for spec in grid.specs:
+            if spec.find_record(runs) is None:
+                value = valid(spec)
+                rec = {**spec.as_dict(), "run_id": spec.run_id, "schema_version": records.SCHEMA_VERSION,
+                       "status": "ok", "error": None, "eval_every": spec.eval_every,
+                       "metrics": {metric: {"value": value, "higher_is_better": higher}},
+                       "main_metric": spec.task_cls.main_metric}
+                path = spec.record_paths(runs)[0]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rec))
+                made.append(spec)
+    return sweep, made
+
+
+def _lr(spec) -> float:
+    return float(spec.task_config.lr)
+
+
+def test_next_value_follows_the_grids_progression():
+    assert next_value(["1e-3", "3e-3", "1e-2"], up=True) == "3e-2"
+    assert next_value(["1e-3", "3e-3", "1e-2", "3e-2"], up=True) == "1e-1"
+    assert next_value(["3e-4", "1e-3", "3e-3"], up=False) == "1e-4"
+    assert next_value(["1e-3", "2e-3"], up=True) == "4e-3"  # no value of the grid's own near: the plain step
+    assert next_value(["0.001", "0.01"], up=True) == "0.1"
+
+
+def test_an_edge_choice_extends_the_grid_until_the_choice_is_interior(tmp_path):
+    import math
+
+    opts = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path), device="cpu")
+    # validation accuracy peaks at lr = 3e-2, beyond the stated grid's top (steps far above the tie resolution)
+    sweep, made = _fake_sweep(tmp_path, lambda s: 0.9 - 0.1 * abs(math.log10(_lr(s) / 3e-2)))
+    result = tune("classify", "ste", "lr=1e-3,3e-3,1e-2", [0, 1], [2, 3], "quick", opts, sweep)
+    (sel,) = result.selections
+    assert sel["choice"]["values"] == {"lr": "3e-2"}
+    assert sel["grid"] == {"lr": ["1e-3", "3e-3", "1e-2"]}  # the stated grid (the id's) ...
+    assert sel["tried"] == {"lr": ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1"]}  # ... and every setting tried
+    assert [(e["value"], e["direction"], e["chosen"]) for e in sel["extensions"]] == [
+        ("3e-2", "up", "1e-2"), ("1e-1", "up", "3e-2")]
+    assert sel["edge"] is False and sel["edges"] == {} and len(sel["settings"]) == 5
+    assert sel["cost"]["runs"] == 10 and len(made) == 10 + 2  # five settings at two seeds, and the finals
+    # resumed: the extensions are re-derived from the records, nothing is run again
+    again = tune("classify", "ste", "lr=1e-3,3e-3,1e-2", [0, 1], [2, 3], "quick", opts, sweep)
+    assert len(made) == 12 and again.selections[0]["choice"] == sel["choice"]
+
+
+def test_extension_stops_at_the_limit_and_flags_the_edge(tmp_path, capsys):
+    import math
+
+    from gradbench.report import format_selection
+    from gradbench.results import Selection
+
+    opts = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path), device="cpu")
+    sweep, made = _fake_sweep(tmp_path, lambda s: 1 + 0.1 * math.log10(_lr(s)))  # the larger lr, the better
+    (sel,) = tune("classify", "ste", "lr=1e-3,3e-3,1e-2", [0, 1], [2, 3], "quick", opts, sweep).selections
+    assert EXTEND_LIMIT == 2 and sel["tried"]["lr"] == ["1e-3", "3e-3", "1e-2", "3e-2", "1e-1"]
+    assert sel["choice"]["values"] == {"lr": "1e-1"}
+    assert sel["edge"] is True and sel["edges"] == {"lr": {"side": "high", "why": "limit"}}
+    view = Selection(sel)
+    assert view.edge and view.edge_text.startswith("lr=1e-1 is the largest value tried")
+    text = format_selection(sel)
+    assert "EDGE: lr=1e-1" in text and "grid extended past an edge choice: lr=3e-2 (up), lr=1e-1 (up)" in text
+    # downwards likewise; with extensions off, the edge is flagged at once
+    sweep, _ = _fake_sweep(tmp_path / "down", lambda s: -0.1 * math.log10(_lr(s)))
+    down = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path / "down"), device="cpu")
+    (sel,) = tune("classify", "ste", "lr=1e-3,3e-3,1e-2", [0], [1], "quick", down, sweep).selections
+    assert sel["tried"]["lr"] == ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"] and sel["choice"]["values"] == {"lr": "1e-4"}
+    (sel,) = tune("classify", "ste", "lr=1e-3,3e-3,1e-2", [0], [1], "quick", down, sweep, extend=0).selections
+    assert sel["tried"] == sel["grid"] and sel["edges"] == {"lr": {"side": "low", "why": "limit"}}
+
+
+def test_extension_stays_in_range_and_only_learning_rates_extend(tmp_path):
+    opts = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path), device="cpu")
+    sweep, made = _fake_sweep(tmp_path, lambda s: _lr(s))
+    (sel,) = tune("classify", "ste", "lr=1e-1,3e-1,1", [0], [1], "quick", opts, sweep).selections
+    assert sel["tried"] == sel["grid"] and sel["edges"] == {"lr": {"side": "high", "why": "range"}}  # 3 > 1
+    sweep, _ = _fake_sweep(tmp_path, lambda s: float(s.estimator_config.tau))
+    (sel,) = tune("classify:node=bernoulli", "gumbel", "tau=0.5,1", [0], [1], "quick", opts, sweep).selections
+    assert sel["tried"] == sel["grid"] and sel["edges"] == {"tau": {"side": "high", "why": "fixed"}}
+    assert "only learning rates" in sel["rule"] or "learning rate" in sel["rule"]
+
+
+def test_the_tie_rule_is_stated_in_validation_examples():
+    n, seeds = 180, 3  # digits' validation split, three tuning seeds: a mean moves in steps of 1/540
+
+    def rows(*hits):
+        return [{"n_ok": 3, "n": 3, "n_valued": 3, "mean": h / (n * seeds)} for h in hits]
+
+    res = TIE_EXAMPLES / n
+    middle = [1.0, 0.0, 1.0]
+    # 532 against 527 and 530 hits: 5 and 2 images over 3 seeds, fewer than 2 per seed: all tied, middle wins
+    assert tied(rows(530, 527, 532), True, res) == [0, 1, 2]
+    assert choose(rows(530, 527, 532), True, res, middle) == 1
+    assert choose(rows(530, 527, 532), True) == 2  # without the resolution the larger mean wins
+    # exactly 2 images per seed (6 over 3 seeds) is not a tie
+    assert tied(rows(520, 526, 532), True, res) == [2] and choose(rows(520, 526, 532), True, res, middle) == 2
+    # lower is better alike; equidistant from the middle: the better mean, then the earlier
+    assert choose(rows(530, 527, 529), False, res, middle) == 1
+    assert choose(rows(531, 532, 530), True, res, [0.5, 0.5, 1.5]) == 1
+
+    opts = RunOptions(steps=5, grad_stats=False)
+    classify = candidates("classify", "ste", {"lr": ["1e-3", "3e-3"]}, [0], "quick", opts)
+    assert classify.validation_size == 180 and classify.resolution == pytest.approx(2 / 180)
+    recon = candidates("autoencode", "ste", {"lr": ["1e-3", "3e-3"]}, [0], "quick", opts)
+    assert recon.metric == "valid_recon" and recon.resolution == 0.0  # a loss: no resolution in images
+    probe = candidates("autoencode", "ste", {"lr": ["1e-3", "3e-3"]}, [0], "quick", opts, metric="probe_accuracy")
+    assert probe.metric == "valid_probe_accuracy" and probe.resolution == pytest.approx(2 / 180)
+    sort = candidates("sort", "ste", {"lr": ["1e-3", "3e-3"]}, [0], "quick", opts)
+    assert sort.validation_size == 10_000 and sort.resolution == pytest.approx(2e-4)
+    with pytest.raises(UsageError, match="no validation metric 'valid_loss'"):
+        candidates("autoencode", "ste", {"lr": ["1e-3"]}, [0], "quick", opts, metric="loss")
+
+
+def test_tune_chooses_on_the_metric_asked_for(tmp_path):
+    opts = RunOptions(steps=5, grad_stats=False, runs=str(tmp_path), device="cpu")
+    probe = {"3e-4": 0.6, "1e-3": 0.8, "3e-3": 0.7}
+    sweep, _ = _fake_sweep(tmp_path, lambda s: probe[f"{_lr(s):.0e}".replace("e-0", "e-")],
+                           metric="valid_probe_accuracy")
+    (sel,) = tune("autoencode", "dab", "lr=3e-4,1e-3,3e-3", [0], [1], "quick", opts, sweep,
+                  metric="probe_accuracy").selections
+    assert sel["selection_metric"] == "valid_probe_accuracy" and sel["choice"]["values"] == {"lr": "1e-3"}
+    assert sel["validation_size"] == 180 and sel["resolution"] == pytest.approx(2 / 180)
+    default = candidates("autoencode", "dab", {"lr": ["3e-4", "1e-3", "3e-3"]}, [0], "quick", opts)
+    assert sel["id"] != default.selection_id([1])  # a tuning on another metric is another selection
+
+
+def test_committed_selection_records_still_load():
+    from gradbench.report import format_selection
+    from gradbench.results import Selection
+
+    root = Path(__file__).resolve().parents[1] / "results" / "selections"
+    paths = sorted(root.glob("*.json"))
+    assert paths
+    for path in paths:
+        sel = Selection({**json.loads(path.read_text()), "path": str(path)})
+        assert sel.tried == sel.grid and sel.extensions == []  # made before grids extended themselves
+        assert isinstance(sel.edge, bool) and (sel.edge_text != "") == sel.edge
+        assert sel.overlap == sorted(set(sel.seeds) & set(sel.final_seeds))
+        assert sel.validation_size is None and sel.resolution == 0.0 and sel.tied == []
+        assert sel.label in format_selection(sel)
+    # the measured problem: DAB's sorting choice sits at the grid's largest learning rate
+    sort_dab = [Selection(json.loads(p.read_text())) for p in paths]
+    assert any(s.task_label.startswith("sort") and s.label == "dab" and s.edges.get("lr", {}).get("side") == "high"
+               for s in sort_dab)

@@ -151,6 +151,9 @@ def _write(tmp_path: Path, text: str) -> Path:
      "cannot be named 'quote'"),
     (("b = \"ste\"", "b = \"ste\"\n[claims.paper]"), "unknown key 'paper'"),
     (("name = \"t\"", "name = \"t\"\nname2 = [1"), "not valid TOML"),
+    # the final runs are never tuning runs
+    (("seeds = \"0-2\"", "seeds = \"0-2\"\ntune_seeds = \"2-4\""), "'seeds' and 'tune_seeds' share seed"),
+    (("steps = 60\n[[claims]]", "steps = 60\nextend = -1\n[[claims]]"), "'extend' must be an integer >= 0"),
 ])
 def test_bad_study_files_are_one_line_errors(tmp_path, change, message):
     path = _write(tmp_path, GOOD.replace(*change, 1))
@@ -195,8 +198,16 @@ def test_the_shipped_studies_load_and_resolve(name, profile):
     if name == "dab-claims":
         assert {c.id for c in s.claims} >= {"sort-level", "sort-gain", "classify-sort", "represent-recon",
                                             "represent-probe", "density-elbo"}
-        # claims on the same runs share them: recon and probe read one pair of tuned sides
-        assert p.sides["represent-recon"][0] is p.sides["represent-probe"][0]
+        # each claim is tuned on the validation version of its own metric: recon and probe share the grid's
+        # runs, not the choice
+        recon, probe = p.sides["represent-recon"][0].tuning, p.sides["represent-probe"][0].tuning
+        if profile == "cpu":  # the paper profile runs the presets' settings, untuned
+            assert recon.metric == "valid_recon" and probe.metric == "valid_probe_accuracy"
+            assert [s.run_id for s in recon.runs] == [s.run_id for s in probe.runs]
+            assert recon.selection_id(p.profile.seeds) != probe.selection_id(p.profile.seeds)
+    # final seeds are never tuning seeds, and enough pairs for a definitive verdict (gradbench.rules)
+    assert not set(p.profile.seeds) & set(p.profile.tune_seeds)
+    assert len(p.profile.seeds) >= 8
 
 
 # -------------------------------------------------------------------------------------- end to end
@@ -240,7 +251,7 @@ gain = 1
 steps = 40
 tune = "lr=1e-3,1e-2"
 """
-    path = _write(tmp_path, text.replace('seeds = "0-2"', 'seeds = "0-2"\ntune_seeds = "0-1"'))
+    path = _write(tmp_path, text.replace('seeds = "0-2"', 'seeds = "2-3"\ntune_seeds = "0-1"'))
     assert main(["study", str(path), "--profile", "cpu", "--out", str(tmp_path / "c.md"), "--no-progress",
                  "--workers", "2"]) == 0
     sels = sorted((tmp_path / "runs" / "selections").glob("*.json"))
@@ -253,7 +264,7 @@ tune = "lr=1e-3,1e-2"
     made = sorted((tmp_path / "runs").glob("classify/*/*.json"))
     # gradbench tune with the same settings finds every run made: the study used tune's own specs
     assert main(["tune", "--task", "classify", "--estimators", "dab,ste", "--grid", "lr=1e-3,1e-2", "--seeds", "0-1",
-                 "--final-seeds", "0-2", "--steps", "40", "--grad-checkpoints", "0,1", "--grad-draws", "20",
+                 "--final-seeds", "2-3", "--steps", "40", "--grad-checkpoints", "0,1", "--grad-draws", "20",
                  "--device", "cpu", "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
     assert sorted((tmp_path / "runs").glob("classify/*/*.json")) == made
     assert sorted((tmp_path / "runs" / "selections").glob("*.json")) == sels
@@ -360,7 +371,7 @@ metric = "gradient.snr"
 steps = 5
 tune = "lr=1e-3,1e-2"
 """
-    s = study.load_study(_write(tmp_path, text))
+    s = study.load_study(_write(tmp_path, text.replace('seeds = "0-2"', 'seeds = "0-2"\ntune_seeds = "3-4"')))
     p = study.plan(s, "cpu")
     assert study.missing(p).count > 0
     assert study.judge(p, s.claims[0]).outcome is None
@@ -370,3 +381,104 @@ def test_a_checkpoint_the_profile_does_not_measure_is_refused(tmp_path):
     path = _write(tmp_path, GOOD.replace('checkpoint = "start"', 'checkpoint = "middle"'))
     with pytest.raises(UsageError, match="checkpoint 'middle' is not one of profile 'cpu'"):
         study.plan(study.load_study(path), "cpu")
+
+
+# ------------------------------------------------------------------------------- tuning in a study
+
+TUNED = GOOD.split("[[claims]]")[0].replace('seeds = "0-2"', 'seeds = "0-1"\ntune_seeds = "2-3"') + """
+[[claims]]
+id = "recon"
+title = "t"
+quote = "q"
+task = "autoencode"
+a = "dab"
+b = "gumbel"
+metric = "test_recon"
+gain = 10
+[claims.cpu]
+steps = 5
+tune = "lr=3e-4,1e-3,3e-3,1e-2"
+[[claims]]
+id = "probe"
+title = "t"
+quote = "q"
+task = "autoencode"
+a = "dab"
+b = "gumbel"
+metric = "probe_accuracy"
+gain = 10
+[claims.cpu]
+steps = 5
+tune = "lr=3e-4,1e-3,3e-3,1e-2"
+[[claims]]
+id = "probe-on-recon"
+title = "t"
+quote = "q"
+task = "autoencode"
+a = "dab"
+b = "gumbel"
+metric = "probe_accuracy"
+tune_metric = "recon"
+gain = 10
+[claims.cpu]
+steps = 5
+tune = "lr=3e-4,1e-3,3e-3,1e-2"
+"""
+
+
+def _fake_record(spec, runs, metrics: dict[str, tuple[float, bool]], status: str = "ok") -> None:
+    """A finished record of ``spec`` with the given metrics (name -> (value, higher is better))."""
+    from gradbench import records
+
+    rec = {**spec.as_dict(), "run_id": spec.run_id, "schema_version": records.SCHEMA_VERSION, "status": status,
+           "error": None if status == "ok" else "x", "eval_every": spec.eval_every,
+           "metrics": {k: {"value": v, "higher_is_better": h} for k, (v, h) in metrics.items()},
+           "main_metric": spec.task_cls.main_metric}
+    path = spec.record_paths(runs)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+
+
+def test_each_claim_is_tuned_on_the_validation_version_of_its_own_metric(tmp_path):
+    s = study.load_study(_write(tmp_path, TUNED))
+    p = study.plan(s, "cpu")
+    recon, probe, override = (p.sides[c][0].tuning for c in ("recon", "probe", "probe-on-recon"))
+    assert (recon.metric, probe.metric, override.metric) == ("valid_recon", "valid_probe_accuracy", "valid_recon")
+    # validation: reconstruction is best at 3e-3, the probe at 1e-3; test metrics say the opposite (never read)
+    best_recon = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}
+    best_probe = {"3e-4": 0.70, "1e-3": 0.90, "3e-3": 0.75, "1e-2": 0.72}
+    for tuning in (sp.tuning for sp in p.unique.values()):  # both sides of each claim
+        for point, specs in zip(tuning.points, tuning.specs, strict=True):
+            lr = point["lr"]
+            for spec in specs:
+                _fake_record(spec, tmp_path / "runs", {
+                    "valid_recon": (best_recon[lr], False), "valid_probe_accuracy": (best_probe[lr], True),
+                    "test_recon": (best_probe[lr] * 30, False), "probe_accuracy": (best_recon[lr] / 20, True)})
+    todo = study.missing(p)
+    assert recon.chosen == {"lr": "3e-3"} and override.chosen == {"lr": "3e-3"}
+    assert probe.chosen == {"lr": "1e-3"}
+    assert not recon.edge and not probe.edge
+    # the finals are what is missing now: 2 seeds for each side's choice (recon's and probe-on-recon's shared)
+    finals = {spec.run_id for sp in p.unique.values() for spec in sp.finals}
+    assert {spec.run_id for spec in todo.runs} == finals and len(finals) == 2 * 2 * 2
+    assert all(spec.seed in (0, 1) for spec in todo.runs)
+
+
+def test_a_tuned_claim_needs_tuning_seeds(tmp_path):
+    text = TUNED.replace('tune_seeds = "2-3"\n', "")
+    with pytest.raises(UsageError, match="no tuning seeds"):
+        study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+
+
+def test_a_study_grid_extends_past_an_edge_choice_and_lists_the_new_runs(tmp_path):
+    text = TUNED.split("[[claims]]")[0] + "[[claims]]" + TUNED.split("[[claims]]")[1]
+    p = study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+    tuning = p.sides["recon"][0].tuning
+    for point, specs in zip(tuning.points, tuning.specs, strict=True):
+        for spec in specs:  # reconstruction keeps improving with the learning rate: the choice is the largest
+            _fake_record(spec, tmp_path / "runs", {"valid_recon": (1 / float(point["lr"]), False)})
+    todo = study.missing(p)
+    assert tuning.tried["lr"] == ["3e-4", "1e-3", "3e-3", "1e-2", "3e-2"] and not tuning.decided
+    new = {spec.run_id for spec in tuning.specs[-1]}
+    assert new <= {spec.run_id for spec in todo.runs}  # the extension's runs, made by the next (resumed) study
+    assert any(sp is p.sides["recon"][0] for sp, _ in todo.unchosen)
