@@ -275,16 +275,19 @@ tune = "lr=1e-3,1e-2"
 
 def test_a_task_key_added_later_keeps_the_older_records_id():
     spec = resolve("vae", "ste", seed=0, options=RunOptions(steps=10))
-    assert len(spec.run_ids) == 2 and spec.run_ids[0] == spec.run_id
+    assert len(spec.run_ids) == 3 and spec.run_ids[0] == spec.run_id  # iw_k, then protocol were added
     old = spec.as_dict()
-    del old["task"]["config"]["iw_k"]  # as a record made before vimco added the key
+    del old["task"]["config"]["iw_k"]  # as a record made before vimco added the key (and protocol came later)
+    del old["task"]["config"]["protocol"]
     from gradbench import records
 
     old["run_id"] = records.run_id(old)
     old["eval_every"] = spec.eval_every
-    assert old["run_id"] == spec.run_ids[1]
+    assert old["run_id"] == spec.run_ids[2]
     assert spec_from_record(old).run_id == spec.run_id  # rerun rebuilds it
-    assert len(resolve("vae:iw_k=2", "ste", seed=0, options=RunOptions(steps=10)).run_ids) == 1
+    # at iw_k=2 no record predates iw_k; one may predate protocol
+    assert len(resolve("vae:iw_k=2", "ste", seed=0, options=RunOptions(steps=10)).run_ids) == 2
+    assert len(resolve("vae:iw_k=2,protocol=disarm", "ste", seed=0, options=RunOptions(steps=10)).run_ids) == 1
 
 
 def test_a_finished_record_under_the_older_id_is_reused(tmp_path):
@@ -293,7 +296,7 @@ def test_a_finished_record_under_the_older_id_is_reused(tmp_path):
 
     spec = resolve("classify", "ste", seed=0, options=RunOptions(steps=3, grad_stats=False))
     assert execute(spec, device="cpu", runs_dir=str(tmp_path))["status"] == "ok"
-    new, legacy = spec.record_paths(tmp_path)
+    new, *_, legacy = spec.record_paths(tmp_path)  # the oldest id: before every added key
     record = json.loads(new.read_text())  # made again as it was before the sort/rank/round keys existed
     for key in ("group", "levels"):
         del record["task"]["config"][key]
