@@ -11,8 +11,11 @@ about the code, so it is reported, not failed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from gradbench.results import Record
 
 TOLERANCE = 1e-6  # largest relative difference of a metric that counts as reproduced on the same machine
 MACHINE_KEYS = ("cpu_model", "device_name", "torch", "threads")  # provenance that changes the floats
@@ -72,16 +75,18 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
-def check(original: dict[str, Any], rerun: dict[str, Any]) -> RerunCheck:
-    """Compare ``rerun``'s metrics and provenance with ``original``'s (records as dicts)."""
-    before = {k: m["value"] for k, m in (original.get("metrics") or {}).items()}
-    after = {k: m["value"] for k, m in (rerun.get("metrics") or {}).items()}
+def check(original: Record | Mapping[str, Any], rerun: Record | Mapping[str, Any]) -> RerunCheck:
+    """Compare ``rerun``'s metrics and provenance with ``original``'s (records, or their dicts)."""
+    first, second = Record.of(original), Record.of(rerun)
+    before = {k: first.metric(k) for k in first.metric_directions()}
+    after = {k: second.metric(k) for k in second.metric_directions()}
     worst, largest = None, 0.0
     for name in sorted(set(before) | set(after)):
-        diff = _rel(float(before[name]), float(after[name])) if name in before and name in after else math.inf
+        a, b = before.get(name), after.get(name)
+        diff = _rel(a, b) if a is not None and b is not None else (0.0 if a is None and b is None else math.inf)
         if diff > largest:
             worst, largest = name, diff
-    p0, p1 = original.get("provenance") or {}, rerun.get("provenance") or {}
-    machine = {k: (p0.get(k), p1.get(k)) for k in MACHINE_KEYS if p0.get(k) != p1.get(k)}
-    code = {k: (p0.get(k), p1.get(k)) for k in CODE_KEYS if p0.get(k) != p1.get(k)}
+    p0, p1 = first.provenance, second.provenance
+    machine = {k: (getattr(p0, k), getattr(p1, k)) for k in MACHINE_KEYS if getattr(p0, k) != getattr(p1, k)}
+    code = {k: (getattr(p0, k), getattr(p1, k)) for k in CODE_KEYS if getattr(p0, k) != getattr(p1, k)}
     return RerunCheck(largest, worst, machine, code)
