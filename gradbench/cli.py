@@ -434,12 +434,23 @@ def unsupported_by_kind() -> dict[str, list[str]]:
     return out
 
 
+def installed_versions() -> dict[str, str]:
+    """Estimator name -> the installed version (the leaderboard shows records of other versions apart)."""
+    out: dict[str, str] = {}
+    for name in ESTIMATORS.names():
+        try:
+            out[name] = str(ESTIMATORS.get(name).version)
+        except (UsageError, AttributeError):  # a broken plugin must not stop the leaderboard
+            continue
+    return out
+
+
 def _write_leaderboard(runs: str, out: str | None) -> str:
     from gradbench.compare import registry_label
     from gradbench.leaderboard import build
 
     path = out or str(Path(runs) / "leaderboard.md")
-    _, problems = build(runs, path, unsupported_by_kind(), relabel=registry_label)
+    _, problems = build(runs, path, unsupported_by_kind(), relabel=registry_label, versions=installed_versions())
     for p in problems:
         print(f"gradbench: skipped {p}", file=sys.stderr)
     return path

@@ -127,10 +127,14 @@ def test_runset_relabels_rows(tmp_path: Path) -> None:
 
 
 def test_selections_move_the_chosen_runs_to_a_tuned_table_and_say_what_was_not_chosen() -> None:
+    """The chosen setting (lr=1, not the preset's) and its grid runs are at a setting of their own
+    (``toy(lr=1)``): they leave the plain tables, and the final runs form the tuned row."""
     grid = [_record(est="dab", seed=s) for s in (0, 1)]
     final = [_record(est="dab", seed=s, acc=0.95) for s in (0, 1, 2)]
     for i, r in enumerate(final):
         r["run_id"] = f"final{i}"
+    for r in grid + final:
+        r["task"] = {**r["task"], "label": "toy(lr=1)"}
     sel = {"kind": "selection", "task": {"name": "toy", "label": "toy"}, "estimator": {"name": "dab", "label": "dab"},
            "preset": "quick", "budget": {"steps": 100}, "grid": {"lr": ["1", "2"]}, "seeds": [0, 1],
            "final_seeds": [0, 1, 2, 3], "selection_metric": "valid_acc",
@@ -145,6 +149,44 @@ def test_selections_move_the_chosen_runs_to_a_tuned_table_and_say_what_was_not_c
     assert notes[0].startswith("Tuned on validation: lr ∈ {1, 2}, chosen by the best mean valid_acc over seeds 0,1")
     assert "dab: 1 of its 4 final runs have no record here." in notes
     assert "ste: no setting finished on every tuning seed; nothing to report." in notes
+
+
+def test_a_tuned_choice_at_the_preset_setting_stays_in_the_plain_table() -> None:
+    """The committed classify(node=sort) table lost its straight-through row: the structured stage's runs
+    (the preset's lr, seeds 0-2) were also the final runs of a tuning that chose the preset's lr, and the
+    tuned table took them. Now a run at the preset's setting stays in its plain table (a final run is in both
+    tables); a grid run at the preset's setting fills a plain row's seed only where no other run of it is
+    there (it has no gradient statistics); tuning runs at other settings still leave the plain tables."""
+    def rec(est: str, seed: int, rid: str, label: str = "toy", end: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+        r = _record(est=est, seed=seed, end=end)
+        r["run_id"], r["task"] = rid, {**r["task"], "label": label}
+        return r
+
+    plain = [rec("ste", s, f"ste{s}") for s in range(5)]  # the sweep's runs = the tuning's final runs
+    grid_default = [rec("ste", s, f"g-ste{s}", end="2026-02-01T00:00:00Z") for s in range(3)]  # newer, no gradient
+    grid_other = [rec("ste", s, f"g-ste-lr3-{s}", "toy(lr=3)") for s in range(3)]
+    dab_grid_default = [rec("dab", s, f"g-dab{s}") for s in range(3)]
+    dab_final = [rec("dab", s, f"dab-lr3-{s}", "toy(lr=3)") for s in range(5)]  # chose lr=3: not the preset's
+
+    def selection(est: str, grid: list[dict[str, Any]], final: list[dict[str, Any]], lr: str) -> Selection:
+        return Selection({"kind": "selection", "task": {"name": "toy", "label": "toy"},
+                          "estimator": {"name": est, "label": est}, "preset": "quick", "budget": {"steps": 100},
+                          "grid": {"lr": ["1", "3"]}, "seeds": [0, 1, 2], "final_seeds": [0, 1, 2, 3, 4],
+                          "selection_metric": "valid_acc", "settings": [{"run_ids": [r["run_id"] for r in grid]}],
+                          "choice": {"index": 0, "values": {"lr": lr}, "final_run_ids": [r["run_id"] for r in final]}})
+
+    runs = RunSet.of(plain + grid_default + grid_other + dab_grid_default + dab_final).with_selections([
+        selection("ste", grid_default + grid_other, plain, "1"), selection("dab", dab_grid_default, dab_final, "3")])
+    tables = runs.tables()
+    plain_key = TableKey("toy", "quick", "toy", '{"steps": 100}')
+    tuned_key = TableKey("toy", "quick", "toy [tuned]", '{"steps": 100}')
+    assert set(tables) == {plain_key, tuned_key}  # no toy(lr=3) table: runs at other settings left
+    ste = tables[plain_key]["ste"]
+    assert sorted(ste.records) == [0, 1, 2, 3, 4] and {r.run_id for r in ste.records.values()} == {
+        f"ste{s}" for s in range(5)}  # the final runs, not the newer grid runs of seeds 0-2
+    assert sorted(tables[plain_key]["dab"].records) == [0, 1, 2] and tables[plain_key]["dab"].grid_seeds == {0, 1, 2}
+    assert sorted(tables[tuned_key]) == ["dab [lr=3]", "ste [lr=1]"]
+    assert sorted(r.run_id for r in runs.set_aside) == sorted(r["run_id"] for r in grid_other)
 
 
 # ------------------------------------------------------------------------------------------ catalogue

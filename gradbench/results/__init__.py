@@ -32,6 +32,7 @@ from gradbench.results.ranking import (
     ALPHA,
     BIAS_ALPHA,
     MIN_RANKED,
+    Outlier,
     Ranking,
     RowStats,
     TableStats,
@@ -39,6 +40,7 @@ from gradbench.results.ranking import (
     decide,
     decide_table,
     is_tied,
+    outlier_seeds,
     tie_test,
     unranked_reason,
 )
@@ -58,7 +60,7 @@ from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all
 __all__ = [
     "fmt", "Record", "Checkpoint", "Provenance", "Selection", "Setting", "TableKey", "EAGER", "PATH_NAMES",
     "path_order", "RunSet", "Row", "Table", "Relabel", "Metric", "GRADIENT", "GRADIENT_PREFIX", "TABLE_GRADIENT",
-    "CLAIM_GRADIENT", "TRACE", "columns", "claim_metric", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "Ranking", "RowStats",
-    "TableStats", "tie_test", "is_tied", "bias_p", "unranked_reason", "decide", "decide_table", "Verdict", "Side",
-    "Statement", "conclude_all",
+    "CLAIM_GRADIENT", "TRACE", "columns", "claim_metric", "ALPHA", "BIAS_ALPHA", "MIN_RANKED", "Outlier", "Ranking",
+    "RowStats", "TableStats", "tie_test", "is_tied", "bias_p", "outlier_seeds", "unranked_reason", "decide",
+    "decide_table", "Verdict", "Side", "Statement", "conclude_all",
 ]

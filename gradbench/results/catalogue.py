@@ -58,6 +58,9 @@ class Metric:
         if self.name == "log10_work_variance":  # what a fixed budget of cost evaluations buys
             v, evals = point.stat("log10_variance"), record.evals_per_step
             return v + math.log10(evals) if v is not None and evals is not None and evals > 0 else None
+        if self.name == "mismatch":  # how far the mean estimate is from the reference, relative to its size
+            raw, norm = point.stat("bias_sq_raw"), point.stat("mean_norm")
+            return math.sqrt(raw) / norm if raw is not None and raw >= 0 and norm else None
         return point.stat(self.name)
 
 
@@ -77,6 +80,8 @@ GRADIENT = {m.name: m for m in (
               "gradient"),
     _gradient("bias_sq", False, "bias²", "debiased squared bias against the reference gradient"),
     _gradient("bias_p", None, "bias (end)", "the bias test's p-value (exact references only)", "bonferroni"),
+    _gradient("mismatch", False, "mismatch", "‖ḡ - r‖ / ‖ḡ‖: the mean estimate's distance from the reference, "
+              "relative to its norm (raw: the draws' noise included)"),
 )}
 TABLE_GRADIENT = ("log10_variance", "log10_work_variance", "cosine")  # the leaderboard's gradient columns
 CLAIM_GRADIENT = ("variance", "log10_variance", "snr", "mse", "cosine", "bias_sq")  # what a claim may judge

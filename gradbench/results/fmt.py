@@ -62,9 +62,21 @@ def pct(x: float) -> str:
     return "unbounded" if not math.isfinite(x) else f"{100 * x:+.1f}%"
 
 
-def pvalue(p: float, digits: int = 3) -> str:
-    """A p-value to ``digits`` significant digits (``0.0213``, ``1.37e-05``)."""
-    return f"{p:.{digits}g}"
+LEVELS = (0.05, 0.01)  # the levels reports decide at: a printed p never sits on the wrong side of one
+
+
+def pvalue(p: float, digits: int = 3, levels: Iterable[float] = LEVELS) -> str:
+    """A p-value to ``digits`` significant digits (``0.0213``, ``1.37e-05``), with more digits where
+    rounding would carry it across one of ``levels``: 0.0496 at 2 digits is ``0.0496``, never ``0.05``
+    (which reads as not below 0.05), and 0.00996 is ``0.00996``, never ``0.01``."""
+    if not math.isfinite(p):
+        return f"{p}"
+    levels = tuple(levels)
+    for d in range(digits, 18):
+        text = f"{p:.{d}g}"
+        if all((float(text) < a) == (p < a) for a in levels):
+            return text
+    return repr(p)
 
 
 def arrow(higher_is_better: bool | None) -> str:

@@ -10,13 +10,20 @@ Judgments, each with a stated false-alarm rate (checked by simulation in tests/t
 - The best ranked mean per column, and every ranked row tied with it: a two-sided t-test gives
   p >= ALPHA, paired over the seeds both rows share when they share >= MIN_RANKED, else Welch's. Two rows
   drawn from one distribution are called "not tied" with probability <= ALPHA.
-- The bias flag: the seeds' end-checkpoint bias tests combined by Bonferroni, flagged when
-  min(1, n * min p) < BIAS_ALPHA; an unbiased estimator is flagged with probability <= BIAS_ALPHA.
+- An outlier seed (``outlier_seeds``): a seed at either end of its row that Dixon's Q test calls an
+  outlier at 5% (OUTLIER_Q95) and that lies more than OUTLIER_SDS robust SDs from its row's median, the SD
+  pooled over the table's rows (1.4826 x the median absolute deviation from the rows' medians). A row with
+  one is not ranked in that column. A row of normal seeds is flagged with probability <= 0.05 whatever its
+  own spread (Dixon's level), and 0.2-2.6% when its spread is the table's.
+- The bias flag: the seeds' end-checkpoint bias tests combined by Bonferroni into the row's
+  p = min(1, n * min p), then Holm's step-down adjustment over the table's rows; flagged when the adjusted
+  p < BIAS_ALPHA. The chance that any unbiased row of a table is flagged is <= BIAS_ALPHA.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,11 +32,18 @@ from typing import Any
 from gradbench.results.catalogue import GRADIENT, TABLE_GRADIENT, Metric, columns
 from gradbench.results.record import EAGER, Record, TableKey, finite, path_order
 from gradbench.results.runset import Row, RunSet, Table
-from gradbench.stats import bonferroni_combine, mean_ci, paired_t, welch_t
+from gradbench.stats import bonferroni_combine, holm, mean_ci, paired_t, welch_t
 
 ALPHA = 0.05  # tie-test level: p < ALPHA is "worse than best", p >= ALPHA "tied"
 MIN_RANKED = 2  # ok seeds a row needs to be ranked (and to pair on: fewer shared seeds -> Welch's test)
-BIAS_ALPHA = 0.05  # a row's combined bias p below this is "flagged"
+BIAS_ALPHA = 0.05  # a row's combined bias p, Holm-adjusted over the table's rows, below this is "flagged"
+# Dixon's Q (gap to the nearest neighbour / range) at the two-sided 5% level, by seeds in the row (Rorabacher
+# 1991; simulated 0.0496-0.0514 in tests/test_leaderboard.py); rows of more than 10 seeds use the 10-seed value,
+# which is conservative there
+OUTLIER_Q95 = {3: 0.970, 4: 0.829, 5: 0.710, 6: 0.625, 7: 0.568, 8: 0.526, 9: 0.493, 10: 0.466}
+OUTLIER_SDS = 5.0  # an outlier seed is also this many pooled robust SDs from its row's median
+MAD_SD = 1.4826  # median absolute deviation -> standard deviation, for normal data
+ROUNDING_MISMATCH = 0.1  # a float32 bias flag with every seed's mismatch below this fraction may be rounding
 
 Stat = tuple[float, float | None, int]  # (mean, 95% CI half-width or None, n), as stats.mean_ci
 
@@ -77,6 +91,17 @@ class Ranking:
         return self.tied | {self.best} if self.best is not None else frozenset()
 
 
+@dataclass(frozen=True)
+class Outlier:
+    """A seed that stands apart from the rest of its row (``outlier_seeds``)."""
+
+    seed: Any
+    value: float
+    median: float  # the row's median, this seed included
+    q: float  # Dixon's Q: the gap to its nearest neighbour over the row's range
+    sds: float  # |value - median| in robust SDs pooled over the table's rows
+
+
 @dataclass
 class RowStats:
     """Everything one table row shows, before formatting."""
@@ -88,6 +113,10 @@ class RowStats:
     metrics: dict[str, Stat] = field(default_factory=dict)
     gradient: dict[str, Stat] = field(default_factory=dict)  # TABLE_GRADIENT at the last checkpoint
     bias: tuple[float, int] | None = None  # (Bonferroni-combined end-checkpoint bias p, seeds with a bias_p)
+    bias_holm: float | None = None  # the row's bias p, Holm-adjusted over the table's rows: the flag's p
+    bias_precisions: frozenset[str] = frozenset()  # what the seeds' bias tests ran in (float32, float64)
+    bias_mismatch: tuple[float, float] | None = None  # (min, max) over the seeds with a bias_p of ‖ḡ - r‖ / ‖ḡ‖
+    outliers: dict[str, list[Outlier]] = field(default_factory=dict)  # metric -> its outlier seeds
     evals_per_step: float | None = None
     steps_per_s: dict[str, float] = field(default_factory=dict)  # execution path -> mean over its runs
     failed: dict[str, int] = field(default_factory=dict)  # non-ok status -> count
@@ -96,6 +125,21 @@ class RowStats:
     def n_failed(self) -> int:
         """Seeds whose run failed or diverged."""
         return sum(self.failed.values())
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the bias test flags the row: its Holm-adjusted p < BIAS_ALPHA."""
+        return self.bias_holm is not None and self.bias_holm < BIAS_ALPHA
+
+    @property
+    def flag_may_be_rounding(self) -> bool:
+        """A flag that float32 rounding alone could raise: every seed's bias test ran in float32 (records made
+        before the double-precision bias test) and the mean estimate is within ROUNDING_MISMATCH of the
+        reference on every seed. Near an optimum, where the gradient is a small difference of large costs,
+        float32 rounding reaches a few % of it: IndeCateR, exact for the toy's additive cost, is 3% off in
+        float32 there and 5e-11 in float64 (docs/gradient-statistics.md)."""
+        return (self.flagged and self.bias_precisions == {"float32"} and self.bias_mismatch is not None
+                and self.bias_mismatch[1] < ROUNDING_MISMATCH)
 
 
 @dataclass
@@ -151,11 +195,46 @@ def bias_p(records: Iterable[Record | Mapping[str, Any]]) -> tuple[float, int] |
     return (bonferroni_combine(ps), len(ps)) if ps else None
 
 
+def outlier_seeds(rows: Mapping[str, Mapping[Any, float]]) -> dict[str, list[Outlier]]:
+    """row label -> its outlier seeds, from one column's values (row label -> seed -> value).
+
+    A seed is an outlier when both hold: (1) it is at an end of its row (of >= 3 values) and Dixon's Q, its
+    gap to the nearest other value over the row's range, exceeds OUTLIER_Q95 (the two-sided 5% point for
+    normal data); (2) it lies more than OUTLIER_SDS robust SDs from its row's median, the SD being
+    MAD_SD x the median of |value - its row's median| over every value of the table's rows of >= 3 values.
+    (1) needs no assumption about the other rows, so a row of normal seeds is flagged with probability
+    <= 0.05 whatever its own spread; (2) keeps a row whose spread is the table's from being flagged for a
+    seed that is far only relative to the row's other seeds (simulated per row: 0.2-2.6% with 3-5 seeds
+    and 2-17 rows, tests/test_leaderboard.py). Power at 3 seeds is low (both other seeds must agree): the
+    rule catches a collapse like topk's straight-through (seeds 0.9991, 0.9985 and 0.6243), not every
+    bad seed. No scale (every value equal to its row's median), no test.
+    """
+    big = {label: dict(v) for label, v in rows.items() if len(v) >= 3}
+    deviations = [abs(x - med) for v in big.values() for med in [statistics.median(v.values())] for x in v.values()]
+    scale = MAD_SD * statistics.median(deviations) if deviations else 0.0
+    if not scale > 0:
+        return {}
+    out: dict[str, list[Outlier]] = {}
+    for label, v in big.items():
+        items = sorted(v.items(), key=lambda kv: kv[1])
+        xs = [x for _, x in items]
+        spread, med = xs[-1] - xs[0], statistics.median(xs)
+        if not spread > 0:
+            continue
+        crit = OUTLIER_Q95[min(len(xs), max(OUTLIER_Q95))]
+        for (seed, x), gap in ((items[0], xs[1] - xs[0]), (items[-1], xs[-1] - xs[-2])):
+            q, sds = gap / spread, abs(x - med) / scale
+            if q > crit and sds > OUTLIER_SDS:
+                out.setdefault(label, []).append(Outlier(seed, x, med, q, sds))
+    return out
+
+
 def unranked_reason(stats: RowStats, metric: str) -> str | None:
     """Why a row takes no part in a column's best/tie verdict, or None when it does (it is ranked).
 
-    Ranked means: >= MIN_RANKED ok seeds, no failed or diverged seed, and a finite value of the metric
-    from every ok seed (so no run drops silently out of a mean that competes for bold).
+    Ranked means: >= MIN_RANKED ok seeds, no failed or diverged seed, a finite value of the metric
+    from every ok seed (so no run drops silently out of a mean that competes for bold), and no outlier
+    seed in that column (``outlier_seeds``: a tie that rests on one collapsed seed's spread is no tie).
     """
     n = stats.metrics[metric][2] if metric in stats.metrics else 0
     if stats.unsupported:
@@ -168,6 +247,8 @@ def unranked_reason(stats: RowStats, metric: str) -> str | None:
         return f"n={n}"
     if n < stats.n_ok:
         return f"{stats.n_ok - n} non-finite"
+    if stats.outliers.get(metric):
+        return "outlier seed " + ", ".join(str(o.seed) for o in stats.outliers[metric])
     return None
 
 
@@ -184,6 +265,10 @@ def _row_stats(row: Row, metrics: list[Metric], has_gradient: bool) -> RowStats:
     if has_gradient:
         stats.gradient = {k: mean_ci(_numbers(GRADIENT[k].value(r) for r in ok)) for k in TABLE_GRADIENT}
         stats.bias = bias_p(ok)
+        tested = [r for r in ok if finite(GRADIENT["bias_p"].value(r)) is not None]
+        stats.bias_precisions = frozenset(r.end.bias_precision for r in tested if r.end is not None)
+        mismatch = _numbers(GRADIENT["mismatch"].value(r) for r in tested)
+        stats.bias_mismatch = (min(mismatch), max(mismatch)) if mismatch and len(mismatch) == len(tested) else None
     evals, _, n_evals = mean_ci(_numbers(r.evals_per_step for r in ok))
     stats.evals_per_step = evals if n_evals else None
     stats.steps_per_s = _steps_per_s(ok)
@@ -214,6 +299,12 @@ def decide_table(key: TableKey, rows: Table, unsupported: Iterable[str] = ()) ->
     main, metrics = columns(records)
     has_gradient = any(r.end is not None for row in rows.values() for r in row.ok())
     stats = {label: _row_stats(row, metrics, has_gradient) for label, row in rows.items()}
+    for m in metrics:
+        for label, found in outlier_seeds({lbl: row.values(m.name) for lbl, row in rows.items()}).items():
+            stats[label].outliers[m.name] = found
+    biased = [s for s in stats.values() if s.bias is not None]
+    for s, adjusted in zip(biased, holm(s.bias[0] for s in biased), strict=True):  # type: ignore[index]
+        s.bias_holm = adjusted if math.isfinite(adjusted) else None
     hib_main = next((m.higher_is_better for m in metrics if m.name == main), None)
 
     def sort_key(label: str) -> tuple[int, float, str]:  # ranked rows, unranked, no value, unsupported

@@ -100,6 +100,13 @@ class Checkpoint:
         return number(self.data.get(name))
 
     @property
+    def bias_precision(self) -> str:
+        """The precision the bias test ran in: ``float64`` (a double-precision copy of the estimator and the
+        task, from the double-precision bias test on), else ``float32`` (records made before it: the
+        training's own float32 arithmetic)."""
+        return str(self.data.get("bias_precision") or "float32")
+
+    @property
     def fields(self) -> dict[str, Any]:
         """Everything measured here, name excepted (statistics, ``step``, ``reference``, ``draws``...), as
         stored: what an export writes."""
@@ -208,6 +215,12 @@ class Record:
         """The task setting's label (``sort(node=bernoulli)``), or the label it is shown under."""
         task = table_of(self.data, "task")
         return self.shown_task_label or str(task.get("label") or task.get("name"))
+
+    @property
+    def stored_task_label(self) -> str:
+        """The task setting's label as stored in the record."""
+        task = table_of(self.data, "task")
+        return str(task.get("label") or task.get("name"))
 
     @property
     def task_version(self) -> Any:

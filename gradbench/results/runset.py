@@ -2,10 +2,13 @@
 
 ``RunSet.collect(runs)`` reads every record under a runs folder (an unreadable file is never silently
 dropped: it is listed in ``problems``); ``relabel`` shows rows under today's label rule;
-``with_selections`` applies tuning's selection records (a grid's runs leave the plain tables, the
-chosen setting's final runs become a row of the task's ``[tuned]`` table); ``tables()`` groups by
-table (task, preset, task label, budget), then by row label, then by seed, the newest record of a
-seed winning.
+``with_selections`` applies tuning's selection records (a tuning's runs at a setting other than the
+preset's leave the plain tables, the chosen setting's final runs become a row of the task's ``[tuned]``
+table, and a run at the preset's setting stays in its plain table: a row never disappears from a table
+because it also appears in another); ``with_versions`` shows records of an estimator version other than
+the installed one under their own row (``relax (v2)``); ``tables()`` groups by table (task, preset, task
+label, budget), then by row label, then by seed, the newest record of a seed winning (a tuning grid run
+only where its seed has no other run).
 """
 
 from __future__ import annotations
@@ -31,12 +34,25 @@ class Row:
     label: str
     records: dict[Any, Record] = field(default_factory=dict)  # seed -> newest record
     unsupported: bool = False  # an estimator that cannot run the table's node (no records)
+    grid_seeds: set[Any] = field(default_factory=set)  # seeds whose record is a tuning grid run
 
-    def add(self, record: Record) -> None:
-        """Keep ``record`` for its seed unless a newer one is there (the newest run of a seed wins)."""
+    def add(self, record: Record, grid: bool = False) -> None:
+        """Keep ``record`` for its seed unless a newer one is there (the newest run of a seed wins). A tuning
+        grid run (``grid``: made without gradient statistics, and training exactly as the plain run of its
+        seed does) never replaces another run of its seed, and any other run replaces it."""
         old = self.records.get(record.seed)
-        if old is None or record.end_utc >= old.end_utc:
-            self.records[record.seed] = record
+        if old is not None:
+            old_grid = record.seed in self.grid_seeds
+            if grid != old_grid:
+                if grid:
+                    return
+            elif record.end_utc < old.end_utc:
+                return
+        self.records[record.seed] = record
+        if grid:
+            self.grid_seeds.add(record.seed)
+        else:
+            self.grid_seeds.discard(record.seed)
 
     def ok(self) -> list[Record]:
         return [r for r in self.records.values() if r.ok]
@@ -63,6 +79,8 @@ class RunSet:
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: dict[TableKey, list[str]] = field(default_factory=dict)
+    grid: set[str] = field(default_factory=set)  # run ids of tuning grid runs kept in the plain tables
+    set_aside: list[Record] = field(default_factory=list)  # tuning runs at other settings: in no table
 
     @classmethod
     def of(cls, records: Iterable[Record | Mapping[str, Any]], problems: Iterable[str] = ()) -> RunSet:
@@ -87,14 +105,16 @@ class RunSet:
         return out.relabel(relabel) if relabel is not None else out
 
     @classmethod
-    def load(cls, runs_dir: str | Path, relabel: Relabel | None = None) -> RunSet:
+    def load(cls, runs_dir: str | Path, relabel: Relabel | None = None,
+             versions: Mapping[str, str] | None = None) -> RunSet:
         """What the leaderboard's tables (and their plots) are made of: ``collect`` with the runs folder's
-        selection records applied (``with_selections``); unreadable selection files join ``problems``."""
+        selection records applied (``with_selections``) and, given the installed estimator versions, records
+        of other versions shown as such (``with_versions``); unreadable selection files join ``problems``."""
         runs = cls.collect(runs_dir, relabel)
         selections, bad = read_selections(runs_dir)
         out = runs.with_selections(Selection(s) for s in selections)
         out.problems += bad
-        return out
+        return out.with_versions(versions) if versions else out
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
@@ -107,18 +127,50 @@ class RunSet:
         written under an older label rule join the rows of the current one."""
         return replace(self, records=[r.relabelled(relabel(r)) for r in self.records])
 
+    def with_versions(self, installed: Mapping[str, str]) -> RunSet:
+        """Records of an estimator version other than the installed one (``installed``: estimator name ->
+        version) shown under their own row, the label followed by `` (v<version>)``: ``relax (v2)``. Code
+        that changed its version may compute something else, so its records never join the current row,
+        where the newest record of a seed would silently mix two versions' seeds; the newest record wins
+        within a version's row. Estimators not installed here keep their labels."""
+        def shown(r: Record) -> Record:
+            now = installed.get(r.estimator)
+            old = r.estimator_version
+            if now is None or old is None or str(old) == str(now):
+                return r
+            return r.relabelled(f"{r.label} (v{old})")
+
+        return replace(self, records=[shown(r) for r in self.records])
+
     def with_selections(self, selections: Iterable[Selection]) -> RunSet:
-        """Each selection's grid runs leave the plain tables; its chosen setting's runs at the final seeds
-        become one row of the task's ``[tuned]`` table, labelled with the choice (``dab [lr=0.003]``). An
-        estimator with no eligible setting, or final runs not found, is said in the table's notes: never
-        silently dropped."""
+        """Each selection's runs at a setting other than the preset's (its grid runs and, when the choice is
+        not the preset's setting, its final runs) leave the plain tables; its chosen setting's runs at the
+        final seeds become one row of the task's ``[tuned]`` table, labelled with the choice
+        (``dab [lr=0.003]``). A run at the preset's setting (its task and estimator labels are the
+        selection's own, so every tuned key is at its preset value) stays in the plain table it belongs to,
+        whether it is a final run (then it is in both tables) or a grid run (made without gradient
+        statistics: it counts for its seed only where no other run of that seed is there). An estimator
+        with no eligible setting, or final runs not found, is said in the table's notes: never silently
+        dropped."""
         by_id = {r.run_id: r for r in self.records}
         consumed: set[str] = set()
+        grid_ids: set[str] = set(self.grid)
         tuned: list[Record] = []
         notes = {k: list(v) for k, v in self.notes.items()}
+
+        def at_preset(rid: str, sel: Selection) -> bool:
+            r = by_id.get(rid)
+            return r is not None and (r.stored_task_label, r.stored_label) == (sel.task_label, sel.label)
+
+        selections = list(selections)
+        finals = {rid for sel in selections for rid in sel.final_run_ids}
         for sel in selections:
             key = sel.table
-            consumed.update(sel.grid_run_ids)
+            for rid in sel.grid_run_ids:
+                if at_preset(rid, sel):
+                    grid_ids.update([rid] if rid not in finals else [])
+                else:
+                    consumed.add(rid)
             grid = "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in sel.grid.items())
             say = notes.setdefault(key, [])
             line = (f"Tuned on validation: {grid}, chosen by the best mean {sel.metric} over seeds "
@@ -130,19 +182,21 @@ class RunSet:
                 say.append(f"{sel.label}: no setting finished on every tuning seed; nothing to report.")
                 continue
             final = sel.final_run_ids
-            consumed.update(final)
+            consumed.update(rid for rid in final if not at_preset(rid, sel))
             missing = [rid for rid in final if rid not in by_id]
             if missing:
                 say.append(f"{sel.label}: {len(missing)} of its {len(final)} final runs have no record here.")
             shown = f"{sel.label} [{values_text(sel.chosen)}]"
             tuned += [by_id[rid].relabelled(shown, key.label) for rid in final if rid in by_id]
         kept = [r for r in self.records if r.run_id not in consumed]
-        return RunSet(kept + tuned, list(self.problems), notes)
+        aside = [r for r in self.records if r.run_id in consumed and r.run_id not in finals]
+        return RunSet(kept + tuned, list(self.problems), notes, grid_ids - consumed, self.set_aside + aside)
 
     def tables(self) -> dict[TableKey, Table]:
-        """table -> row label -> row (seed -> newest record), in the order records were found."""
+        """table -> row label -> row (seed -> newest record; a grid run only where its seed has no other
+        run), in the order records were found."""
         tables: dict[TableKey, Table] = {}
         for r in self.records:
             table = tables.setdefault(r.table, {})
-            table.setdefault(r.label, Row(r.label)).add(r)
+            table.setdefault(r.label, Row(r.label)).add(r, grid=r.run_id in self.grid)
         return tables
