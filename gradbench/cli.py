@@ -509,7 +509,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gradbench.site import build
 
     _has_records(args.runs, "report")
-    site = build(args.runs, args.html, args.claims, unsupported_by_kind(), relabel=registry_label)
+    site = build(args.runs, args.html, args.claims, unsupported_by_kind(), relabel=registry_label,
+                 versions=installed_versions())
     for p in site.problems:
         print(f"gradbench: skipped {p}", file=sys.stderr)
     for note in site.notes:

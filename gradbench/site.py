@@ -34,7 +34,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gradbench.errors import UsageError
-from gradbench.leaderboard import LEGEND, LEGEND_BIAS, LEGEND_GRADIENT, LEGEND_PATHS, _header, _headers, _row_cells
+from gradbench.leaderboard import (
+    LEGEND,
+    LEGEND_BIAS,
+    LEGEND_GRADIENT,
+    LEGEND_PATHS,
+    _header,
+    _headers,
+    _row_cells,
+    footnotes,
+)
 from gradbench.records import atomic_write_text
 from gradbench.results import PATH_NAMES, Record, Relabel, RunSet, TableKey, TableStats, decide, fmt
 
@@ -245,6 +254,7 @@ def _table_section(table: TableStats, runs: Mapping[str, Mapping[Any, Record]], 
     parts = [f'<section id="{esc(key.slug)}"><h2>{esc(key.label)}</h2><p class="meta">{esc(meta)}</p>']
     parts += [f'<p class="note">{esc(" ".join(notes))}</p>'] if notes else []
     parts.append(grid(_headers(table) + ["runs (seed)"], rows))
+    parts += [f'<p class="note">{esc(line)}</p>' for line in footnotes(table)]  # outlier seeds, float32 flags
     na = [label for label in table.order if table.rows[label].unsupported]
     if na:
         parts.append(f'<p class="note">n/a (cannot run a {esc(", ".join(table.nodes) or "?")} node): '
@@ -259,9 +269,11 @@ def _table_section(table: TableStats, runs: Mapping[str, Mapping[Any, Record]], 
 
 
 def _index(runs: RunSet, tables: Mapping[TableKey, TableStats], pages: Mapping[str, str],
-           plots: Mapping[TableKey, list[Path]], out: Path, nav: Sequence[tuple[str, str]]) -> str:
+           plots: Mapping[TableKey, list[Path]], out: Path, nav: Sequence[tuple[str, str]],
+           versions: Mapping[str, str] | None = None) -> str:
     grouped = runs.tables()
-    body = ["<h1>gradbench leaderboard</h1>", _blocks(_header(runs.records, runs.problems))]
+    body = ["<h1>gradbench leaderboard</h1>",
+            _blocks(_header(runs.records, runs.problems, runs.set_aside, versions))]
     if len(tables) > 1:
         body.append('<nav class="toc"><p>Tables:</p><ul>' + "".join(
             f'<li><a href="#{esc(key.slug)}">{esc(key.label)}</a> <span class="note">({esc(key.preset)}; '
@@ -356,7 +368,8 @@ def _run_page(record: Record, runs_dir: Path, tables: Mapping[TableKey, TableSta
 
 
 def build(runs_dir: str | Path, out_dir: str | Path, claims: Sequence[str | Path] = (),
-          unsupported: Mapping[str, Iterable[str]] | None = None, relabel: Relabel | None = None) -> Site:
+          unsupported: Mapping[str, Iterable[str]] | None = None, relabel: Relabel | None = None,
+          versions: Mapping[str, str] | None = None) -> Site:
     """Write the site for the records under ``runs_dir`` into ``out_dir``; the tables are the leaderboard's
     (``RunSet.load`` with the same ``relabel`` and ``unsupported``), the run pages cover every record."""
     from gradbench.plots import plot_table
@@ -384,7 +397,7 @@ def build(runs_dir: str | Path, out_dir: str | Path, claims: Sequence[str | Path
     nav = _nav([(f"claims/{name}/index.html", f"claims: {path.name}") for path, name in claim_pages])
     for path, name in claim_pages:
         site.claims.append(_write_claims(site, path, out / "claims" / name, nav))
-    _write(site, site.index, _index(runs, tables, pages, plots, out, nav))
+    _write(site, site.index, _index(runs, tables, pages, plots, out, nav, versions))
     _write(site, out / "runs.html", _runs_page(every.records, pages, nav))
     for r in every:
         _write(site, out / "runs" / f"{pages[r.path]}.html", _run_page(r, runs_dir, tables, nav))
