@@ -30,6 +30,7 @@ from gradbench.results.verdicts import (
     Side,
     Verdict,
 )
+from gradbench.rules import ALPHA
 from gradbench.study import Claim, Plan
 
 # which outcomes favour the paper most, for naming a group's most favourable reading
@@ -76,19 +77,16 @@ def _explain(claim: Claim, result: Verdict, paper_cmd: str) -> str:
     if v == NOT_TESTABLE:
         return f"{reason} A setting where B is further from the bound could test it.{paper_cmd}"
     if v == NOT_SETTLED:
-        return (f"The curve is still moving at this budget ({result.trend}), so the verdict would say more than "
-                f"the evidence; a longer budget would settle it.{paper_cmd}")
+        return (f"Not judged by its numbers: {result.reason}. A verdict here would say more than the evidence; "
+                f"a longer budget might settle it.{paper_cmd}")
     if v == INCONCLUSIVE and result.b is not None:
         n = result.seeds_to_settle
-        more = (f"about {n} seeds at this budget would narrow the 95% interval enough to decide" if n else
+        more = (f"about {n} seeds at this budget would narrow the 98% interval enough to decide" if n else
                 f"more than {MAX_SEEDS} seeds at this budget would be needed to decide")
-        return f"{reason} {more}."
+        return f"{reason} {more}.{paper_cmd}"
+    if v in (NOT_SUPPORTED, CONTRADICTED, INCONCLUSIVE):
+        return f"{reason} This holds at this budget.{paper_cmd}"
     return reason
-
-
-def _trace(claim: Claim) -> tuple[str, str]:
-    """(history column, what it is) of the claim's learning curves."""
-    return claim_metric(claim.metric).trace
 
 
 def _trace(claim: Claim) -> tuple[str, str]:
@@ -213,9 +211,11 @@ def render(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: 
     lines += [fmt.table(["claim", "data; budget", "the paper", "A", "B", "gain of A (95% CI)", "A − B", "verdict"],
                         rows, style="compact", align="llllllll"), ""]
     n_tests = _tests_count(results)
-    lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of this study's "
-              f"{len(results)} claims (each verdict's tests are listed in its section). Every verdict holds only "
-              f"for the data and budget in its row.", ""]
+    judged = sum(1 for _, res in results if res.judgment is not None and res.judgment.tests)
+    lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of the {judged} claims "
+              f"judged by their numbers (claims not testable or not settled, and claims still missing runs, are "
+              f"outside it; each verdict's tests are listed in its section). Every verdict holds only for the data and "
+              f"budget in its row.", ""]
     lines += _groups(results) + ([""] if _groups(results) else [])
     lines += ["## How a verdict is reached", "", RULE_TEXT, ""]
     figures = None if out is None else out.parent / f"{out.stem}-figures"
@@ -257,12 +257,15 @@ def _tests(res: Verdict) -> list[str]:
     j = res.judgment
     if j is None or not j.tests:
         return []
+    level = ALPHA / 2
     rows = [[f"H0: {t.null}", t.shows, fmt.pvalue(t.p_paired), fmt.pvalue(t.p_unpaired), fmt.pvalue(t.p_sign_flip),
-             fmt.pvalue(adj), "yes" if t.rejects(adj, 0.01) else "no"]
+             fmt.pvalue(adj), ("yes" if t.shows == res.outcome or res.outcome not in (t.shows, INCONCLUSIVE)
+                               else "yes, overruled") if t.rejects(adj, level) else "no"]
             for t, adj in zip(j.tests, j.adjusted, strict=True)]
-    return ["Tests (one-sided; rejecting needs Holm-adjusted p and sign-flip p below 1%):", "",
-            fmt.table(["null", "would show", "paired t", "Welch", "sign-flip", "Holm-adjusted", "rejects"], rows,
-                      style="compact", align="llrrrrl"), ""]
+    return [f"Tests (one-sided, over the paired seeds; rejecting needs the Holm-adjusted p and the sign-flip p "
+            f"below {level:.0%}; \"overruled\": a side's failure forbids that outcome):", "",
+            fmt.table(["null", "would show", "paired t", "Welch (paired seeds)", "sign-flip", "Holm-adjusted",
+                       "rejects"], rows, style="compact", align="llrrrrl"), ""]
 
 
 def _gain_curve(res: Verdict) -> list[str]:
@@ -304,7 +307,8 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
             lines += [f"Tuning of {s.side} ({s.estimator}): {edge}", ""]
     g, u, d = res.gain, res.unpaired, res.difference
     if g is not None:
-        unpaired = "" if u is None else f"; unpaired {fmt.pct(u.lo)} to {fmt.pct(u.hi)} (Welch p = {fmt.pvalue(u.p)})"
+        unpaired = "" if u is None else (f"; unpaired over all ok seeds {fmt.pct(u.lo)} to {fmt.pct(u.hi)} "
+                                         f"(two-sided Welch p = {fmt.pvalue(u.p)})")
         absolute = "" if d is None or d.ci is None else (f"; absolute difference A − B {fmt.num(d.diff)} ± "
                                                          f"{d.ci:.2g}")
         lines += [f"Gain of A over B: {fmt.pct(g.gain)} (paired 95% CI {fmt.pct(g.lo)} to {fmt.pct(g.hi)}, "

@@ -25,9 +25,10 @@ Each one-sided test rejects only when three tests agree at level ``ALPHA / 2`` =
 decision): the paired t-test (Fieller's interval over paired seeds) and Welch's unpaired test (pairing
 can cost degrees of freedom for nothing when the sides do not correlate across seeds), whose larger p is
 Holm-corrected over every test of the study's claims, and the sign-flip permutation test of the paired
-differences at 1% per test (distribution-free: an outlier seed counts once). So the chance of any false
-definitive verdict in a study is at most 1% per direction under normal seed-to-seed variation and 1% per
-claim under heavy tails; when one side has occasional bad seeds (15-20% of seeds, 4-5 sd low, means
+differences at 1% per test (exact without assumptions on the differences' distribution beyond symmetry
+about 0 under the null: an outlier seed counts once). So the chance of any false definitive verdict in a
+study is at most 1% per direction under normal seed-to-seed variation (Holm), and 1% per claim under heavy
+tails (simulated); when one side has occasional bad seeds (15-20% of seeds, 4-5 sd low, means
 equal), the seeds that happen to hold no bad one make the other side look better, which no test of 8
 seeds can see, and that side is called better at most 2.5% of the time (simulated, tests/test_rules.py;
 at a 95% decision it was 3-5.6%, hence 98%). With fewer than 7 paired seeds the sign-flip test cannot
@@ -37,7 +38,8 @@ Failures count against their side: no ``SUPPORTED`` or ``SHORT`` while A failed 
 
 A level claim ("A reaches L") is ``SUPPORTED`` when A's mean reaches L, ``NOT_SUPPORTED`` when the test of
 "A's mean >= L" rejects (t-test and sign-flip on A - L), ``SHORT`` when the mean falls short but L is not
-ruled out.
+ruled out; with fewer than ``MIN_SIGN_FLIP_SEEDS`` seeds it is ``INCONCLUSIVE``. Claims found not testable
+or not settled leave the Holm family (their tests decide nothing).
 """
 
 from __future__ import annotations
@@ -117,23 +119,31 @@ def settled(curve: Sequence[Point], percent: bool = False) -> tuple[bool, str]:
     half = end.half_width
     if not math.isfinite(end.value) or not math.isfinite(start.value):
         return False, "the figure is missing at a checkpoint"
-    if abs(moved) < half:
+    if not math.isfinite(half):
+        return False, f"its interval at step {end.step} is unbounded: whether it settled cannot be read"
+    if abs(moved) <= half + 1e-12 * max(1.0, abs(end.value)):  # a curve with no spread and no move is settled
         return True, (f"stable: it moved {_show(moved, percent)} from step {start.step} to {end.step}, less than "
                       f"its interval's half-width {_show(half, percent).lstrip('+')}")
     return False, trend(curve, percent)
 
 
 def trend(curve: Sequence[Point], percent: bool = False) -> str:
-    """One sentence: is the gap between the sides closing, widening or stable over the last doubling?"""
+    """One sentence on the last doubling: for a gain (``percent``), is the gap between the sides closing,
+    widening, changing sign or stable; for a level claim's mean, is it rising, falling or stable?"""
     end = curve[-1]
     earlier = [p for p in curve if p.step <= end.step / 2]
     if not earlier:
         return "too few checkpoints to read a trend"
     start = earlier[-1]
     moved = end.value - start.value
-    if abs(moved) < end.half_width:
+    if abs(moved) <= end.half_width:
         return f"stable from step {start.step} to {end.step} (moved {_show(moved, percent)})"
-    word = "closing" if abs(end.value) < abs(start.value) else "widening"
+    if not percent:
+        word = "rising" if moved > 0 else "falling"
+    elif start.value * end.value < 0:
+        word = "changing sign"
+    else:
+        word = "closing" if abs(end.value) < abs(start.value) else "widening"
     return (f"{word}: {_show(start.value, percent)} at step {start.step}, {_show(end.value, percent)} at step "
             f"{end.step} (moved {_show(moved, percent)}, more than the half-width "
             f"{_show(end.half_width, percent).lstrip('+')}: not settled)")
@@ -241,8 +251,10 @@ class ClaimFigures:
 def candidate_tests(c: ClaimFigures) -> list[Test]:
     """The one-sided tests this claim's point estimate makes relevant (see the module docstring)."""
     a = np.asarray(c.a, dtype=float)
-    if c.level is not None:
-        return [level_test(a, c.level, c.higher_is_better)] if a.size >= 2 else []
+    if c.level is not None:  # the test of "A reaches the level" only matters when the mean falls short
+        mean = float(a.mean()) if a.size else math.nan
+        short = mean < c.level if c.higher_is_better else mean > c.level
+        return [level_test(a, c.level, c.higher_is_better)] if a.size >= 2 and short else []
     b = np.asarray(c.b, dtype=float)
     if a.size < 2 or b.size != a.size:
         return []
@@ -269,7 +281,7 @@ def point_gain(c: ClaimFigures) -> float:
 def judge(claims: Sequence[ClaimFigures], alpha: float = ALPHA) -> list[Judgment]:
     """Judge a study's claims together: each claim's candidate tests, Holm over all of them, then the
     outcome of each claim by the module's rules (testability and settledness first)."""
-    tests = [candidate_tests(c) for c in claims]
+    tests = [[] if _untestable(c) else candidate_tests(c) for c in claims]  # untestable: outside the family
     flat = holm([t.p for ts in tests for t in ts])
     out, i = [], 0
     for c, ts in zip(claims, tests, strict=True):
@@ -328,8 +340,10 @@ def _outcome(c: ClaimFigures, tests: list[Test], adjusted: list[float], level: f
     for outcome, reason in GAIN_REASONS:
         if outcome in rejected:
             j.outcome, j.reason = outcome, reason
-            if outcome == NOT_SUPPORTED and j.gain > 0:
+            if outcome == NOT_SUPPORTED and SHORT in rejected:
                 j.notes.append("A is better than B, by less than the claim")
+            elif outcome == NOT_SUPPORTED and j.gain > 0:
+                j.notes.append("the point estimate favours A, by less than the claim")
             return j
     j.reason = "no test rejects at the corrected level"
     return j
@@ -341,6 +355,8 @@ def _level_outcome(c: ClaimFigures, j: Judgment, rejected: set[str]) -> Judgment
     reached = j.gain >= level if c.higher_is_better else j.gain <= level
     if c.a_failed:
         j.outcome, j.reason = NOT_SUPPORTED, "A failed or diverged on some seed, which did not reach the level"
+    elif len(c.a) < MIN_SIGN_FLIP_SEEDS:
+        j.reason = f"{len(c.a)} seeds: too few for a definitive verdict (at least {MIN_SIGN_FLIP_SEEDS})"
     elif NOT_SUPPORTED in rejected:
         j.outcome, j.reason = NOT_SUPPORTED, f"A's mean {j.gain:.4g} falls short of {level:g}, and the test rejects"
     elif reached:

@@ -15,7 +15,7 @@ statistics and the conformance checks cannot drift apart.
 - ``relative_gain``: the paired relative gain of A over B (as papers state their claims, "+9%") with a
   Fieller confidence interval: the gains a paired t-test does not reject; ``relative_gain_unpaired`` the
   same for independent samples (Welch).
-- ``sign_flip_p``: the sign-flip permutation test of paired differences, distribution-free (outlier seeds).
+- ``sign_flip_p``: the sign-flip permutation test of paired differences, exact for any symmetric null.
 - ``holm``: Holm's adjusted p-values over a family of tests (a study's claims).
 
 No torch here (the leaderboard imports this module and must stay torch-free): callers pass numpy
@@ -241,7 +241,8 @@ def relative_gain_unpaired(a: ArrayLike, b: ArrayLike, higher_is_better: bool, l
     Fieller's interval for the ratio of two independent means: g is in it when Welch's t of
     ``L(g) = s mean(A) - (s + g sign(mean B)) mean(B)`` (zero exactly at the true gain) is within the
     critical value, with the Welch-Satterthwaite degrees of freedom at the estimate. ``p`` is Welch's
-    test of a zero gain; ``sd`` is the spread of one seed's gain, sqrt(var A + (1 + gain)^2 var B) / |mean B|.
+    test of a zero gain; ``sd`` is the spread of one seed's gain, sqrt(var A + (s + gain sign(mean B))^2 var B)
+    / |mean B|.
     """
     x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     n_a, n_b = int(x.size), int(y.size)
@@ -267,7 +268,7 @@ def relative_gain_unpaired(a: ArrayLike, b: ArrayLike, higher_is_better: bool, l
     else:
         root = math.sqrt(max(qb * qb - 4 * qa * qc, 0.0))
         lo, hi = (-qb - root) / (2 * qa), (-qb + root) / (2 * qa)
-    sd = math.sqrt(float(x.var(ddof=1)) + (1 + gain) ** 2 * float(y.var(ddof=1))) / big_m
+    sd = math.sqrt(float(x.var(ddof=1)) + (s + gain * sigma) ** 2 * float(y.var(ddof=1))) / big_m
     return Gain(min(n_a, n_b), gain, lo, hi, welch_t(x, y).p, sd)
 
 
@@ -279,12 +280,13 @@ def sign_flip_p(d: ArrayLike, alternative: str = "two-sided", draws: int = 100_0
     difference is as likely negative as positive (symmetric about 0), so every pattern of signs is equally
     likely, and p is the share of patterns whose sum is at least as extreme as the observed one.
 
-    Distribution-free: an outlier seed moves the sum but counts as one pattern among 2^n, so the test keeps
-    its level under heavy tails, where a t-test does not. Exact (all patterns) up to
-    ``SIGN_FLIP_EXACT_MAX`` pairs, else ``draws`` seeded random patterns with the (1 + hits)/(1 + draws)
-    rule, which keeps it valid. Its smallest p is 2^-n (one-sided) or 2^(1-n) (two-sided): with 5 seeds it
-    can never reject at 5%. ``alternative``: "two-sided", "greater" (mean > 0) or "less". nan when n == 0
-    or a value is not finite.
+    Valid for any distribution of the differences that is symmetric about 0 under the null: an outlier
+    seed moves the sum but counts as one pattern among 2^n, so the test keeps its level under heavy tails,
+    where a t-test does not (a skewed null, such as one side's occasional bad seed, breaks the symmetry).
+    Exact (all patterns) up to ``SIGN_FLIP_EXACT_MAX`` pairs, else ``draws`` seeded random patterns with
+    the (1 + hits)/(1 + draws) rule, which keeps it valid. Its smallest p is 2^-n (one-sided) or 2^(1-n)
+    (two-sided): with 5 seeds it can never reject at 5%. ``alternative``: "two-sided", "greater" (mean > 0)
+    or "less". nan when n == 0 or a value is not finite.
     """
     x = np.asarray(d, dtype=float).ravel()
     n = int(x.size)

@@ -116,7 +116,7 @@ def probe(work: Callable[[], object], up_to: int, repeats: int = 3) -> tuple[int
                 best = min(best, time.perf_counter() - t0)
         timing[n] = best
     chosen = 1
-    for n in counts[1:]:
-        if timing[n] * PROBE_MIN_GAIN <= timing[chosen]:
+    for n in counts[1:]:  # against the best of the fewer counts tried so far
+        if timing[n] * PROBE_MIN_GAIN <= min(timing[m] for m in counts if m < n):
             chosen = n
     return chosen, timing

@@ -121,10 +121,12 @@ def test_paired_test_power_matches_the_noncentral_t() -> None:
 
 
 def test_callers_use_this_module() -> None:
-    """One implementation: the leaderboard's mean_ci is this one, and the old private copies are gone."""
-    from gradbench import compare, gradstats, leaderboard, testing
+    """One implementation: the leaderboard's mean_ci (in the results layer's ranking) is this one, and the old
+    private copies are gone."""
+    from gradbench import compare, gradstats, testing
+    from gradbench.results import ranking, verdicts
 
-    assert leaderboard.mean_ci is stats.mean_ci
+    assert ranking.mean_ci is stats.mean_ci and verdicts.relative_gain is stats.relative_gain
     assert compare.paired_t is stats.paired_t
     assert gradstats.bonferroni_p is stats.bonferroni_p and testing.z_scores is stats.z_scores
     assert not hasattr(compare, "stats") and not hasattr(gradstats, "t_dist")

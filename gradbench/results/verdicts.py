@@ -57,9 +57,11 @@ the relative gain g of A over B (positive: A is better), with the paper's claime
 A test rejects only when three agree at 1% one-sided (a 98% decision): the paired t-test, Welch's
 unpaired test (pairing spends degrees of freedom for nothing when the sides do not correlate across
 seeds), both Holm-corrected over every test of this study's claims, and the sign-flip permutation test of
-the paired differences (distribution-free: an outlier seed counts once). Simulated false-alarm rates
-(tests/test_rules.py): at most 1% per direction under normal and heavy-tailed seeds, for a whole study
-(Holm); at most 2.5% when one side has occasional bad seeds (15-20% of seeds, 4-5 sd low, equal means).
+the paired differences (exact for any null symmetric about 0: an outlier seed counts once). Simulated
+false-alarm rates (tests/test_rules.py): at most 1% per direction for a whole study under normal seeds
+(Holm), and per claim under heavy-tailed seeds; at most 2.5% per claim when one side has occasional bad
+seeds (20% of seeds, 4.5-5 sd low, equal means). Claims found not testable or not settled stay out of
+Holm's family.
 The sign-flip test needs at least {rules.MIN_SIGN_FLIP_SEEDS} paired seeds to reach 1%: with fewer, a claim
 is at best {INCONCLUSIVE}. A level claim ("A reaches 94.2%") is {SUPPORTED} when A's mean reaches it,
 {NOT_SUPPORTED} when the one-sided t and sign-flip tests of "A reaches it" reject, {SHORT} otherwise.
@@ -177,15 +179,17 @@ class Verdict:
 
 
 def seeds_to_settle(sd: float, width: float) -> int | None:
-    """The fewest seeds whose 95% interval of a gain with seed-to-seed spread ``sd`` has half-width below
-    ``width`` (None: more than MAX_SEEDS)."""
+    """The fewest seeds whose 98% interval (the rules' decision level) of a gain with seed-to-seed spread
+    ``sd`` has half-width below ``width``, and never fewer than the rules' minimum for a definitive verdict
+    (None: more than MAX_SEEDS). Holm's correction can ask for more."""
     if not width > 0 or not math.isfinite(sd):
         return None
+    least = rules.MIN_SIGN_FLIP_SEEDS
     if sd == 0:
-        return 2
+        return least
     for n in range(2, MAX_SEEDS + 1):
-        if t_half_width(sd, n) < width:
-            return n
+        if t_half_width(sd, n, level=1 - rules.ALPHA) < width:
+            return max(n, least)
     return None
 
 
