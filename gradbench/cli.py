@@ -682,8 +682,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     spec = spec_from_record(original)
     _records_folder(args.into, "--into")
     threads = args.threads or original.get("provenance", {}).get("threads")  # the original's, to reproduce it
+    accel = (original.get("accel") or {}).get("used") or "none"  # its execution path too (none: eager)
     record = execute(spec, device=args.device, runs_dir=args.into, force=True, progress=True, argv=_argv(),
-                     threads=threads)
+                     threads=threads, accel=accel)
     _report_run(record, args.traceback)
     print(format_rows([record]))
     verdict = reproduce.check(original, record)

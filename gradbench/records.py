@@ -201,10 +201,10 @@ class HistoryWriter:
         self._f.flush()
 
     def close(self) -> None:
-        _OPEN_HISTORIES.discard(self)
         if not self._f.closed:
             self._f.close()
             os.replace(self._tmp, self.path)
+        _OPEN_HISTORIES.discard(self)  # only now: a stop before the rename still finds it, and discards it
 
     def discard(self) -> None:
         """Close without keeping anything (the run will be made again another way)."""

@@ -88,5 +88,7 @@ def check(original: Record | Mapping[str, Any], rerun: Record | Mapping[str, Any
             worst, largest = name, diff
     p0, p1 = first.provenance, second.provenance
     machine = {k: (getattr(p0, k), getattr(p1, k)) for k in MACHINE_KEYS if getattr(p0, k) != getattr(p1, k)}
+    if first.accel_path != second.accel_path:  # eager, compiled or graph-captured steps round differently
+        machine["accel"] = (first.accel_path, second.accel_path)
     code = {k: (getattr(p0, k), getattr(p1, k)) for k in CODE_KEYS if getattr(p0, k) != getattr(p1, k)}
     return RerunCheck(largest, worst, machine, code)

@@ -486,7 +486,7 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
             bar.set_postfix(done=result.ok, failed=result.failed,
                             remaining=len(pending) - result.ok - result.failed, refresh=False)
             bar.update(len(group))
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or anything that stops this loop: the pool never outlives the sweep
         bar.close()
         executor.shutdown(cancel=True)
         raise
