@@ -244,7 +244,7 @@ def _protocol(claim: Claim, res: Verdict) -> list[str]:
     rec = next(iter(res.a.records.values()), None)
     config = rec.task_config if rec is not None else {}
     chosen = res.a.chosen or {}
-    ours = {"dataset": _dataset(claim, res), "batch": config.get("batch_size"),
+    ours = {"dataset": _dataset(claim, res), "data": _dataset(claim, res), "batch": config.get("batch_size"),
             "steps": budget_words(res.budget), "lr": chosen.get("lr", config.get("lr"))}
     rows = [[key, "—" if ours.get(key) is None else str(ours[key]), value]
             for key, value in claim.paper_protocol.items()]
@@ -273,9 +273,12 @@ def _gain_curve(res: Verdict) -> list[str]:
         return [f"Trend: {res.trend}.", ""] if res.trend else []
     what = "A's mean" if res.b is None else "gain of A"
     show = (lambda x: fmt.num(x)) if res.b is None else fmt.pct
+    evals = isinstance(res.budget, dict) and "evals" in res.budget
+    where = ("at the evaluation counts where both sides can be read (the side logged less often, the other "
+             "interpolated)" if evals else "every logged checkpoint")
     rows = [[pt.step, show(pt.value), f"{show(pt.lo)} to {show(pt.hi)}"] for pt in res.curve]
-    return [f"{what[0].upper() + what[1:]} against budget (every logged checkpoint, 95% CI): {res.trend}.", "",
-            fmt.table(["step", what, "95% CI"], rows, style="compact", align="rrr"), ""]
+    return [f"{what[0].upper() + what[1:]} against budget ({where}, 95% CI): {res.trend}.", "",
+            fmt.table(["evals" if evals else "step", what, "95% CI"], rows, style="compact", align="rrr"), ""]
 
 
 def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: dict[str, str],

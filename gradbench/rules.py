@@ -102,7 +102,7 @@ def _show(x: float, percent: bool) -> str:
     return f"{100 * x:+.1f}%" if percent else f"{x:+.3g}"
 
 
-def settled(curve: Sequence[Point], percent: bool = False) -> tuple[bool, str]:
+def settled(curve: Sequence[Point], percent: bool = False, unit: str = "step") -> tuple[bool, str]:
     """(whether the figure has settled over the last doubling of the budget, a sentence on its trend).
 
     Settled: it moved by less than its interval's half-width at the end between the logged checkpoint
@@ -113,21 +113,21 @@ def settled(curve: Sequence[Point], percent: bool = False) -> tuple[bool, str]:
     end = curve[-1]
     earlier = [p for p in curve if p.step <= end.step / 2]
     if not earlier:
-        return False, f"no checkpoint at or below half of step {end.step}: the trend cannot be read"
+        return False, f"no checkpoint at or below half of {unit} {end.step}: the trend cannot be read"
     start = earlier[-1]
     moved = end.value - start.value
     half = end.half_width
     if not math.isfinite(end.value) or not math.isfinite(start.value):
         return False, "the figure is missing at a checkpoint"
     if not math.isfinite(half):
-        return False, f"its interval at step {end.step} is unbounded: whether it settled cannot be read"
+        return False, f"its interval at {unit} {end.step} is unbounded: whether it settled cannot be read"
     if abs(moved) <= half + 1e-12 * max(1.0, abs(end.value)):  # a curve with no spread and no move is settled
-        return True, (f"stable: it moved {_show(moved, percent)} from step {start.step} to {end.step}, less than "
+        return True, (f"stable: it moved {_show(moved, percent)} from {unit} {start.step} to {end.step}, less than "
                       f"its interval's half-width {_show(half, percent).lstrip('+')}")
-    return False, trend(curve, percent)
+    return False, trend(curve, percent, unit)
 
 
-def trend(curve: Sequence[Point], percent: bool = False) -> str:
+def trend(curve: Sequence[Point], percent: bool = False, unit: str = "step") -> str:
     """One sentence on the last doubling: for a gain (``percent``), is the gap between the sides closing,
     widening, changing sign or stable; for a level claim's mean, is it rising, falling or stable?"""
     end = curve[-1]
@@ -137,14 +137,14 @@ def trend(curve: Sequence[Point], percent: bool = False) -> str:
     start = earlier[-1]
     moved = end.value - start.value
     if abs(moved) <= end.half_width:
-        return f"stable from step {start.step} to {end.step} (moved {_show(moved, percent)})"
+        return f"stable from {unit} {start.step} to {end.step} (moved {_show(moved, percent)})"
     if not percent:
         word = "rising" if moved > 0 else "falling"
     elif start.value * end.value < 0:
         word = "changing sign"
     else:
         word = "closing" if abs(end.value) < abs(start.value) else "widening"
-    return (f"{word}: {_show(start.value, percent)} at step {start.step}, {_show(end.value, percent)} at step "
+    return (f"{word}: {_show(start.value, percent)} at {unit} {start.step}, {_show(end.value, percent)} at {unit} "
             f"{end.step} (moved {_show(moved, percent)}, more than the half-width "
             f"{_show(end.half_width, percent).lstrip('+')}: not settled)")
 
@@ -244,6 +244,7 @@ class ClaimFigures:
     bound: float | None = None  # the metric's bound in its better direction (accuracy: 1.0)
     curve: Sequence[Point] = ()  # the gain (or A's mean) at the logged checkpoints, for settledness
     percent: bool = False  # print the curve's figures as percentages (a relative gain)
+    unit: str = "step"  # what the curve's x counts: step, or evaluations under a cost-evaluation budget
     a_failed: bool = False  # A failed or diverged on some seed
     b_failed: bool = False
 
@@ -300,7 +301,7 @@ def _untestable(c: ClaimFigures) -> tuple[str, str] | None:
             return NOT_TESTABLE, (f"with B at {b_mean:.4g} the metric's bound {c.bound:g} allows at most {top:+.1%}, "
                                   f"below the claimed {c.claimed_gain:+.1%}: this setting cannot show the claim")
     if len(c.curve):
-        ok, sentence = settled(c.curve, c.percent)
+        ok, sentence = settled(c.curve, c.percent, c.unit)
         if not ok:
             return NOT_SETTLED, sentence
     return None

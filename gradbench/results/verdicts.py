@@ -193,35 +193,64 @@ def seeds_to_settle(sd: float, width: float) -> int | None:
     return None
 
 
-def gain_curve(v: Verdict, runs_dir: str | Path, trace: str) -> list[Point]:
-    """The claim's figure at every logged step (history column ``trace``, ``test/<metric>``): the paired
-    relative gain of A over B with its 95% interval, or for a level claim A's mean with its 95% interval,
-    over the seeds that have a value at that step on every side (ok runs only)."""
-    per_side = []
-    for side in v.sides:
-        by_step: dict[int, dict[int, float]] = {}
-        for seed, r in side.records.items():
-            if not r.ok or seed not in side.values:
-                continue
-            for step, _, value in r.series(runs_dir, trace):
-                by_step.setdefault(int(step), {})[seed] = value
-        per_side.append(by_step)
-    steps = sorted(set.intersection(*(set(d) for d in per_side))) if per_side else []
-    out = []
-    for step in steps:
-        if step == 0:
-            continue  # the initial parameters: a gain there says nothing about training
-        if v.b is None:
-            mean, half, n = mean_ci(per_side[0][step].values())
-            if n >= 2 and half is not None:
-                out.append(Point(step, mean, mean - half, mean + half))
+def _side_series(side: Side, runs_dir: str | Path, trace: str, evals: bool) -> dict[int, list[tuple[float, float]]]:
+    """seed -> (x, value) along training of the side's ok runs with a final value; x is the step, or for a
+    cost-evaluation budget the evaluations spent (step times the run's evaluations per step)."""
+    out = {}
+    for seed, r in side.records.items():
+        if not r.ok or seed not in side.values:
             continue
-        seeds = sorted(set(per_side[0][step]) & set(per_side[1][step]))
-        g = relative_gain([per_side[0][step][s] for s in seeds], [per_side[1][step][s] for s in seeds],
-                          v.higher_is_better)
-        if g.n >= 2 and math.isfinite(g.gain):
-            out.append(Point(step, g.gain, g.lo, g.hi))
+        per_step = (r.evals_per_step or 1.0) if evals else 1.0
+        out[seed] = [(step * per_step, value) for step, _, value in r.series(runs_dir, trace)]
     return out
+
+
+def gain_curve(v: Verdict, runs_dir: str | Path, trace: str) -> list[Point]:
+    """The claim's figure along training (history column ``trace``, ``test/<metric>``): the paired relative
+    gain of A over B with its 95% interval, or for a level claim A's mean with its 95% interval. Under a
+    step budget at every logged step both sides share; under a cost-evaluation budget (the sides log at
+    different steps) at the evaluation counts where the side with fewer logged points was evaluated, the
+    other side's values interpolated linearly in evaluations, within the range it was evaluated over."""
+    evals = isinstance(v.budget, Mapping) and "evals" in v.budget
+    series = [_side_series(side, runs_dir, trace, evals) for side in v.sides]
+    grids = [sorted({x for pts in sides.values() for x, _ in pts}) for sides in series]
+    if not grids or not all(grids):
+        return []
+    xs = min(grids, key=len) if evals else sorted(set.intersection(*(set(g) for g in grids)))
+    out = []
+    for x in xs:
+        if x == 0:
+            continue  # the initial parameters: a gain there says nothing about training
+        at = [{seed: _value_at(pts, x) for seed, pts in sides.items()} for sides in series]
+        at = [{seed: y for seed, y in d.items() if y is not None} for d in at]
+        if v.b is None:
+            mean, half, n = mean_ci(at[0].values())
+            if n >= 2 and half is not None:
+                out.append(Point(int(round(x)), mean, mean - half, mean + half))
+            continue
+        seeds = sorted(set(at[0]) & set(at[1]))
+        g = relative_gain([at[0][s] for s in seeds], [at[1][s] for s in seeds], v.higher_is_better)
+        if g.n >= 2 and math.isfinite(g.gain):
+            out.append(Point(int(round(x)), g.gain, g.lo, g.hi))
+    return out
+
+
+def _value_at(points: list[tuple[float, float]], x: float) -> float | None:
+    """The value at ``x``: logged there, or interpolated linearly between the logged points around it; None
+    outside the logged range."""
+    for px, py in points:
+        if px == x:
+            return py
+    before = [(px, py) for px, py in points if px < x]
+    after = [(px, py) for px, py in points if px > x]
+    if not before or not after:
+        return None
+    (x0, y0), (x1, y1) = before[-1], after[0]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def _unit(v: Verdict) -> str:
+    return "evaluations" if isinstance(v.budget, Mapping) and "evals" in v.budget else "step"
 
 
 def _figures(v: Verdict) -> rules.ClaimFigures:
@@ -230,11 +259,11 @@ def _figures(v: Verdict) -> rules.ClaimFigures:
     if b is None:
         seeds = sorted(a.values)
         return rules.ClaimFigures([a.values[s] for s in seeds], [], v.higher_is_better, level=v.statement.level,
-                                  bound=v.statement.bound, curve=v.curve, a_failed=a.failed)
+                                  bound=v.statement.bound, curve=v.curve, unit=_unit(v), a_failed=a.failed)
     seeds = sorted(set(a.values) & set(b.values))
     return rules.ClaimFigures([a.values[s] for s in seeds], [b.values[s] for s in seeds], v.higher_is_better,
                               claimed_gain=v.statement.claimed or None, bound=v.statement.bound, curve=v.curve,
-                              percent=True, a_failed=a.failed, b_failed=b.failed)
+                              percent=True, unit=_unit(v), a_failed=a.failed, b_failed=b.failed)
 
 
 def _fill_figures(v: Verdict) -> None:
@@ -263,7 +292,7 @@ def conclude_all(verdicts: Sequence[Verdict], curves: Mapping[str, list[Point]] 
         _fill_figures(v)
         v.curve = list((curves or {}).get(v.id, []))
         if v.curve:
-            v.trend = rules.settled(v.curve, percent=v.b is not None)[1]
+            v.trend = rules.settled(v.curve, percent=v.b is not None, unit=_unit(v))[1]
         elif v.statement.kind != "level" or v.b is not None:
             v.trend = "no learning curve of this metric: settledness is not checked"
     judged = rules.judge([_figures(v) for v in ready])
