@@ -39,13 +39,13 @@ from gradbench.leaderboard import (
     LEGEND_BIAS,
     LEGEND_GRADIENT,
     LEGEND_PATHS,
-    _header,
     _headers,
     _row_cells,
     footnotes,
 )
 from gradbench.records import atomic_write_text
 from gradbench.results import PATH_NAMES, Record, Relabel, RunSet, TableKey, TableStats, decide, fmt
+from gradbench.results.header import header
 
 MARKER = ".gradbench-report"  # in a folder this command made: it may rebuild it
 ASSETS = ("site.css", "site.js")
@@ -273,7 +273,7 @@ def _index(runs: RunSet, tables: Mapping[TableKey, TableStats], pages: Mapping[s
            versions: Mapping[str, str] | None = None) -> str:
     grouped = runs.tables()
     body = ["<h1>gradbench leaderboard</h1>",
-            _blocks(_header(runs.records, runs.problems, runs.set_aside, versions))]
+            _blocks(header(runs.records, runs.problems, runs.set_aside, versions))]
     if len(tables) > 1:
         body.append('<nav class="toc"><p>Tables:</p><ul>' + "".join(
             f'<li><a href="#{esc(key.slug)}">{esc(key.label)}</a> <span class="note">({esc(key.preset)}; '
