@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as _sp
 
-from gradbench.stats import holm, sign_flip_p
+from gradbench.stats import holm, sign_flip_p, welch_df
 
 ALPHA = 0.02  # two-sided; each one-sided test at ALPHA / 2 (see the module docstring for why not 0.05)
 MIN_SIGN_FLIP_SEEDS = 7  # the fewest pairs whose sign-flip test can reach ALPHA / 2 (2^-7 = 0.8%)
@@ -197,8 +197,7 @@ def gain_test(a: np.ndarray, b: np.ndarray, higher_is_better: bool, at: float, g
     va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
     wb = (s + at * sigma) ** 2 * vb
     mean_l = s * float(a.mean()) - (s + at * sigma) * float(b.mean())
-    denom = (va**2 / (a.size - 1) if va else 0.0) + (wb**2 / (b.size - 1) if wb else 0.0)
-    df = (va + wb) ** 2 / denom if denom > 0 else float(a.size + b.size - 2)
+    df = welch_df(va, wb, a.size, b.size)
     p_unpaired = _t_one_sided(mean_l, math.sqrt(va + wb), df, greater)
     p_flip = sign_flip_p(d, "greater" if greater else "less")
     null = f"gain {'<=' if greater else '>='} {at:+.1%}"

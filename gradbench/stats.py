@@ -234,6 +234,14 @@ def relative_gain(a: ArrayLike, b: ArrayLike, higher_is_better: bool, level: flo
     return Gain(n, gain, lo, hi, paired_t(x, y, level).p, sd)
 
 
+def welch_df(va: float, vb: float, n_a: int, n_b: int) -> float:
+    """The Welch-Satterthwaite degrees of freedom of a sum of two independent means' variances ``va`` and
+    ``vb`` (each already divided by its sample size, and weighted as the statistic weighs it), from samples
+    of ``n_a`` and ``n_b``; n_a + n_b - 2 when neither side varies."""
+    denom = (va**2 / (n_a - 1) if va else 0.0) + (vb**2 / (n_b - 1) if vb else 0.0)
+    return (va + vb) ** 2 / denom if denom > 0 else float(n_a + n_b - 2)
+
+
 def relative_gain_unpaired(a: ArrayLike, b: ArrayLike, higher_is_better: bool, level: float = LEVEL) -> Gain:
     """``relative_gain`` for two independent samples (seeds not paired, or pairs that do not help: A and B
     uncorrelated or anti-correlated across seeds, where pairing spends degrees of freedom for nothing).
@@ -257,8 +265,7 @@ def relative_gain_unpaired(a: ArrayLike, b: ArrayLike, higher_is_better: bool, l
     sigma = 1.0 if mb >= 0 else -1.0
     va, vb = float(x.var(ddof=1)) / n_a, float(y.var(ddof=1)) / n_b
     wb = (s + gain * sigma) ** 2 * vb  # B's share of Var L(g) at the estimate
-    denom = (va**2 / (n_a - 1) if va else 0.0) + (wb**2 / (n_b - 1) if wb else 0.0)
-    df = (va + wb) ** 2 / denom if denom > 0 else float(n_a + n_b - 2)
+    df = welch_df(va, wb, n_a, n_b)
     c2 = float(_sp.t.ppf(0.5 + level / 2, df)) ** 2
     qa = big_m**2 - c2 * vb
     qb = -2.0 * (d * big_m + c2 * vb * s * sigma)
