@@ -7,8 +7,9 @@
 #   WORKERS=N parallel runs (default 2).
 #
 # Stages under the fair protocol (docs/protocol.md): the learning rate tuned per estimator on validation
-# over three values (the preset's, a third of it, three times it) at seeds 0-2, the choice reported at
-# seeds 0-4; stochastic tasks get a table at equal steps and one at equal cost evaluations (--evals = the
+# over three values (the preset's, a third of it, three times it) at seeds 0-2, extended by up to two
+# log-steps past an edge choice (tune --extend, default 2), the choice reported at seeds 3-7 (disjoint from
+# the tuning seeds, docs/protocol.md#tuning); stochastic tasks get a table at equal steps and one at equal cost evaluations (--evals = the
 # preset's steps, so single-evaluation estimators train as many steps in both):
 #   tuned-sort        sort (sign node): dab, ste
 #   tuned-classify    classify:node=bernoulli: the five core estimators, steps and evals
@@ -46,9 +47,7 @@ STOCHASTIC=arm,disarm,nvil,muprop,reinmax,gumbel-rao,indecater
 tune() {  # tune TASK ESTIMATORS GRID [BUDGET...]
   local task=$1 estimators=$2 grid=$3
   shift 3
-  # --allow-overlap: the committed leaderboard reports at seeds 0-4, of which 0-2 are the tuning seeds
-  # (recorded as overlap in each selection record; docs/protocol.md#tuning says why a study never does this)
-  "$GB" tune --task "$task" --estimators "$estimators" --grid "$grid" --seeds 0-2 --final-seeds 0-4 --allow-overlap \
+  "$GB" tune --task "$task" --estimators "$estimators" --grid "$grid" --seeds 0-2 --final-seeds 3-7 \
     "${COMMON[@]}" "$@" >/dev/null || failed=1
 }
 sweep() {  # sweep TASKS ESTIMATORS SEEDS [BUDGET...]
