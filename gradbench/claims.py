@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from gradbench.budget import budget_words
+from gradbench.budget import KINDS, budget_words
 from gradbench.plots import curves, sides_figure
 from gradbench.results import Record, claim_metric, fmt
 from gradbench.results.verdicts import (
@@ -31,7 +31,7 @@ from gradbench.results.verdicts import (
     Verdict,
 )
 from gradbench.rules import ALPHA
-from gradbench.study import Claim, Plan
+from gradbench.study import TUNE_BUDGETS, Claim, Plan, budget_check
 
 # which outcomes favour the paper most, for naming a group's most favourable reading
 FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
@@ -158,7 +158,7 @@ def _favoured(group: list[tuple[Claim, Verdict]]) -> tuple[Claim, Verdict]:
     return min(group, key=key)
 
 
-def _groups(results: list[tuple[Claim, Verdict]]) -> list[str]:
+def _groups(results: list[tuple[Claim, Verdict]], tag: str = "") -> list[str]:
     """One line per statement of the paper read more than one way: its most favourable reading."""
     groups: dict[str, list[tuple[Claim, Verdict]]] = {}
     for claim, res in results:
@@ -168,9 +168,9 @@ def _groups(results: list[tuple[Claim, Verdict]]) -> list[str]:
         if len(members) < 2:
             continue
         claim, res = _favoured(members)
-        others = ", ".join(f"[{c.id}](#{c.id}) {r.outcome or 'not run'}" for c, r in members if c is not claim)
+        others = ", ".join(f"[{c.id}](#{c.id}{tag}) {r.outcome or 'not run'}" for c, r in members if c is not claim)
         lines.append(f"- **{name}**: read {len(members)} ways; the most favourable to the paper is "
-                     f"[{claim.id}](#{claim.id}) ({claim.reading or 'as stated'}): **{res.outcome or 'not run'}** "
+                     f"[{claim.id}](#{claim.id}{tag}) ({claim.reading or 'as stated'}): **{res.outcome or 'not run'}** "
                      f"(the others: {others}).")
     return lines
 
@@ -182,58 +182,103 @@ def _tests_count(results: list[tuple[Claim, Verdict]]) -> int:
 def render(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: dict[str, Verdict]) -> str:
     """The whole report (markdown) from the study's verdicts (``study.judge_all``, by claim id); with ``out``,
     the curves' PNGs go beside it, in ``<stem>-figures/``."""
+    study = p.study
+    lines = [f"# {study.title}", "", study.source, ""]
+    lines += _profile_lines(p, study_file, out, argv, judged, level=2, tag="")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_many(plans: list[tuple[Plan, dict[str, Verdict]]], study_file: str, out: Path | None,
+                argv: list[str]) -> str:
+    """One report of a study under several profiles (``--profile cpu,full``): the verdicts side by side, then
+    each profile's report in its own section (its claims' anchors and figures suffixed ``-<profile>``)."""
+    study = plans[0][0].study
+    names = [p.profile.name for p, _ in plans]
+    lines = [f"# {study.title}", "", study.source, "",
+             f"Made by `{' '.join(argv)}`: the study under {len(plans)} profiles "
+             f"({', '.join(f'`{n}`' for n in names)}), each judged on its own (Holm's correction runs within a "
+             f"profile). A verdict holds only for the data and budget beside it.", "", "## Verdicts side by side", ""]
+    header = ["claim", "the paper"]
+    for name in names:
+        header += [f"{name}: data; budget", f"{name}: gain of A (95% CI)", f"{name}: verdict"]
+    rows = []
+    for claim in study.claims:
+        row = [claim.id, _stated(claim)]
+        for p, judged in plans:
+            res = judged[claim.id]
+            row += [_setting(claim, res), _measured(res)[0],
+                    f"[**{res.outcome or 'not run'}**](#{claim.id}-{p.profile.name})"]
+        rows.append(row)
+    lines += [fmt.table(header, rows, style="compact"), ""]
+    for p, judged in plans:
+        lines += [f"## Profile `{p.profile.name}`", ""]
+        lines += _profile_lines(p, study_file, out, argv, judged, level=3, tag=f"-{p.profile.name}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _stated(claim: Claim) -> str:
+    return (f"{claim.gain:+g}%" if claim.gain else f"reaches {claim.level:g}" if claim.level is not None
+            else "A better")
+
+
+def _profile_lines(p: Plan, study_file: str, out: Path | None, argv: list[str], judged: dict[str, Verdict],
+                   level: int, tag: str) -> list[str]:
+    """One profile's part of a report: how it was made, its verdict table, and a section per claim (headings
+    at ``level``; ``tag``: the suffix of its claims' anchors and figure names, "" for a one-profile report)."""
     study, profile = p.study, p.profile
+    h = "#" * level
     runs_dir = Path(p.runs)
     results = [(c, judged[c.id]) for c in study.claims]
     hw, commits, seconds, n_runs = _hardware([r for _, r in results])
     grid = _grid_seconds(p)
-    grids = f", and the tuning grids' {grid[1]} runs {grid[0] / 60:.1f} min more" if grid[1] else ""
+    checks = " and budget checks'" if any(sp.check for sp in p.unique.values()) else ""
+    grids = f", and the tuning grids'{checks} {grid[1]} runs {grid[0] / 60:.1f} min more" if grid[1] else ""
     tuned = any(c.budgets[profile.name].get("tune") for c in study.claims)
     tuning = f", tuning seeds {fmt.seeds_text(profile.tune_seeds)}" if tuned else ""
-    lines = [f"# {study.title}", "", study.source, "",
-             f"Made by `{' '.join(argv)}` from the records in `{runs_dir}` (profile `{profile.name}`: "
+    made = f"Made by `{' '.join(argv)}` from" if not tag else "From"
+    lines = [f"{made} the records in `{runs_dir}` (profile `{profile.name}`: "
              f"{profile.description or 'no description'}; preset `{profile.preset}`, final seeds "
              f"{fmt.seeds_text(profile.seeds)}{tuning}). The claims' final runs: "
              f"{n_runs}, made by gradbench at commit(s) {', '.join(commits) or '—'} on {hw or '—'}; their "
              f"training took {seconds / 60:.1f} min{grids} (evaluation and start-up not counted). Cells are "
              f"means ± 95% CI over seeds; A is the side the paper champions; the gain is A's, relative to B "
              f"(positive: A is better), with its paired 95% interval.", "",
-             "## Verdicts", ""]
+             f"{h} Verdicts", ""]
     rows = []
     for claim, res in results:
         a, b = res.a, res.b
-        stated = f"{claim.gain:+g}%" if claim.gain else (f"reaches {claim.level:g}" if claim.level is not None
-                                                          else "A better")
         gain, diff = _measured(res)
-        rows.append([f"[{claim.id}](#{claim.id})", _setting(claim, res), stated, f"{_side_name(a)} {_mean(a)}",
-                     "—" if b is None else f"{_side_name(b)} {_mean(b)}", gain, diff,
+        rows.append([f"[{claim.id}](#{claim.id}{tag})", _setting(claim, res), _stated(claim),
+                     f"{_side_name(a)} {_mean(a)}", "—" if b is None else f"{_side_name(b)} {_mean(b)}", gain, diff,
                      f"**{res.outcome or 'not run'}**"])
     lines += [fmt.table(["claim", "data; budget", "the paper", "A", "B", "gain of A (95% CI)", "A − B", "verdict"],
                         rows, style="compact", align="llllllll"), ""]
     n_tests = _tests_count(results)
-    judged = sum(1 for _, res in results if res.judgment is not None and res.judgment.tests)
-    lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of the {judged} claims "
+    n_judged = sum(1 for _, res in results if res.judgment is not None and res.judgment.tests)
+    lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of the {n_judged} claims "
               f"judged by their numbers (claims not testable or not settled, and claims still missing runs, are "
               f"outside it; each verdict's tests are listed in its section). Every verdict holds only for the data and "
               f"budget in its row.", ""]
-    lines += _groups(results) + ([""] if _groups(results) else [])
-    lines += ["## How a verdict is reached", "", RULE_TEXT, ""]
+    groups = _groups(results, tag)
+    lines += groups + ([""] if groups else [])
+    lines += [f"{h} How a verdict is reached", "", RULE_TEXT, ""]
     figures = None if out is None else out.parent / f"{out.stem}-figures"
     for claim, res in results:
         other = {name: _claim_budget(claim, name) for name in study.profiles if name != profile.name}
-        lines += _claim_section(p, claim, res, study_file, other, runs_dir, figures, out)
-    return "\n".join(lines).rstrip() + "\n"
+        lines += _claim_section(p, claim, res, study_file, other, runs_dir, figures, out, h, tag)
+    return lines
 
 
 def _grid_seconds(p: Plan) -> tuple[float, int]:
     """(training seconds, runs) of the tuning grids' runs that have records."""
-    found = [s.find_record(sp.options.runs) for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
+    found = [s.find_record(sp.options.runs) for sp in p.unique.values() if sp.tuning
+             for s in [*sp.tuning.runs, *(spec for _, spec in sp.check)]]
     recs = {r.run_id: r for r in found if r is not None}
     return sum(r.train_seconds for r in recs.values()), len(recs)
 
 
 def _claim_budget(claim: Claim, profile: str) -> str:
-    budget = {k: v for k, v in claim.budgets[profile].items() if k != "tune"}
+    budget = {k: v for k, v in claim.budgets[profile].items() if k in KINDS}
     return budget_words(budget) if budget else "the preset's steps"
 
 
@@ -281,20 +326,31 @@ def _gain_curve(res: Verdict) -> list[str]:
             fmt.table(["evals" if evals else "step", what, "95% CI"], rows, style="compact", align="rrr"), ""]
 
 
+def _tuning_words(p: Plan, claim: Claim) -> str:
+    """How the claim's sides were tuned and which seeds they report at, for its section's first line."""
+    budget = claim.budgets[p.profile.name]
+    shorter = {kind: budget[key] for key, kind in TUNE_BUDGETS.items() if key in budget}
+    at = f" at {budget_words(shorter)} (shorter than the final budget; checked below)" if shorter else ""
+    words = (f"; each side's settings tuned on validation over `{budget['tune']}` at seeds "
+             f"{fmt.seeds_text(p.profile.tune_seeds)}{at}" if budget.get("tune") else "")
+    if budget.get("seeds") is not None:
+        words += f"; reported at seeds {fmt.seeds_text(budget['seeds'])} (this claim's own, not the profile's)"
+    return words
+
+
 def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: dict[str, str],
-                   runs_dir: Path, figures: Path | None, out: Path | None) -> list[str]:
+                   runs_dir: Path, figures: Path | None, out: Path | None, h: str = "##", tag: str = "") -> list[str]:
     direction = "higher" if res.higher_is_better else "lower"
     metric = claim.metric + (f" at the {claim.checkpoint} checkpoint" if claim.on_gradient else "")
-    tune = claim.budgets[p.profile.name].get("tune")
-    lines = [f"## {claim.id}", "", f"**{claim.title}**", "", f"> {claim.quote}", ""]
+    heading = claim.id if not tag else f"{claim.id} ({tag[1:]})"  # GitHub's anchor: <id>-<profile>
+    lines = [f"{h} {heading}", "", f"**{claim.title}**", "", f"> {claim.quote}", ""]
     if claim.reading:
         lines += [f"Reading: {claim.reading}.", ""]
     if claim.assumption:
         lines += [f"Assumption: {claim.assumption}", ""]
     hw, _, seconds, n_runs = _hardware([res])
     ran = f" Final runs: {n_runs} on {hw}, {seconds / 60:.1f} min of training." if n_runs else ""
-    tuned = (f"; each side's settings tuned on validation over `{tune}` at seeds "
-             f"{fmt.seeds_text(p.profile.tune_seeds)}" if tune else "")
+    tuned = _tuning_words(p, claim)
     task_b = f" (B on `{claim.task_b}`)" if claim.task_b else ""
     lines += [f"Task `{claim.task}`{task_b} on {_dataset(claim, res)}, preset `{res.preset}`, budget "
               f"{budget_words(res.budget)}; metric `{metric}` ({direction} is better)"
@@ -304,10 +360,13 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
               f"`{Path(s.selection.path).as_posix()}`" if s.selection else "—"] for s in res.sides]
     lines += [fmt.table(["side", "estimator", "mean ± 95% CI", "seeds", "selection record"], sides, style="compact"),
               ""]
-    for s in res.sides:
+    for s, sp in zip(res.sides, p.sides[claim.id], strict=False):
         edge = getattr(s.selection, "edge_text", None) if s.selection is not None else None
         if edge:
             lines += [f"Tuning of {s.side} ({s.estimator}): {edge}", ""]
+        check = budget_check(sp)
+        if check is not None:
+            lines += [f"Tuning of {s.side} ({s.estimator}): {check.text()}", ""]
     g, u, d = res.gain, res.unpaired, res.difference
     if g is not None:
         unpaired = "" if u is None else (f"; unpaired over all ok seeds {fmt.pct(u.lo)} to {fmt.pct(u.hi)} "
@@ -328,7 +387,7 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
         key, what = _trace(claim)
         fig = sides_figure(runs_dir, {f"{s.side}: {s.estimator}": list(s.records.values()) for s in res.sides}, key,
                            f"{claim.id}: {claim.task}, {what}\nmean over ok seeds, band min..max", what,
-                           figures / f"{claim.id}.png")
+                           figures / f"{claim.id}{tag}.png")
         if fig is not None and out is not None:
             lines += [f"![{claim.id} learning curves]({fig.relative_to(out.parent).as_posix()})", ""]
     return lines

@@ -157,7 +157,9 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
                         description="Run what a study (studies/*.toml: a paper's claims) still needs through the "
                                     "sweep machinery, then judge each claim by the rule the report states.")
     st.add_argument("file", help="the study file, e.g. studies/dab-claims.toml")
-    st.add_argument("--profile", required=True, help="which of the file's budgets: e.g. cpu or paper")
+    st.add_argument("--profile", required=True,
+                    help="which of the file's budgets: e.g. cpu or full; several (cpu,full): each runs in turn and "
+                         "the report sets their verdicts side by side")
     st.add_argument("--dry-run", action="store_true", help="list the runs it would make, say how many are missing")
     st.add_argument("--out", help="write the report here (e.g. claims.md; figures beside it); default: stdout")
     st.add_argument("--runs", help="records folder (default: the study file's runs, else ./runs)")
@@ -591,45 +593,64 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK if chosen and not result.missing else EXIT_FAILED
 
 
+def _study_dry_run(plans: list[Any], shard: tuple[int, int]) -> int:
+    """List each profile's missing runs and tuned sides still to choose; count them."""
+    from gradbench import study
+
+    for plan in plans:
+        todo = study.missing(plan, shard)
+        for s in todo.runs:
+            print(f"missing  {s.task_cls.label_for(s.task_config, s.preset)}  "
+                  f"{s.estimator_cls.label_for(s.estimator_config)}  seed {s.seed}  {json.dumps(s.budget)}  "
+                  f"{s.run_id}")
+        for sp, n in todo.unchosen:
+            print(f"pending  {sp.task}  {sp.estimator}: {n} final run(s), chosen once its tuning grid is done")
+        print(f"study {plan.study.name} ({plan.profile.name}): {todo.count} run(s) missing in {plan.runs}")
+    return EXIT_OK
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from gradbench import claims, study
     from gradbench.sweep import parse_shard, run_sweep
 
     log = _log(args.log)
     spec = study.load_study(args.file)
-    plan = study.plan(spec, args.profile, runs=args.runs, device=args.device)
+    names = [n.strip() for n in args.profile.split(",") if n.strip()]
+    if not names or len(set(names)) < len(names):
+        raise UsageError(f"--profile: give profile names, each once (got {args.profile!r})")
+    plans = [study.plan(spec, name, runs=args.runs, device=args.device) for name in names]
     shard = parse_shard(args.shard)
-    runs = plan.runs
     if args.dry_run:
-        todo = study.missing(plan, shard)
-        for s in todo.runs:
-            print(f"missing  {s.task_cls.label_for(s.task_config, s.preset)}  "
-                  f"{s.estimator_cls.label_for(s.estimator_config)}  seed {s.seed}  {json.dumps(s.budget)}  {s.run_id}")
-        for sp, n in todo.unchosen:
-            print(f"pending  {sp.task}  {sp.estimator}: {n} final run(s), chosen once its tuning grid is done")
-        print(f"study {spec.name} ({args.profile}): {todo.count} run(s) missing in {runs}")
-        return EXIT_OK
-    _records_folder(runs)
-    device = args.device or plan.profile.device
+        return _study_dry_run(plans, shard)
+    failed = missing = 0
+    judged = []
+    for plan in plans:
+        runs = plan.runs
+        _records_folder(runs)
+        device = args.device or plan.profile.device
 
-    def sweep(grid):
-        executor = _executor(args, device, runs)
-        return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
-                         progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log)
+        def sweep(grid, runs=runs, device=device):
+            executor = _executor(args, device, runs)
+            return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
+                             progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log)
 
-    failed, todo = study.run_study(plan, sweep, argv=_argv())
+        n_failed, todo = study.run_study(plan, sweep, argv=_argv())
+        failed += n_failed
+        missing += todo.count
+        if shard != (0, 1):  # the report needs every shard's records: run the study unsharded once they are in
+            print(f"study {spec.name} ({plan.profile.name}): shard {shard[0]}/{shard[1]} done; {todo.count} run(s) "
+                  f"still missing across all shards (the tuned sides' finals need every shard's grid)")
+        judged.append((plan, study.judge_all(plan)))
     if failed:
         print(f"gradbench: {failed} run(s) failed or diverged (counted in the report)", file=sys.stderr)
-    if shard != (0, 1):  # the report needs every shard's records: run the study unsharded once they are in
-        print(f"study {spec.name} ({args.profile}): shard {shard[0]}/{shard[1]} done; {todo.count} run(s) still "
-              f"missing across all shards (the tuned sides' finals need every shard's grid)")
+    if shard != (0, 1):
         return EXIT_FAILED if failed else EXIT_OK
-    if todo.count:
-        print(f"gradbench: {todo.count} run(s) still missing (another shard's, or a failed grid); the report "
+    if missing:
+        print(f"gradbench: {missing} run(s) still missing (another shard's, or a failed grid); the report "
               f"judges only complete claims", file=sys.stderr)
     out = Path(args.out) if args.out else None
-    judged = study.judge_all(plan)
-    text = claims.render(plan, args.file, out, _argv(), judged)
+    text = (claims.render(plans[0], args.file, out, _argv(), judged[0][1]) if len(plans) == 1
+            else claims.render_many(judged, args.file, out, _argv()))
     if out is None:
         print(text, end="")
     else:
@@ -637,10 +658,17 @@ def cmd_study(args: argparse.Namespace) -> int:
 
         atomic_write_text(out, text)
         print(f"study {spec.name} ({args.profile}): wrote {out}")
-    unjudged = [cid for cid, result in judged.items() if result.outcome is None]
+    unjudged = _unjudged(judged)
+    return EXIT_FAILED if failed or missing or unjudged else EXIT_OK
+
+
+def _unjudged(judged: list[tuple[Any, dict[str, Any]]]) -> list[str]:
+    """The claims with no verdict (runs missing), said on stderr: ``id`` or, across profiles, ``id (profile)``."""
+    unjudged = [f"{cid} ({plan.profile.name})" if len(judged) > 1 else cid
+                for plan, verdicts in judged for cid, result in verdicts.items() if result.outcome is None]
     if unjudged:
         print(f"gradbench: not judged: {', '.join(unjudged)}", file=sys.stderr)
-    return EXIT_FAILED if failed or todo.count or unjudged else EXIT_OK
+    return unjudged
 
 
 def _find_record(runs: str, run_id: str) -> tuple[Path, dict[str, Any]]:

@@ -21,19 +21,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gradbench.budget import KINDS, check_budget
+from gradbench.budget import KINDS, budget_words, check_budget
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.protocol import VALID_PREFIX
 from gradbench.results import CLAIM_GRADIENT, GRADIENT, GRADIENT_PREFIX, Record, Selection, claim_metric
+from gradbench.results.fmt import values_text
 from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all, gain_curve
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
-from gradbench.tune import EXTEND_LIMIT, Tuning, count_failed, default_tune_metric, parse_grid
+from gradbench.tune import EXTEND_LIMIT, Tuning, count_failed, default_tune_metric, parse_grid, tied
 
 try:
     import tomllib
@@ -44,7 +45,8 @@ STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint", "bound",
               "group", "reading", "task_b", "paper_protocol", "tune_metric"}
-BUDGET_KEYS = {*KINDS, "tune", "extend"}
+BUDGET_KEYS = {*KINDS, "tune", "extend", "tune_steps", "tune_evals", "seeds"}
+TUNE_BUDGETS = {"tune_steps": "steps", "tune_evals": "evals"}  # a shorter tuning budget, of the final's kind
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ def _profile(where: str, name: str, table: Any) -> Profile:
                    _str(where, t, "device", "auto"), tuple(float(p) for p in points), draws)
 
 
-def _budget(where: str, table: Any) -> dict[str, Any]:
+def _budget(where: str, table: Any, profile: Profile) -> dict[str, Any]:
     t = _check_keys(where, table, BUDGET_KEYS)
     try:
         check_budget(t, name=repr)
@@ -174,7 +176,32 @@ def _budget(where: str, table: Any) -> dict[str, Any]:
     extend = t.get("extend")
     if extend is not None and (isinstance(extend, bool) or not isinstance(extend, int) or extend < 0):
         raise _bad(where, f"'extend' must be an integer >= 0 (grid extensions each way), got {extend!r}")
+    if "seeds" in t:  # a claim's own final seeds under this profile (fewer, for a costly claim)
+        try:
+            t = {**t, "seeds": parse_seeds(_str(where, t, "seeds"))}
+        except UsageError as e:
+            raise _bad(where, str(e).replace("--seeds", "seeds")) from None
+        shared = sorted(set(t["seeds"]) & set(profile.tune_seeds))
+        if shared:
+            raise _bad(where, f"'seeds' share seed(s) {','.join(map(str, shared))} with the profile's tune_seeds: "
+                              f"the final runs must not be tuning runs")
+    _tune_budget(where, t)
     return dict(t)
+
+
+def _tune_budget(where: str, t: dict[str, Any]) -> None:
+    """A shorter tuning budget (``tune_steps`` / ``tune_evals``): positive, of the final budget's kind, no longer."""
+    for key, kind in TUNE_BUDGETS.items():
+        if key not in t:
+            continue
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise _bad(where, f"{key!r} must be a positive integer, got {value!r}")
+        if "tune" not in t or kind not in t:
+            raise _bad(where, f"{key!r} is a shorter tuning budget: it needs 'tune' and a final budget of "
+                              f"{kind!r}")
+        if value > t[kind]:
+            raise _bad(where, f"{key!r} ({value}) is longer than the final budget ({kind} = {t[kind]})")
 
 
 def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
@@ -206,7 +233,7 @@ def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
     return Claim(cid, _str(where, t, "title"), _str(where, t, "quote"), _str(where, t, "assumption", ""),
                  _str(where, t, "task"), _str(where, t, "a"), b, _str(where, t, "metric"), gain, level,
                  _str(where, t, "checkpoint", "end"),
-                 {p: _budget(f"{where} [{p}]", t[p]) for p in profiles}, bound=_number(where, t, "bound"),
+                 {p: _budget(f"{where} [{p}]", t[p], profiles[p]) for p in profiles}, bound=_number(where, t, "bound"),
                  group=_str(where, t, "group", cid), reading=_str(where, t, "reading", ""), task_b=task_b,
                  paper_protocol={str(k): str(v) for k, v in protocol.items()},
                  tune_metric=_str(where, t, "tune_metric") if "tune_metric" in t else None)
@@ -256,6 +283,16 @@ class SidePlan:
     fixed: list[RunSpec]  # an untuned side's runs at the profile's seeds (empty for a tuned side)
     tuning: Tuning | None = None
     selection: dict[str, Any] | None = None  # the tuning's selection record, once written
+    final_seeds: list[int] = field(default_factory=list)  # the seeds the side is reported at
+    check_seed: int | None = None  # tuned at a shorter budget: the tuning seed the choice is re-checked on
+
+    @property
+    def check(self) -> list[tuple[int, RunSpec]]:
+        """Tuned at a shorter budget and decided: (point index, run) of the chosen point and its neighbours at
+        the final budget on ``check_seed`` (``Tuning.budget_check``); else empty."""
+        if self.tuning is None or self.check_seed is None or not self.tuning.decided or self.tuning.choice is None:
+            return []
+        return self.tuning.budget_check(self.check_seed, self.options)
 
     @property
     def finals(self) -> list[RunSpec]:
@@ -340,19 +377,24 @@ def tuned_on(claim: Claim, task: str) -> str | None:
 
 def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
     budget = claim.budgets[p.profile.name]
-    tuned = (tuned_on(claim, task), budget.get("extend", EXTEND_LIMIT)) if grid_text is not None else None
-    key = (task, estimator, grid_text, opts, tuned)
+    shorter = {kind: budget[key] for key, kind in TUNE_BUDGETS.items() if key in budget}
+    tuned = ((tuned_on(claim, task), budget.get("extend", EXTEND_LIMIT), tuple(shorter.items()))
+             if grid_text is not None else None)
+    seeds = budget.get("seeds", p.profile.seeds)
+    key = (task, estimator, grid_text, opts, tuned, tuple(seeds))
     if key in p.unique:
         return p.unique[key]
     preset = p.profile.preset
     if grid_text is None:
         sp = SidePlan(task, estimator, opts,
-                      [resolve(task, estimator, preset=preset, seed=s, options=opts) for s in p.profile.seeds])
+                      [resolve(task, estimator, preset=preset, seed=s, options=opts) for s in seeds], final_seeds=seeds)
     else:
-        metric, extend = tuned  # type: ignore[misc]
+        metric, extend, _ = tuned  # type: ignore[misc]
+        grid_opts = replace(opts, **shorter)
         sp = SidePlan(task, estimator, opts, [],
-                      Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, opts,
-                                     metric=metric, extend=extend))
+                      Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, grid_opts,
+                                     metric=metric, extend=extend),
+                      final_seeds=seeds, check_seed=p.profile.tune_seeds[0] if shorter else None)
     p.unique[key] = sp
     return sp
 
@@ -361,14 +403,54 @@ def choose_side(p: Plan, sp: SidePlan) -> None:
     """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does
     (``Tuning.decide``); nothing while some grid run has no record yet."""
     if sp.tuning is not None and not sp.tuning.decided:
-        sp.tuning.decide(p.profile.seeds, sp.options)
+        sp.tuning.decide(sp.final_seeds, sp.options)
 
 
 def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
     """The tuned side's selection record (the leaderboard's [tuned] row); an existing record of the same
     tuning with the same choice and validation figures is left as it is."""
     if sp.tuning is not None and sp.tuning.decided:
-        sp.selection = sp.tuning.write(p.profile.seeds, argv, sp.options.runs, keep_same=True)
+        sp.selection = sp.tuning.write(sp.final_seeds, argv, sp.options.runs, keep_same=True)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """A choice made at a shorter tuning budget, re-checked at the final budget on one tuning seed."""
+
+    seed: int
+    tune_budget: dict[str, Any]
+    budget: dict[str, Any]
+    metric: str
+    points: list[tuple[dict[str, str], float | None]]  # the chosen point first, then its neighbours: validation value
+    holds: bool | None  # the chosen point is best there (or tied with it); None: runs missing or failed
+
+    def text(self) -> str:
+        cells = ", ".join(f"{values_text(v)}: {'—' if x is None else f'{x:.4g}'}{' (chosen)' if i == 0 else ''}"
+                          for i, (v, x) in enumerate(self.points))
+        verdict = ("not known yet (runs missing or failed)" if self.holds is None
+                   else "the choice holds" if self.holds else "the choice does NOT hold: another setting is better "
+                   "at the final budget, so this side may be under-tuned")
+        return (f"tuned at {budget_words(self.tune_budget)}, reported at {budget_words(self.budget)}; re-checked "
+                f"at {budget_words(self.budget)} on tuning seed {self.seed}, validation {self.metric}: {cells}: "
+                f"{verdict}.")
+
+
+def budget_check(sp: SidePlan) -> BudgetCheck | None:
+    """The side's check of a choice made at a shorter budget (None: tuned at the final budget, or undecided)."""
+    check = sp.check
+    if not check or sp.tuning is None or sp.tuning.choice is None:
+        return None
+    t = sp.tuning
+    rows, points = [], []
+    for i, spec in check:
+        r = spec.find_record(sp.options.runs)
+        value = r.metric(t.metric) if r is not None and r.ok else None
+        rows.append({"values": t.points[i], "n_ok": int(value is not None), "n": 1, "n_valued": int(value is not None),
+                     "mean": value})
+        points.append((t.points[i], value))
+    higher = t.task_cls.metrics[t.metric]
+    holds = None if rows[0]["mean"] is None else 0 in tied(rows, higher, t.resolution)
+    return BudgetCheck(sp.check_seed or 0, t.specs[0][0].budget, check[0][1].budget, t.metric, points, holds)
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -399,9 +481,9 @@ def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
     for sp in p.unique.values():
         choose_side(p, sp)
     grid_specs = [s for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
-    finals = [s for sp in p.unique.values() for s in sp.finals]
+    finals = [s for sp in p.unique.values() for s in [*sp.finals, *(spec for _, spec in sp.check)]]
     pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), p.runs, shard)
-    unchosen = [(sp, len(p.profile.seeds)) for sp in p.unique.values() if sp.tuning and not sp.tuning.decided]
+    unchosen = [(sp, len(sp.final_seeds)) for sp in p.unique.values() if sp.tuning and not sp.tuning.decided]
     return Missing(pending, unchosen)
 
 
@@ -420,7 +502,7 @@ def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = No
         if not grew:
             break
         failed += count_failed(sweep(Grid(_dedupe([s for sp in grew for s in sp.runs]))))
-    finals = [s for sp in p.unique.values() if sp.tuning for s in sp.finals]
+    finals = [s for sp in p.unique.values() if sp.tuning for s in [*sp.finals, *(spec for _, spec in sp.check)]]
     if finals:
         failed += count_failed(sweep(Grid(_dedupe(finals))))
     for sp in p.unique.values():
@@ -441,7 +523,10 @@ def judge(p: Plan, claim: Claim) -> Verdict:
                      selection=None if sp.selection is None else Selection(sp.selection),
                      chosen=None if sp.tuning is None else sp.tuning.chosen)
              for label, sp in zip(("A", "B"), sides, strict=False)]
-    return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, sides[0].runs[0].budget,
+    # the final runs' budget (a tuned side's grid may have run at a shorter one)
+    budget = resolve(sides[0].task, sides[0].estimator, preset=p.profile.preset, seed=0,
+                     options=sides[0].options).budget
+    return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, budget,
                    p.profile.preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
 
 

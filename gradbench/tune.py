@@ -391,6 +391,34 @@ class Tuning:
             self.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
         return 0
 
+    @property
+    def final_budget(self) -> dict[str, Any] | None:
+        """The final runs' budget where it differs from the grid's (tuned at a shorter budget); else None."""
+        if not self.final or self.final[0].budget == self.specs[0][0].budget:
+            return None
+        return self.final[0].budget
+
+    def neighbours(self) -> list[int]:
+        """The chosen point and the points one grid step from it in one key (over the grid tried, a numeric
+        key's values in order of size): what a check at another budget re-runs."""
+        assert self.choice is not None, "decide() first"
+        chosen = self.points[self.choice]
+        near = [chosen]
+        for key, values in self.tried.items():
+            nums = self._key_values(key)
+            order = sorted(values, key=float) if nums else list(values)
+            at = order.index(chosen[key])
+            near += [{**chosen, key: order[j]} for j in (at - 1, at + 1) if 0 <= j < len(order)]
+        return [self.points.index(p) for p in near]
+
+    def budget_check(self, seed: int, options: RunOptions) -> list[tuple[int, RunSpec]]:
+        """(point index, run) of the chosen point and its neighbours (``neighbours``) at ``options``' budget on
+        one seed, without gradient statistics: whether a choice made at a shorter budget still holds at the
+        final one."""
+        bare = dataclasses.replace(options, grad_stats=False)
+        preset = self.specs[0][0].preset
+        return [(i, resolve(*self.settings[i], preset=preset, seed=seed, options=bare)) for i in self.neighbours()]
+
     def selection_id(self, final_seeds: list[int]) -> str:
         spec = self.specs[0][0]
         config: dict[str, Any] = {"task": self.task, "grid": self.grid}
@@ -398,6 +426,8 @@ class Tuning:
             config["metric"] = self.metric  # only when not the default, so the ids made before stay
         if self.extend != EXTEND_LIMIT:
             config["extend"] = self.extend
+        if self.final_budget is not None:
+            config["final_budget"] = self.final_budget
         return records.run_id({"task": {"name": "selection", "version": str(SELECTION_SCHEMA), "config": config},
                                "estimator": {"name": self.estimator, "version": "", "config": {}},
                                "preset": spec.preset, "seed": [self.seeds, final_seeds], "budget": spec.budget})
@@ -428,7 +458,9 @@ class Tuning:
             "kind": "selection", "schema_version": SELECTION_SCHEMA, "id": self.selection_id(final_seeds),
             "task": {"name": task_name, "spec": self.task, "label": base_task},
             "estimator": {"name": est_name, "spec": self.estimator, "label": base_est},
-            "preset": spec.preset, "budget": spec.budget, "grid": self.grid, "seeds": self.seeds,
+            "preset": spec.preset, "budget": spec.budget,
+            **({} if self.final_budget is None else {"final_budget": self.final_budget}),
+            "grid": self.grid, "seeds": self.seeds,
             "final_seeds": final_seeds, "overlap": sorted(set(self.seeds) & set(final_seeds)),
             "selection_metric": self.metric, "higher_is_better": higher,
             "validation_size": self.validation_size, "resolution": self.resolution, "tie_examples": TIE_EXAMPLES,

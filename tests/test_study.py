@@ -485,3 +485,92 @@ def test_a_study_grid_extends_past_an_edge_choice_and_lists_the_new_runs(tmp_pat
     new = {spec.run_id for spec in tuning.specs[-1]}
     assert new <= {spec.run_id for spec in todo.runs}  # the extension's runs, made by the next (resumed) study
     assert any(sp is p.sides["recon"][0] for sp, _ in todo.unchosen)
+
+
+def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_rechecked_there(tmp_path):
+    text = TUNED.split("[[claims]]")[0] + "[[claims]]" + TUNED.split("[[claims]]")[1].replace(
+        "steps = 5\n", "steps = 5\ntune_steps = 3\n")
+    p = study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+    side = p.sides["recon"][0]
+    tuning = side.tuning
+    assert {spec.budget["steps"] for spec in tuning.runs} == {3}
+    recon = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}  # at 3 steps, 3e-3 is best
+    for sp in p.unique.values():
+        for point, specs in zip(sp.tuning.points, sp.tuning.specs, strict=True):
+            for spec in specs:
+                _fake_record(spec, tmp_path / "runs", {"valid_recon": (recon[point["lr"]], False)})
+    todo = study.missing(p)
+    assert tuning.chosen == {"lr": "3e-3"}
+    assert {spec.budget["steps"] for spec in side.finals} == {5} and [s.seed for s in side.finals] == [0, 1]
+    # the check: the choice and its two neighbours at the final budget, on the first tuning seed
+    check = side.check
+    assert [tuning.points[i]["lr"] for i, _ in check] == ["3e-3", "1e-3", "1e-2"]
+    assert all(spec.seed == 2 and spec.budget["steps"] == 5 and not spec.grad for _, spec in check)
+    assert {spec.run_id for _, spec in check} <= {spec.run_id for spec in todo.runs}
+    assert study.budget_check(side).holds is None
+    at_full = {"3e-3": 11.0, "1e-3": 9.0, "1e-2": 13.0}  # at 5 steps, 1e-3 is better: the choice does not hold
+    for i, spec in check:
+        _fake_record(spec, tmp_path / "runs", {"valid_recon": (at_full[tuning.points[i]["lr"]], False)})
+    result = study.budget_check(side)
+    assert result.holds is False and "does NOT hold" in result.text() and "tuned at 3 steps" in result.text()
+    for i, spec in check:  # now the choice is best at the final budget too
+        _fake_record(spec, tmp_path / "runs", {"valid_recon": ({"3e-3": 8.0}.get(tuning.points[i]["lr"], 9.0), False)})
+    assert study.budget_check(side).holds is True
+    # the selection record keeps both budgets; its row goes to the final budget's table
+    from gradbench.results import Selection
+
+    sel = tuning.selection(p.profile.seeds, None, tmp_path / "runs")
+    assert sel["budget"] == {"steps": 3} and sel["final_budget"] == {"steps": 5}
+    assert Selection(sel).budget == {"steps": 5} and Selection(sel).tune_budget == {"steps": 3}
+    assert study.judge(p, p.study.claims[0]).budget == {"steps": 5}
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("tune_steps = 9\n", "'tune_steps' \\(9\\) is longer than the final budget"),
+    ("tune_steps = 0\n", "'tune_steps' must be a positive integer"),
+    ("tune_evals = 3\n", "'tune_evals' is a shorter tuning budget: it needs 'tune' and a final budget of 'evals'"),
+])
+def test_bad_tuning_budgets_are_refused(tmp_path, extra, message):
+    text = TUNED.replace("steps = 5\n", "steps = 5\n" + extra, 1)
+    with pytest.raises(UsageError, match=message):
+        study.load_study(_write(tmp_path, text))
+
+
+def test_a_claim_can_report_at_its_own_seeds_disjoint_from_the_tuning_seeds(tmp_path):
+    text = TUNED.replace("steps = 5\n", "steps = 5\nseeds = \"4-6\"\n", 1)
+    p = study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+    side = p.sides["recon"][0]
+    assert side.final_seeds == [4, 5, 6] and p.sides["probe"][0].final_seeds == [0, 1]
+    for point, specs in zip(side.tuning.points, side.tuning.specs, strict=True):
+        for spec in specs:
+            _fake_record(spec, tmp_path / "runs", {"valid_recon": (abs(float(point["lr"]) - 3e-3), False)})
+    study.missing(p)
+    assert [spec.seed for spec in side.finals] == [4, 5, 6]
+    with pytest.raises(UsageError, match="'seeds' share seed\\(s\\) 3 with the profile's tune_seeds"):
+        study.load_study(_write(tmp_path, TUNED.replace("steps = 5\n", "steps = 5\nseeds = \"3-6\"\n", 1)))
+
+
+def test_two_profiles_in_one_report_side_by_side(tmp_path, capsys):
+    text = GOOD.replace("[[claims]]", "[profiles.long]\npreset = \"quick\"\nseeds = \"0-1\"\ndevice = \"cpu\"\n"
+                        "grad_checkpoints = [0.0, 1.0]\ngrad_draws = 20\n[[claims]]", 1)
+    text = text.replace("[claims.cpu]\nsteps = 60\n", "[claims.cpu]\nsteps = 60\n[claims.long]\nsteps = 80\n")
+    path = _write(tmp_path, text)
+    assert main(["study", str(path), "--profile", "cpu,long", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "t (cpu): 9 run(s) missing" in out and "t (long): 6 run(s) missing" in out
+    report = tmp_path / "claims.md"
+    assert main(["study", str(path), "--profile", "cpu,long", "--out", str(report), "--no-progress"]) == 0
+    text = report.read_text()
+    assert "## Verdicts side by side" in text and "## Profile `cpu`" in text and "## Profile `long`" in text
+    for cid in ("toy-gain", "toy-level", "toy-variance"):
+        for profile in ("cpu", "long"):  # each claim once per profile, its anchor and figure suffixed
+            assert f"### {cid} ({profile})" in text and f"(#{cid}-{profile})" in text
+        assert (tmp_path / "claims-figures" / f"{cid}-cpu.png").exists()
+    assert "60 steps" in text.split("## Profile `long`")[0]
+    assert "80 steps" in text.split("## Profile `long`")[1]
+    # the one-profile report of the same records is what it was: no suffixes
+    assert main(["study", str(path), "--profile", "cpu", "--out", str(tmp_path / "one.md"), "--no-progress"]) == 0
+    one = (tmp_path / "one.md").read_text()
+    assert "## toy-gain" in one and "(#toy-gain)" in one and "side by side" not in one
+    assert main(["study", str(path), "--profile", "cpu,cpu", "--dry-run"]) == 2
+    assert "each once" in capsys.readouterr().err

@@ -83,6 +83,12 @@ class Selection:
 
     @property
     def budget(self) -> Any:
+        """The final runs' budget (the table its row goes to)."""
+        return self.data.get("final_budget", self.data.get("budget"))
+
+    @property
+    def tune_budget(self) -> Any:
+        """The grid runs' budget: the final one, unless the tuning ran shorter (``final_budget`` recorded)."""
         return self.data.get("budget")
 
     @property
