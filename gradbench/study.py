@@ -45,7 +45,7 @@ STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint", "bound",
               "group", "reading", "task_b", "paper_protocol", "tune_metric"}
-BUDGET_KEYS = {*KINDS, "tune", "extend", "tune_steps", "tune_evals", "seeds"}
+BUDGET_KEYS = {*KINDS, "tune", "extend", "tune_steps", "tune_evals", "seeds", "preset"}
 TUNE_BUDGETS = {"tune_steps": "steps", "tune_evals": "evals"}  # a shorter tuning budget, of the final's kind
 
 
@@ -176,6 +176,8 @@ def _budget(where: str, table: Any, profile: Profile) -> dict[str, Any]:
     extend = t.get("extend")
     if extend is not None and (isinstance(extend, bool) or not isinstance(extend, int) or extend < 0):
         raise _bad(where, f"'extend' must be an integer >= 0 (grid extensions each way), got {extend!r}")
+    if "preset" in t:
+        _str(where, t, "preset")
     if "seeds" in t:  # a claim's own final seeds under this profile (fewer, for a costly claim)
         try:
             t = {**t, "seeds": parse_seeds(_str(where, t, "seeds"))}
@@ -375,16 +377,21 @@ def tuned_on(claim: Claim, task: str) -> str | None:
     return default_tune_metric(task, claim.metric)
 
 
+def claim_preset(p: Plan, claim: Claim) -> str:
+    """The task preset a claim runs at under the plan's profile: its own ``preset``, else the profile's."""
+    return str(claim.budgets[p.profile.name].get("preset", p.profile.preset))
+
+
 def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | None, opts: RunOptions) -> SidePlan:
     budget = claim.budgets[p.profile.name]
     shorter = {kind: budget[key] for key, kind in TUNE_BUDGETS.items() if key in budget}
     tuned = ((tuned_on(claim, task), budget.get("extend", EXTEND_LIMIT), tuple(shorter.items()))
              if grid_text is not None else None)
     seeds = budget.get("seeds", p.profile.seeds)
-    key = (task, estimator, grid_text, opts, tuned, tuple(seeds))
+    preset = claim_preset(p, claim)
+    key = (task, estimator, grid_text, opts, tuned, tuple(seeds), preset)
     if key in p.unique:
         return p.unique[key]
-    preset = p.profile.preset
     if grid_text is None:
         sp = SidePlan(task, estimator, opts,
                       [resolve(task, estimator, preset=preset, seed=s, options=opts) for s in seeds], final_seeds=seeds)
@@ -524,10 +531,11 @@ def judge(p: Plan, claim: Claim) -> Verdict:
                      chosen=None if sp.tuning is None else sp.tuning.chosen)
              for label, sp in zip(("A", "B"), sides, strict=False)]
     # the final runs' budget (a tuned side's grid may have run at a shorter one)
-    budget = resolve(sides[0].task, sides[0].estimator, preset=p.profile.preset, seed=0,
+    preset = claim_preset(p, claim)
+    budget = resolve(sides[0].task, sides[0].estimator, preset=preset, seed=0,
                      options=sides[0].options).budget
     return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, budget,
-                   p.profile.preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
+                   preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
 
 
 def judge_all(p: Plan) -> dict[str, Verdict]:

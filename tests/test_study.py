@@ -189,10 +189,15 @@ def test_unknown_profile_and_missing_file_exit_2(tmp_path, capsys):
     assert "no study file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["dab-claims", "relax-toy"])
-@pytest.mark.parametrize("profile", ["cpu", "paper"])
+SHIPPED = [(name, profile) for name, profiles in (("dab-claims", ("cpu", "full", "paper")),
+                                                   ("relax-toy", ("cpu", "paper")), ("disarm-vae", ("cpu",)),
+                                                   ("reinmax", ("cpu",))) for profile in profiles]
+
+
+@pytest.mark.parametrize("name,profile", SHIPPED)
 def test_the_shipped_studies_load_and_resolve(name, profile):
     s = study.load_study(ROOT / "studies" / f"{name}.toml")
+    assert set(s.profiles) == {pr for n, pr in SHIPPED if n == name}  # every shipped profile is tested here
     p = study.plan(s, profile, runs="/nonexistent")
     assert set(p.sides) == {c.id for c in s.claims}
     if name == "dab-claims":
@@ -201,13 +206,17 @@ def test_the_shipped_studies_load_and_resolve(name, profile):
         # each claim is tuned on the validation version of its own metric: recon and probe share the grid's
         # runs, not the choice
         recon, probe = p.sides["represent-recon"][0].tuning, p.sides["represent-probe"][0].tuning
-        if profile == "cpu":  # the paper profile runs the presets' settings, untuned
+        if profile != "paper":  # the paper profile runs the presets' settings, untuned
             assert recon.metric == "valid_recon" and probe.metric == "valid_probe_accuracy"
             assert [s.run_id for s in recon.runs] == [s.run_id for s in probe.runs]
             assert recon.selection_id(p.profile.seeds) != probe.selection_id(p.profile.seeds)
-    # final seeds are never tuning seeds, and enough pairs for a definitive verdict (gradbench.rules)
+    # final seeds are never tuning seeds, and enough pairs for a definitive verdict (gradbench.rules) unless a
+    # claim says it reports fewer (a trend, not a verdict: the sorting claims of the full profile)
+    for sides in p.sides.values():
+        for sp in sides:
+            assert not set(sp.final_seeds) & set(p.profile.tune_seeds)
     assert not set(p.profile.seeds) & set(p.profile.tune_seeds)
-    assert len(p.profile.seeds) >= 8
+    assert len(p.profile.seeds) >= 7
 
 
 # -------------------------------------------------------------------------------------- end to end
@@ -574,3 +583,14 @@ def test_two_profiles_in_one_report_side_by_side(tmp_path, capsys):
     assert "## toy-gain" in one and "(#toy-gain)" in one and "side by side" not in one
     assert main(["study", str(path), "--profile", "cpu,cpu", "--dry-run"]) == 2
     assert "each once" in capsys.readouterr().err
+
+
+def test_a_claim_can_run_at_its_own_preset(tmp_path):
+    text = GOOD.replace("[claims.cpu]\nsteps = 60\n", "[claims.cpu]\nsteps = 60\npreset = \"paper\"\n", 1)
+    p = study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+    assert {s.preset for s in p.sides["toy-gain"][0].runs} == {"paper"}
+    assert {s.preset for s in p.sides["toy-level"][0].runs} == {"quick"}
+    assert study.judge(p, p.study.claims[0]).preset == "paper"
+    bad = GOOD.replace("[claims.cpu]\nsteps = 60\n", "[claims.cpu]\nsteps = 60\npreset = \"huge\"\n", 1)
+    with pytest.raises(UsageError, match="huge"):
+        study.plan(study.load_study(_write(tmp_path, bad)), "cpu")
