@@ -160,6 +160,8 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     st.add_argument("--profile", required=True,
                     help="which of the file's budgets: e.g. cpu or full; several (cpu,full): each runs in turn and "
                          "the report sets their verdicts side by side")
+    st.add_argument("--claims", help="only these claims (comma-separated ids): run a costly study a claim at a time; "
+                                     "the report then covers only them")
     st.add_argument("--dry-run", action="store_true", help="list the runs it would make, say how many are missing")
     st.add_argument("--out", help="write the report here (e.g. claims.md; figures beside it); default: stdout")
     st.add_argument("--runs", help="records folder (default: the study file's runs, else ./runs)")
@@ -614,7 +616,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from gradbench.sweep import parse_shard, run_sweep
 
     log = _log(args.log)
-    spec = study.load_study(args.file)
+    spec = study.only_claims(study.load_study(args.file), args.claims)
     names = [n.strip() for n in args.profile.split(",") if n.strip()]
     if not names or len(set(names)) < len(names):
         raise UsageError(f"--profile: give profile names, each once (got {args.profile!r})")

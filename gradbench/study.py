@@ -272,6 +272,19 @@ def load_study(path: str | Path) -> Study:
                  _str(str(path), data, "source", ""), _str(str(path), data, "runs", "runs"), profiles, claims)
 
 
+def only_claims(study: Study, ids: str | None) -> Study:
+    """The study with only the claims ``ids`` names (comma-separated; None: all), in the file's order; a
+    UsageError names an id the file does not have."""
+    if ids is None:
+        return study
+    wanted = [i.strip() for i in ids.split(",") if i.strip()]
+    known = [c.id for c in study.claims]
+    unknown = [i for i in wanted if i not in known]
+    if unknown or not wanted:
+        raise UsageError(f"{study.path}: no claim {unknown[0] if unknown else ids!r} (known: {', '.join(known)})")
+    return replace(study, claims=[c for c in study.claims if c.id in wanted])
+
+
 # ------------------------------------------------------------------------------------------- plan
 
 

@@ -594,3 +594,11 @@ def test_a_claim_can_run_at_its_own_preset(tmp_path):
     bad = GOOD.replace("[claims.cpu]\nsteps = 60\n", "[claims.cpu]\nsteps = 60\npreset = \"huge\"\n", 1)
     with pytest.raises(UsageError, match="huge"):
         study.plan(study.load_study(_write(tmp_path, bad)), "cpu")
+
+
+def test_claims_option_runs_a_subset_and_names_an_unknown_id(tmp_path, capsys):
+    path = _write(tmp_path, GOOD)
+    assert main(["study", str(path), "--profile", "cpu", "--claims", "toy-gain", "--dry-run"]) == 0
+    assert "6 run(s) missing" in capsys.readouterr().out  # reinforce and ste at 3 seeds
+    assert main(["study", str(path), "--profile", "cpu", "--claims", "toy-gain,nope", "--dry-run"]) == 2
+    assert "no claim 'nope' (known: toy-gain, toy-level, toy-variance)" in capsys.readouterr().err
