@@ -9,8 +9,12 @@ checks decide whether this setting can test it at all:
   ``NOT_TESTABLE`` here, whatever the runs say.
 - **Settled** (``settled``): over the last doubling of the budget (the logged checkpoint nearest below half
   the budget, to the end) the gain must have moved by less than its interval's half-width at the end;
-  for a level claim, A's mean by less than its own half-width (the curve has plateaued). Otherwise the
-  claim is ``NOT_SETTLED`` at this budget, and the report prints the interval and the trend (``trend``).
+  for a level claim, A's mean by less than its own half-width (the curve has plateaued). A figure that
+  moved more is still settled when the move cannot change the verdict: at both checkpoints its interval
+  lies on the same side of every threshold the verdict turns on (0 and the claimed gain; a level claim's
+  level), and the move took it no nearer any of them (``boundaries``: a gap that widens away from the
+  claim). Otherwise the claim is ``NOT_SETTLED`` at this budget, and the report prints the interval and
+  the trend (``trend``).
 
 Then the figures, as one-sided tests of the claim's relative gain g of A over B (positive: A better):
 
@@ -102,12 +106,15 @@ def _show(x: float, percent: bool) -> str:
     return f"{100 * x:+.1f}%" if percent else f"{x:+.3g}"
 
 
-def settled(curve: Sequence[Point], percent: bool = False, unit: str = "step") -> tuple[bool, str]:
+def settled(curve: Sequence[Point], percent: bool = False, unit: str = "step",
+            boundaries: Sequence[float] = ()) -> tuple[bool, str]:
     """(whether the figure has settled over the last doubling of the budget, a sentence on its trend).
 
     Settled: it moved by less than its interval's half-width at the end between the logged checkpoint
-    nearest below half the final step and the final step. A curve with no checkpoint at or below half its
-    budget cannot show that it settled. ``percent``: the figure is a relative gain, printed in %."""
+    nearest below half the final step and the final step; or, moving more, it stayed clear of every
+    threshold in ``boundaries`` (both intervals on the same side of each) and got no nearer any of them, so
+    more budget along this trend would not change the verdict. A curve with no checkpoint at or below half
+    its budget cannot show that it settled. ``percent``: the figure is a relative gain, printed in %."""
     if not curve:
         return False, "no logged checkpoints"
     end = curve[-1]
@@ -124,7 +131,23 @@ def settled(curve: Sequence[Point], percent: bool = False, unit: str = "step") -
     if abs(moved) <= half + 1e-12 * max(1.0, abs(end.value)):  # a curve with no spread and no move is settled
         return True, (f"stable: it moved {_show(moved, percent)} from {unit} {start.step} to {end.step}, less than "
                       f"its interval's half-width {_show(half, percent).lstrip('+')}")
+    if boundaries and _moving_away(start, end, boundaries):
+        marks = " and ".join(_show(b, percent) for b in boundaries)
+        return True, (f"{trend(curve, percent, unit).split(' (moved')[0]}: it moved {_show(moved, percent)}, more than "
+                      f"its half-width, but away from {marks}, with both intervals clear of them: more budget "
+                      f"along this trend would not change the verdict")
     return False, trend(curve, percent, unit)
+
+
+def _moving_away(start: Point, end: Point, boundaries: Sequence[float]) -> bool:
+    """Whether both checkpoints' intervals lie strictly on one side of each boundary, the same side at both,
+    and the figure got no nearer any boundary between them."""
+    for b in boundaries:
+        sides = {lo > b for lo in (start.lo, end.lo)} | {hi > b for hi in (start.hi, end.hi)}
+        clear = all(x != b for x in (start.lo, start.hi, end.lo, end.hi))
+        if len(sides) != 1 or not clear or abs(end.value - b) < abs(start.value - b):
+            return False
+    return True
 
 
 def trend(curve: Sequence[Point], percent: bool = False, unit: str = "step") -> str:
@@ -291,6 +314,14 @@ def judge(claims: Sequence[ClaimFigures], alpha: float = ALPHA) -> list[Judgment
     return out
 
 
+def thresholds(c: ClaimFigures) -> tuple[float, ...]:
+    """The values the verdict turns on, in the curve's units: a level claim's level; else a gain of 0 and
+    the claimed gain."""
+    if c.level is not None:
+        return (c.level,)
+    return (0.0, c.claimed_gain) if c.claimed_gain else (0.0,)
+
+
 def _untestable(c: ClaimFigures) -> tuple[str, str] | None:
     """(NOT_TESTABLE or NOT_SETTLED, why) when this setting cannot judge the claim; None when it can."""
     if c.level is None and c.claimed_gain and len(c.b):
@@ -300,7 +331,7 @@ def _untestable(c: ClaimFigures) -> tuple[str, str] | None:
             return NOT_TESTABLE, (f"with B at {b_mean:.4g} the metric's bound {c.bound:g} allows at most {top:+.1%}, "
                                   f"below the claimed {c.claimed_gain:+.1%}: this setting cannot show the claim")
     if len(c.curve):
-        ok, sentence = settled(c.curve, c.percent, c.unit)
+        ok, sentence = settled(c.curve, c.percent, c.unit, thresholds(c))
         if not ok:
             return NOT_SETTLED, sentence
     return None

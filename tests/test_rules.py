@@ -173,6 +173,28 @@ def test_a_gain_still_moving_is_not_settled_and_its_trend_is_named():
         False, "no checkpoint at or below half of step 4000: the trend cannot be read")
 
 
+def test_a_gap_that_widens_away_from_every_threshold_is_settled_and_one_moving_toward_one_is_not():
+    """ReinMax on polyprog: +16.4% at step 4,000, +17.7% at 8,000, intervals ±0.05%: the gap grows away from
+    0, so a direction claim's verdict cannot change along this trend; moving toward a claimed gain, or
+    starting with an interval across a threshold, it can."""
+    away = [Point(2000, 0.10, 0.0995, 0.1005), Point(4000, 0.164, 0.1635, 0.1645), Point(8000, 0.177, 0.1765, 0.1775)]
+    assert rules.settled(away, percent=True)[0] is False  # no threshold given: the plain rule
+    ok, sentence = rules.settled(away, percent=True, boundaries=(0.0,))
+    assert ok and sentence.startswith("widening") and "would not change the verdict" in sentence
+    assert rules.settled(away, percent=True, boundaries=(0.0, 0.25))[0] is False  # nearer a +25% claim
+    assert rules.settled(away, percent=True, boundaries=(0.0, 0.10))[0] is True  # past +10%, moving away
+    assert rules.settled(away, percent=True, boundaries=(0.0, 0.17))[0] is False  # crossed +17% on the way
+    touching = [Point(4000, 0.02, -0.01, 0.05), Point(8000, 0.2, 0.15, 0.25)]
+    assert rules.settled(touching, percent=True, boundaries=(0.0,))[0] is False  # its interval held 0 at 4,000
+    falling = [Point(4000, -0.20, -0.22, -0.18), Point(8000, -0.24, -0.26, -0.22)]  # contradicted, and more so
+    (j,) = rules.judge([ClaimFigures([0.8 + 0.001 * i for i in range(8)], [1.0 + 0.001 * i for i in range(8)], True,
+                                    claimed_gain=0.10, curve=falling, percent=True)])
+    assert j.outcome == rules.CONTRADICTED
+    rising_to_level = [Point(4000, 0.80, 0.79, 0.81), Point(8000, 0.90, 0.89, 0.91)]
+    (j,) = rules.judge([ClaimFigures([0.9] * 8, [], True, level=0.942, curve=rising_to_level)])
+    assert j.outcome == rules.NOT_SETTLED  # rising toward the level: more budget could reach it
+
+
 def test_level_claims():
     rising = _curve([0.30, 0.40, 0.46, 0.55], half=0.02)
     (j,) = rules.judge([ClaimFigures([0.55] * 8, [], True, level=0.942, curve=rising)])

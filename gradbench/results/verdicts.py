@@ -292,7 +292,8 @@ def conclude_all(verdicts: Sequence[Verdict], curves: Mapping[str, list[Point]] 
         _fill_figures(v)
         v.curve = list((curves or {}).get(v.id, []))
         if v.curve:
-            v.trend = rules.settled(v.curve, percent=v.b is not None, unit=_unit(v))[1]
+            v.trend = rules.settled(v.curve, percent=v.b is not None, unit=_unit(v),
+                                    boundaries=rules.thresholds(_figures(v)))[1]
         elif v.statement.kind != "level" or v.b is not None:
             v.trend = "no learning curve of this metric: settledness is not checked"
     judged = rules.judge([_figures(v) for v in ready])
