@@ -132,7 +132,7 @@ def _dataset(claim: Claim, res: Verdict) -> str:
         name = r.task_config.get("dataset")
         if name:
             return DATASET_WORDS.get(str(name), str(name))
-    return f"`{claim.task}` (synthetic)"
+    return f"synthetic (`{claim.task}`)"
 
 
 def _setting(claim: Claim, res: Verdict) -> str:
@@ -352,7 +352,9 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
     ran = f" Final runs: {n_runs} on {hw}, {seconds / 60:.1f} min of training." if n_runs else ""
     tuned = _tuning_words(p, claim)
     task_b = f" (B on `{claim.task_b}`)" if claim.task_b else ""
-    lines += [f"Task `{claim.task}`{task_b} on {_dataset(claim, res)}, preset `{res.preset}`, budget "
+    data = _dataset(claim, res)
+    data = "synthetic data" if data.startswith("synthetic") else data
+    lines += [f"Task `{claim.task}`{task_b} on {data}, preset `{res.preset}`, budget "
               f"{budget_words(res.budget)}; metric `{metric}` ({direction} is better)"
               f"{'' if claim.bound is None else f', bound {claim.bound:g}'}{tuned}.{ran}", ""]
     lines += _protocol(claim, res)

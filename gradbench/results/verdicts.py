@@ -45,8 +45,10 @@ the relative gain g of A over B (positive: A is better), with the paper's claime
   with B at 0.9867, no gain above +1.35% exists);
 - **{NOT_SETTLED}**: over the last doubling of the budget (the logged checkpoint nearest below half the
   budget, to the end) the gain moved by more than its 95% interval's half-width at the end (for a level
-  claim: A's mean moved by more than its own half-width, the curve has not plateaued); the interval and
-  the trend are printed, and a longer budget would settle it;
+  claim: A's mean moved by more than its own half-width, the curve has not plateaued), unless it moved away
+  from every threshold the verdict turns on (0 and G; a level) with both intervals clear of them, which
+  more budget along that trend would not reverse; the interval and the trend are printed, and a longer
+  budget would settle it;
 - **{CONTRADICTED}**: the test of g >= 0 rejects (B is better);
 - **{NOT_SUPPORTED}**: the test of g >= G rejects (the claimed gain is ruled out);
 - **{SUPPORTED}**: the point estimate reaches G and the test of g <= 0 rejects;
