@@ -48,6 +48,7 @@ BIAS_DIRECTION_SEED = 20_240_601
 BIAS_BATCHES = 20  # batch means per direction in the bias test
 BIAS_ROUNDOFF = 1e-5  # relative accuracy of a float32 gradient: a mismatch below this times |reference| is rounding
 TRACE_DRAWS = 16  # draws for the variance along training (history column grad/log10_variance)
+COLUMN_BLOCK = 1 << 16  # parameters per block of the float64 statistics: memory stays near the float32 draws
 
 
 def _repeat(task: Task, cost_direct: bool, draws: int) -> tuple[torch.Tensor, torch.Tensor, Callable]:
@@ -78,16 +79,20 @@ def _draws_batched(estimator: Estimator, logits: torch.Tensor, rep: torch.Tensor
 def _draws_loop(estimator: Estimator, batch_fn: Callable, params: list[torch.Tensor], draws: int,
                 tick: Callable[[int], None] | None = None) -> torch.Tensor:
     """(draws, n_params) gradient estimates from ``draws`` separate calls and backward passes."""
-    rows = []
-    for _ in range(draws):
+    rows: torch.Tensor | None = None  # filled in place, as in ``gradient_draws``
+    for i in range(draws):
         if tick is not None:
             tick(1)
         logits, cost_fn = batch_fn()
         out = estimator(logits, cost_fn)
         grads = torch.autograd.grad(out.loss, params, allow_unused=True)
-        rows.append(torch.cat([(gp if gp is not None else torch.zeros_like(p)).flatten()
-                               for gp, p in zip(grads, params, strict=True)]))
-    return torch.stack(rows)
+        row = torch.cat([(gp if gp is not None else torch.zeros_like(p)).flatten()
+                         for gp, p in zip(grads, params, strict=True)])
+        if rows is None:
+            rows = row.new_empty(draws, row.numel())
+        rows[i] = row
+    assert rows is not None  # draws >= 1
+    return rows
 
 
 def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batched: bool = True,
@@ -107,15 +112,20 @@ def gradient_draws(estimator: Estimator, task: Task, draws: int, seed: int, batc
         if mode is not None:
             batch = task.fixed_batch()[0].shape[0]
             chunk = chunk or max(1, 4096 // batch)  # ~4k rows per call: fast on CPU, bounded memory
-            parts, left = [], draws
-            while left > 0:
-                k = min(chunk, left)
+            out: torch.Tensor | None = None  # filled in place: a concatenation would hold the draws twice
+            done = 0
+            while done < draws:
+                k = min(chunk, draws - done)
                 logits, rep, cost = _repeat(task, mode == "task", k)
-                parts.append(_draws_batched(estimator, logits, rep, cost, params, k))
-                left -= k
+                part = _draws_batched(estimator, logits, rep, cost, params, k)
+                if out is None:
+                    out = part.new_empty(draws, part.shape[1])
+                out[done:done + k] = part
+                done += k
                 if tick is not None:
                     tick(k)
-            return torch.cat(parts), True
+            assert out is not None  # draws >= 1
+            return out, True
         return _draws_loop(estimator, task.fixed_batch, params, draws, tick), False
 
 
@@ -251,10 +261,12 @@ def bias_test(draws: torch.Tensor, reference: torch.Tensor) -> tuple[float, floa
     of large costs: there float32 rounding reaches a few % of the gradient. ``measure`` therefore runs the
     test in float64 (``exact_bias_test``), where rounding is about 1e-16 of the cost.
     """
-    d = draws.double()
-    ref = reference.double().to(d.device)
+    ref = reference.double().to(draws.device)
     u = bias_directions(ref)
-    y = (d - ref) @ u.T  # (K, J)
+    y = torch.zeros(draws.shape[0], u.shape[0], dtype=torch.float64, device=draws.device)  # (K, J)
+    for s in range(0, draws.shape[1], COLUMN_BLOCK):  # in float64 a block at a time (``summarize``)
+        cols = slice(s, s + COLUMN_BLOCK)
+        y += (draws[:, cols].double() - ref[cols]) @ u[:, cols].T
     batches = min(BIAS_BATCHES, y.shape[0])
     y = y[: (y.shape[0] // batches) * batches].reshape(batches, -1, y.shape[1]).mean(1)
     se = y.std(0, unbiased=True) / math.sqrt(batches)
@@ -307,14 +319,46 @@ def exact_bias_test(estimator: Estimator, task: Task, draws: int, seed: int, bat
             "bias_precision": "float64"}
 
 
-def _norm_sq_se(d: torch.Tensor, mean: torch.Tensor) -> float:
+def _norm_sq_se(gram: torch.Tensor, c_mean: torch.Tensor) -> float:
     """Standard error of the debiased ||ḡ||² from K draws: sqrt(4 ḡᵀSḡ/K + 2 tr(S²)/K²), with S the
-    sample covariance (tr(S²) from the K x K Gram matrix of the centred draws; it errs on the large side)."""
-    k = d.shape[0]
-    c = d - mean
-    gram = c @ c.T / (k - 1)
-    quad = float((c @ mean).pow(2).sum()) / (k - 1)
+    sample covariance (tr(S²) from the K x K Gram matrix ``gram`` of the centred draws c; it errs on the
+    large side), and ``c_mean`` = c ḡ (K values)."""
+    k = gram.shape[0]
+    gram = gram / (k - 1)
+    quad = float(c_mean.pow(2).sum()) / (k - 1)
     return math.sqrt(max(0.0, 4 * quad / k + 2 * float(gram.pow(2).sum()) / k**2))
+
+
+@dataclass
+class _Moments:
+    """What ``summarize`` needs from the (K, n) draws, computed in float64 over blocks of ``COLUMN_BLOCK``
+    parameters: a float64 copy of every draw at once (K x n x 8 bytes: 5 GB for 1,000 draws of a 665k-parameter
+    encoder) would cost several times the draws themselves."""
+
+    mean: torch.Tensor  # (n,) float64
+    var: torch.Tensor  # (n,) unbiased
+    gram: torch.Tensor  # (K, K): c cᵀ, c the centred draws
+    c_mean: torch.Tensor  # (K,): c ḡ
+    sq_dev: torch.Tensor | None  # (K,): ||g_k - r||², given a reference r
+
+    @classmethod
+    def of(cls, draws: torch.Tensor, ref: torch.Tensor | None) -> _Moments:
+        k, n = draws.shape
+        f64 = {"dtype": torch.float64, "device": draws.device}
+        mean, var = torch.empty(n, **f64), torch.empty(n, **f64)
+        gram, c_mean = torch.zeros(k, k, **f64), torch.zeros(k, **f64)
+        sq_dev = torch.zeros(k, **f64) if ref is not None else None
+        for s in range(0, n, COLUMN_BLOCK):
+            cols = slice(s, s + COLUMN_BLOCK)
+            d = draws[:, cols].double()
+            m = d.mean(0)
+            mean[cols], var[cols] = m, d.var(0, unbiased=True)
+            c = d - m
+            gram += c @ c.T
+            c_mean += c @ m
+            if sq_dev is not None and ref is not None:
+                sq_dev += (d - ref[cols]).pow(2).sum(1)
+        return cls(mean, var, gram, c_mean, sq_dev)
 
 
 def summarize(draws: torch.Tensor, reference: Reference | torch.Tensor | None, exact: bool = False
@@ -337,23 +381,23 @@ def summarize(draws: torch.Tensor, reference: Reference | torch.Tensor | None, e
     """
     if isinstance(reference, torch.Tensor):
         reference = Reference(reference, "exact" if exact else "given", exact=exact)
-    d = draws.double()
-    k = d.shape[0]
-    mean, var = d.mean(0), d.var(0, unbiased=True)
+    k, n = draws.shape
+    ref = None if reference is None or reference.mean is None else reference.mean.double().to(draws.device)
+    moments = _Moments.of(draws, ref)
+    mean, var = moments.mean, moments.var
     trace = float(var.sum())
     std = var.sqrt()
     norm_sq = float(mean @ mean) - trace / k
-    measurable = norm_sq > 2 * _norm_sq_se(d, mean)  # ||E g|| is distinguishable from zero
-    avg_var = trace / d.shape[1]
+    measurable = norm_sq > 2 * _norm_sq_se(moments.gram, moments.c_mean)  # ||E g|| is distinguishable from zero
+    avg_var = trace / n
     stats: dict[str, Any] = {
         "draws": k, "variance": avg_var, "log10_variance": math.log10(avg_var) if avg_var > 0 else None,
         "snr": norm_sq / trace if trace > 0 else None,
         "snr_raw": float(torch.where(std > 0, mean.abs() / std.clamp_min(1e-300), torch.zeros_like(std)).mean()),
         "mean_norm": float(mean.norm()),
     }
-    if reference is None or reference.mean is None:
+    if reference is None or ref is None or moments.sq_dev is None:
         return stats
-    ref = reference.mean.double().to(d.device)
     noise = reference.noise_trace
     ref_sq = float(ref @ ref) - noise
     bias_raw = float((mean - ref).pow(2).sum())
@@ -361,13 +405,13 @@ def summarize(draws: torch.Tensor, reference: Reference | torch.Tensor | None, e
     raw_denom = float(mean.norm() * ref.norm())
     stats.update({
         "bias_sq": bias_raw - trace / k - noise, "bias_sq_raw": bias_raw, "bias_sq_noise": trace / k + noise,
-        "mse": float((d - ref).pow(2).sum(1).mean()) - noise,
+        "mse": float(moments.sq_dev.mean()) - noise,
         "cosine": max(-1.0, min(1.0, float(mean @ ref) / denom)) if denom > 0 else None,
         "cosine_raw": float(mean @ ref) / raw_denom if raw_denom > 0 else None,
         "reference_noise": reference.relative_noise if not reference.exact else 0.0,
     })
     if reference.exact:
-        p, z = bias_test(d, ref)
+        p, z = bias_test(draws, ref)
         stats["bias_p"], stats["bias_z_max"] = (p, z) if math.isfinite(p) else (None, None)
     return stats
 

@@ -157,12 +157,18 @@ def _profile(where: str, name: str, table: Any) -> Profile:
         tune_seeds = parse_seeds(_str(where, t, "tune_seeds")) if "tune_seeds" in t else []
     except UsageError as e:
         raise _bad(where, str(e).replace("--seeds", "seeds")) from None
-    shared = sorted(set(seeds) & set(tune_seeds))
-    if shared:  # a setting's run at a seed it was chosen on reports an optimistic test score
-        raise _bad(where, f"'seeds' and 'tune_seeds' share seed(s) {','.join(map(str, shared))}: the final runs "
-                          f"must not be tuning runs; give disjoint seeds (e.g. tune_seeds = \"0-2\", seeds = \"3-10\")")
+    _disjoint_seeds(where, seeds, tune_seeds, "'seeds' and 'tune_seeds' share")
     return Profile(name, _str(where, t, "description", ""), _str(where, t, "preset"), seeds, tune_seeds,
                    _str(where, t, "device", "auto"), tuple(float(p) for p in points), draws)
+
+
+def _disjoint_seeds(where: str, seeds: list[int], tune_seeds: list[int], what: str) -> None:
+    """Refuse final seeds that are also tuning seeds: a setting's run at a seed it was chosen on reports an
+    optimistic test score."""
+    shared = sorted(set(seeds) & set(tune_seeds))
+    if shared:
+        raise _bad(where, f"{what} seed(s) {','.join(map(str, shared))}: the final runs must not be tuning runs; "
+                          f"give disjoint seeds (e.g. tune_seeds = \"0-2\", seeds = \"3-10\")")
 
 
 def _budget(where: str, table: Any, profile: Profile) -> dict[str, Any]:
@@ -183,10 +189,7 @@ def _budget(where: str, table: Any, profile: Profile) -> dict[str, Any]:
             t = {**t, "seeds": parse_seeds(_str(where, t, "seeds"))}
         except UsageError as e:
             raise _bad(where, str(e).replace("--seeds", "seeds")) from None
-        shared = sorted(set(t["seeds"]) & set(profile.tune_seeds))
-        if shared:
-            raise _bad(where, f"'seeds' share seed(s) {','.join(map(str, shared))} with the profile's tune_seeds: "
-                              f"the final runs must not be tuning runs")
+        _disjoint_seeds(where, t["seeds"], profile.tune_seeds, "'seeds' and the profile's tune_seeds share")
     _tune_budget(where, t)
     return dict(t)
 

@@ -248,3 +248,20 @@ def test_a_task_that_cannot_run_in_float64_keeps_its_float32_bias_test():
     end = gradstats.measure(_estimator(task, "reinforce", {}), task, 100, seed=0, label="end", step=0)
     assert "bias_precision" not in end and end["bias_float64_error"].startswith("RuntimeError")
     assert end["bias_p"] is None or 0 <= end["bias_p"] <= 1
+
+
+def test_summarize_by_column_blocks_matches_one_block(monkeypatch):
+    """The float64 statistics run over blocks of parameters (memory near the float32 draws themselves):
+    the blocks' sums must give the one-block figures, up to float64 rounding of the reordered sums."""
+    gen = torch.Generator().manual_seed(7)
+    draws = torch.randn(40, 101, generator=gen) * torch.linspace(0.1, 3, 101) + 0.2
+    ref = torch.randn(101, generator=gen, dtype=torch.float64) * 0.1 + 0.2
+    whole = gradstats.summarize(draws, ref, exact=True)
+    monkeypatch.setattr(gradstats, "COLUMN_BLOCK", 16)  # 7 blocks, the last one short
+    blocks = gradstats.summarize(draws, ref, exact=True)
+    assert whole.keys() == blocks.keys()
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert blocks[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert blocks[key] == value, key

@@ -555,7 +555,7 @@ def test_a_claim_can_report_at_its_own_seeds_disjoint_from_the_tuning_seeds(tmp_
             _fake_record(spec, tmp_path / "runs", {"valid_recon": (abs(float(point["lr"]) - 3e-3), False)})
     study.missing(p)
     assert [spec.seed for spec in side.finals] == [4, 5, 6]
-    with pytest.raises(UsageError, match="'seeds' share seed\\(s\\) 3 with the profile's tune_seeds"):
+    with pytest.raises(UsageError, match="'seeds' and the profile's tune_seeds share seed\\(s\\) 3"):
         study.load_study(_write(tmp_path, TUNED.replace("steps = 5\n", "steps = 5\nseeds = \"3-6\"\n", 1)))
 
 
