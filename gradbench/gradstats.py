@@ -48,7 +48,14 @@ BIAS_DIRECTION_SEED = 20_240_601
 BIAS_BATCHES = 20  # batch means per direction in the bias test
 BIAS_ROUNDOFF = 1e-5  # relative accuracy of a float32 gradient: a mismatch below this times |reference| is rounding
 TRACE_DRAWS = 16  # draws for the variance along training (history column grad/log10_variance)
-COLUMN_BLOCK = 1 << 16  # parameters per block of the float64 statistics: memory stays near the float32 draws
+BLOCK_ELEMENTS = 1 << 22  # draws x parameters per block of the float64 statistics (32 MB a temporary)
+
+
+def _column_blocks(k: int, n: int) -> Iterator[slice]:
+    """Slices of the n parameters, each ``BLOCK_ELEMENTS // k`` wide: float64 temporaries stay small
+    whatever the number of draws k, and the statistics' memory near the float32 draws themselves."""
+    width = max(1, BLOCK_ELEMENTS // max(1, k))
+    return (slice(s, s + width) for s in range(0, n, width))
 
 
 def _repeat(task: Task, cost_direct: bool, draws: int) -> tuple[torch.Tensor, torch.Tensor, Callable]:
@@ -264,8 +271,7 @@ def bias_test(draws: torch.Tensor, reference: torch.Tensor) -> tuple[float, floa
     ref = reference.double().to(draws.device)
     u = bias_directions(ref)
     y = torch.zeros(draws.shape[0], u.shape[0], dtype=torch.float64, device=draws.device)  # (K, J)
-    for s in range(0, draws.shape[1], COLUMN_BLOCK):  # in float64 a block at a time (``summarize``)
-        cols = slice(s, s + COLUMN_BLOCK)
+    for cols in _column_blocks(*draws.shape):  # in float64 a block at a time (``summarize``)
         y += (draws[:, cols].double() - ref[cols]) @ u[:, cols].T
     batches = min(BIAS_BATCHES, y.shape[0])
     y = y[: (y.shape[0] // batches) * batches].reshape(batches, -1, y.shape[1]).mean(1)
@@ -331,9 +337,9 @@ def _norm_sq_se(gram: torch.Tensor, c_mean: torch.Tensor) -> float:
 
 @dataclass
 class _Moments:
-    """What ``summarize`` needs from the (K, n) draws, computed in float64 over blocks of ``COLUMN_BLOCK``
-    parameters: a float64 copy of every draw at once (K x n x 8 bytes: 5 GB for 1,000 draws of a 665k-parameter
-    encoder) would cost several times the draws themselves."""
+    """What ``summarize`` needs from the (K, n) draws, computed in float64 over blocks of parameters
+    (``_column_blocks``): a float64 copy of every draw at once (K x n x 8 bytes: 5 GB for 1,000 draws of
+    a 665k-parameter encoder) would cost several times the draws themselves."""
 
     mean: torch.Tensor  # (n,) float64
     var: torch.Tensor  # (n,) unbiased
@@ -348,8 +354,7 @@ class _Moments:
         mean, var = torch.empty(n, **f64), torch.empty(n, **f64)
         gram, c_mean = torch.zeros(k, k, **f64), torch.zeros(k, **f64)
         sq_dev = torch.zeros(k, **f64) if ref is not None else None
-        for s in range(0, n, COLUMN_BLOCK):
-            cols = slice(s, s + COLUMN_BLOCK)
+        for cols in _column_blocks(k, n):
             d = draws[:, cols].double()
             m = d.mean(0)
             mean[cols], var[cols] = m, d.var(0, unbiased=True)

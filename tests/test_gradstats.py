@@ -257,7 +257,7 @@ def test_summarize_by_column_blocks_matches_one_block(monkeypatch):
     draws = torch.randn(40, 101, generator=gen) * torch.linspace(0.1, 3, 101) + 0.2
     ref = torch.randn(101, generator=gen, dtype=torch.float64) * 0.1 + 0.2
     whole = gradstats.summarize(draws, ref, exact=True)
-    monkeypatch.setattr(gradstats, "COLUMN_BLOCK", 16)  # 7 blocks, the last one short
+    monkeypatch.setattr(gradstats, "BLOCK_ELEMENTS", 40 * 16)  # 7 blocks of 16 parameters, the last one short
     blocks = gradstats.summarize(draws, ref, exact=True)
     assert whole.keys() == blocks.keys()
     for key, value in whole.items():
