@@ -163,6 +163,9 @@ def _add_training_commands(sub: Any, common: argparse.ArgumentParser, training: 
     st.add_argument("--claims", help="only these claims (comma-separated ids): run a costly study a claim at a time; "
                                      "the report then covers only them")
     st.add_argument("--dry-run", action="store_true", help="list the runs it would make, say how many are missing")
+    st.add_argument("--report-only", action="store_true",
+                    help="run nothing: judge the records there are and write the report (interim verdicts while a "
+                         "long study runs in chunks; claims still missing runs are reported as not judged yet)")
     st.add_argument("--out", help="write the report here (e.g. claims.md; figures beside it); default: stdout")
     st.add_argument("--runs", help="records folder (default: the study file's runs, else ./runs)")
     st.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the profile's)")
@@ -612,7 +615,7 @@ def _study_dry_run(plans: list[Any], shard: tuple[int, int]) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from gradbench import claims, study
+    from gradbench import study
     from gradbench.sweep import parse_shard, run_sweep
 
     log = _log(args.log)
@@ -624,6 +627,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
     if args.dry_run:
         return _study_dry_run(plans, shard)
+    if args.report_only and shard != (0, 1):
+        raise UsageError("--report-only judges every shard's records: leave out --shard")
     failed = missing = 0
     judged = []
     for plan in plans:
@@ -636,7 +641,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
                              progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log)
 
-        n_failed, todo = study.run_study(plan, sweep, argv=_argv())
+        n_failed, todo = (study.report_study(plan, argv=_argv()) if args.report_only
+                          else study.run_study(plan, sweep, argv=_argv()))
         failed += n_failed
         missing += todo.count
         if shard != (0, 1):  # the report needs every shard's records: run the study unsharded once they are in
@@ -650,8 +656,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     if missing:
         print(f"gradbench: {missing} run(s) still missing (another shard's, or a failed grid); the report "
               f"judges only complete claims", file=sys.stderr)
+    _write_study_report(args, spec.name, judged)
+    unjudged = _unjudged(judged)
+    return EXIT_FAILED if failed or missing or unjudged else EXIT_OK
+
+
+def _write_study_report(args: argparse.Namespace, name: str, judged: list[tuple[Any, dict[str, Any]]]) -> None:
+    """The claims report, to ``--out`` (figures beside it) or stdout: one profile's, or several side by side."""
+    from gradbench import claims
+
     out = Path(args.out) if args.out else None
-    text = (claims.render(plans[0], args.file, out, _argv(), judged[0][1]) if len(plans) == 1
+    text = (claims.render(judged[0][0], args.file, out, _argv(), judged[0][1]) if len(judged) == 1
             else claims.render_many(judged, args.file, out, _argv()))
     if out is None:
         print(text, end="")
@@ -659,9 +674,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         from gradbench.records import atomic_write_text
 
         atomic_write_text(out, text)
-        print(f"study {spec.name} ({args.profile}): wrote {out}")
-    unjudged = _unjudged(judged)
-    return EXIT_FAILED if failed or missing or unjudged else EXIT_OK
+        print(f"study {name} ({args.profile}): wrote {out}")
 
 
 def _unjudged(judged: list[tuple[Any, dict[str, Any]]]) -> list[str]:

@@ -227,9 +227,20 @@ def test_study_end_to_end_on_the_toy(tmp_path, capsys):
     assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "9 run(s) missing" in out  # reinforce, ste, reinforce(baseline=none): 3 seeds each, shared sides once
+    # --report-only runs nothing: before any run every claim is not judged yet, and no record is written
+    interim = tmp_path / "interim.md"
+    assert main(["study", str(path), "--profile", "cpu", "--report-only", "--out", str(interim)]) == 1
+    assert "not judged: toy-gain, toy-level, toy-variance" in capsys.readouterr().err
+    assert interim.read_text().count("**Verdict: not run**") == 3
+    assert not glob.glob(str(tmp_path / "runs" / "*" / "*" / "*.json"))
     report = tmp_path / "claims.md"
     assert main(["study", str(path), "--profile", "cpu", "--out", str(report), "--no-progress"]) == 0
     text = report.read_text()
+    # once the runs are in, the report-only verdicts are the study's own
+    assert main(["study", str(path), "--profile", "cpu", "--report-only", "--out", str(interim)]) == 0
+    verdicts = [line for line in text.splitlines() if line.startswith("**Verdict:")]
+    assert len(verdicts) == 3 and verdicts == [line for line in interim.read_text().splitlines()
+                                               if line.startswith("**Verdict:")]
     for cid in ("toy-gain", "toy-level", "toy-variance"):
         assert f"## {cid}" in text and (tmp_path / "claims-figures" / f"{cid}.png").exists()
     assert "**Verdict:" in text and "not run" not in text
