@@ -15,7 +15,9 @@ from collections import Counter
 from pathlib import Path
 
 from gradbench.budget import KINDS, budget_words
+from gradbench.config import parse_spec
 from gradbench.plots import curves, sides_figure
+from gradbench.registry import get_task_class
 from gradbench.results import Record, claim_metric, fmt
 from gradbench.results.verdicts import (
     CONTRADICTED,
@@ -127,12 +129,14 @@ def _described(recs: dict[str, Record]) -> tuple[str, list[str], float, int]:
 
 
 def _dataset(claim: Claim, res: Verdict) -> str:
-    """The claim's data in words, from A's records (the task's dataset; a task without one is its name)."""
-    for r in res.a.records.values():
-        name = r.task_config.get("dataset")
-        if name:
-            return DATASET_WORDS.get(str(name), str(name))
-    return f"synthetic (`{claim.task}`)"
+    """The claim's data in words, from A's records, else (none run yet) from the task's config at the
+    claim's preset: the task's dataset; a task without one is its name."""
+    names = [r.task_config.get("dataset") for r in res.a.records.values()]
+    if not names:
+        task, values = parse_spec(claim.task)
+        names = [getattr(get_task_class(task).make_config(values, res.preset), "dataset", None)]
+    name = next((n for n in names if n), None)
+    return DATASET_WORDS.get(str(name), str(name)) if name else f"synthetic (`{claim.task}`)"
 
 
 def _setting(claim: Claim, res: Verdict) -> str:

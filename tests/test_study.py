@@ -613,3 +613,17 @@ def test_claims_option_runs_a_subset_and_names_an_unknown_id(tmp_path, capsys):
     assert "6 run(s) missing" in capsys.readouterr().out  # reinforce and ste at 3 seeds
     assert main(["study", str(path), "--profile", "cpu", "--claims", "toy-gain,nope", "--dry-run"]) == 2
     assert "no claim 'nope' (known: toy-gain, toy-level, toy-variance)" in capsys.readouterr().err
+
+
+def test_a_claim_not_run_yet_names_its_data_from_the_preset(tmp_path):
+    """Before any record exists the report's data column comes from the task's config at the claim's
+    preset (Fashion-MNIST at the full profile's paper preset), not "synthetic"."""
+    from gradbench import claims
+
+    s = study.load_study(Path(__file__).resolve().parents[1] / "studies" / "dab-claims.toml")
+    p = study.plan(s, "full", runs=str(tmp_path / "empty"))
+    judged = study.judge_all(p)
+    by_id = {c.id: c for c in s.claims}
+    assert claims._dataset(by_id["density-elbo"], judged["density-elbo"]) == "Fashion-MNIST 28x28"
+    assert claims._dataset(by_id["represent-recon"], judged["represent-recon"]) == "Fashion-MNIST 28x28"
+    assert claims._dataset(by_id["sort-level"], judged["sort-level"]) == "synthetic (`sort:length=10`)"
