@@ -464,15 +464,17 @@ def budget_check(sp: SidePlan) -> BudgetCheck | None:
     if not check or sp.tuning is None or sp.tuning.choice is None:
         return None
     t = sp.tuning
-    rows, points = [], []
+    rows, points, unrun = [], [], False
     for i, spec in check:
         r = spec.find_record(sp.options.runs)
+        unrun = unrun or r is None
         value = r.metric(t.metric) if r is not None and r.ok else None
         rows.append({"values": t.points[i], "n_ok": int(value is not None), "n": 1, "n_valued": int(value is not None),
                      "mean": value})
         points.append((t.points[i], value))
     higher = t.task_cls.metrics[t.metric]
-    holds = None if rows[0]["mean"] is None else 0 in tied(rows, higher, t.resolution)
+    # unknown until every neighbour has run (a failed neighbour cannot beat the choice; a failed choice is unknown)
+    holds = None if unrun or rows[0]["mean"] is None else 0 in tied(rows, higher, t.resolution)
     return BudgetCheck(sp.check_seed or 0, t.specs[0][0].budget, check[0][1].budget, t.metric, points, holds)
 
 

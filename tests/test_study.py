@@ -528,6 +528,9 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
     assert all(spec.seed == 2 and spec.budget["steps"] == 5 and not spec.grad for _, spec in check)
     assert {spec.run_id for _, spec in check} <= {spec.run_id for spec in todo.runs}
     assert study.budget_check(side).holds is None
+    (_, chosen), *neighbours = check  # the choice alone at the final budget says nothing yet
+    _fake_record(chosen, tmp_path / "runs", {"valid_recon": (1.0, False)})
+    assert study.budget_check(side).holds is None and "not known yet" in study.budget_check(side).text()
     at_full = {"3e-3": 11.0, "1e-3": 9.0, "1e-2": 13.0}  # at 5 steps, 1e-3 is better: the choice does not hold
     for i, spec in check:
         _fake_record(spec, tmp_path / "runs", {"valid_recon": (at_full[tuning.points[i]["lr"]], False)})
