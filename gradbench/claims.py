@@ -146,8 +146,8 @@ def _setting(claim: Claim, res: Verdict) -> str:
 def _measured(res: Verdict) -> tuple[str, str]:
     """(the gain with its 95% interval, the absolute difference A - B with its 95% interval)."""
     g, d = res.gain, res.difference
-    if g is None:
-        return fmt.short_mean_ci(res.a.mean, res.a.ci95, res.a.n), "—"
+    if g is None:  # a level claim's figure is A's mean; a comparison not judged yet has no gain to show
+        return (fmt.short_mean_ci(res.a.mean, res.a.ci95, res.a.n) if res.b is None else "—"), "—"
     gain = f"{fmt.pct(g.gain)} ({fmt.pct(g.lo)} to {fmt.pct(g.hi)})"
     diff = "—" if d is None or d.ci is None else f"{fmt.num(d.diff)} ± {d.ci:.2g}"
     return gain, diff
