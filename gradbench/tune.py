@@ -206,6 +206,7 @@ class Tuning:
     specs: list[list[RunSpec]]  # per point, per tuning seed (no gradient statistics)
     settings: list[tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]]  # per point: (task, estimator)
     final: list[RunSpec] = field(default_factory=list)  # the chosen point at the final seeds
+    final_options: RunOptions | None = None  # the final runs' options (their budget), once decided
     rows: list[dict[str, Any]] | None = None  # per point: validation statistics (``score``); None: undecided
     choice: int | None = None
     metric: str = ""  # the validation metric chosen on
@@ -389,6 +390,7 @@ class Tuning:
             task_spec, est_spec = self.settings[self.choice]
             preset = self.specs[0][0].preset
             self.final = [resolve(task_spec, est_spec, preset=preset, seed=s, options=options) for s in final_seeds]
+            self.final_options = options
         return 0
 
     @property
@@ -454,6 +456,11 @@ class Tuning:
         base_est = cls.label_for(cls.make_config(values))
         chosen = self.rows[self.choice] if self.choice is not None else None
         higher = task_cls.metrics[self.metric]
+        # tuned at a shorter budget: the choice and its neighbours re-run at the final one on the first tuning
+        # seed (``budget_check``), listed so that tables set them aside as they do the grid's runs
+        check = (None if chosen is None or self.final_budget is None or self.final_options is None else
+                 {"seed": self.seeds[0], "budget": self.final_budget,
+                  "run_ids": [_found_id(s, runs_dir) for _, s in self.budget_check(self.seeds[0], self.final_options)]})
         return {
             "kind": "selection", "schema_version": SELECTION_SCHEMA, "id": self.selection_id(final_seeds),
             "task": {"name": task_name, "spec": self.task, "label": base_task},
@@ -471,6 +478,7 @@ class Tuning:
             "choice": None if chosen is None else {
                 "index": self.choice, "values": chosen["values"],
                 "final_run_ids": [_found_id(s, runs_dir) for s in self.final]},
+            **({} if check is None else {"check": check}),
             "cost": {"runs": len(self.runs), "points": len(self.points), "seeds": len(self.seeds)},
             "argv": argv,
         }

@@ -551,6 +551,13 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
 
     sel = tuning.selection(p.profile.seeds, None, tmp_path / "runs")
     assert sel["budget"] == {"steps": 3} and sel["final_budget"] == {"steps": 5}
+    # the check's runs are listed, and the tables set aside those not at the preset's setting, as grid runs
+    assert sel["check"]["run_ids"] == [spec.run_id for _, spec in check] and sel["check"]["seed"] == 2
+    from gradbench.results import RunSet
+
+    shown = RunSet.collect(tmp_path / "runs").with_selections([Selection(sel)])
+    aside = {r.run_id for r in shown.set_aside}
+    assert {spec.run_id for i, spec in check if tuning.points[i]["lr"] != "1e-3"} <= aside
     assert Selection(sel).budget == {"steps": 5} and Selection(sel).tune_budget == {"steps": 3}
     assert study.judge(p, p.study.claims[0]).budget == {"steps": 5}
 

@@ -166,7 +166,7 @@ class RunSet:
         finals = {rid for sel in selections for rid in sel.final_run_ids}
         for sel in selections:
             key = sel.table
-            for rid in sel.grid_run_ids:
+            for rid in [*sel.grid_run_ids, *sel.check_run_ids]:  # the budget check's runs are tuning runs too
                 if at_preset(rid, sel):
                     grid_ids.update([rid] if rid not in finals else [])
                 else:

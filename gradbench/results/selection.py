@@ -121,6 +121,12 @@ class Selection:
         return [rid for row in self.settings for rid in row.run_ids]
 
     @property
+    def check_run_ids(self) -> list[str]:
+        """The budget check's runs (tuned at a shorter budget: the choice and its neighbours at the final one)."""
+        check = self.data.get("check")
+        return [str(r) for r in check.get("run_ids") or []] if isinstance(check, Mapping) else []
+
+    @property
     def choice(self) -> Mapping[str, Any] | None:
         choice = self.data.get("choice")
         return choice if isinstance(choice, Mapping) and choice else None
