@@ -33,7 +33,7 @@ from gradbench.results.verdicts import (
     Verdict,
 )
 from gradbench.rules import ALPHA
-from gradbench.study import TUNE_BUDGETS, Claim, Plan, budget_check
+from gradbench.study import TUNE_BUDGETS, Claim, Plan, SidePlan, budget_check, retune_text
 
 # which outcomes favour the paper most, for naming a group's most favourable reading
 FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
@@ -235,7 +235,8 @@ def _profile_lines(p: Plan, study_file: str, out: Path | None, argv: list[str], 
     results = [(c, judged[c.id]) for c in study.claims]
     hw, commits, seconds, n_runs = _hardware([r for _, r in results])
     grid = _grid_seconds(p)
-    checks = " and budget checks'" if any(sp.check for sp in p.unique.values()) else ""
+    checks = (" and budget checks'" if any(sp.check for sp in p.unique.values()) else "") + (
+        " and re-tunings'" if any(sp.retune for sp in p.unique.values()) else "")
     grids = f", and the tuning grids'{checks} {grid[1]} runs {grid[0] / 60:.1f} min more" if grid[1] else ""
     tuned = any(c.budgets[profile.name].get("tune") for c in study.claims)
     tuning = f", tuning seeds {fmt.seeds_text(profile.tune_seeds)}" if tuned else ""
@@ -276,7 +277,7 @@ def _profile_lines(p: Plan, study_file: str, out: Path | None, argv: list[str], 
 def _grid_seconds(p: Plan) -> tuple[float, int]:
     """(training seconds, runs) of the tuning grids' runs that have records."""
     found = [s.find_record(sp.options.runs) for sp in p.unique.values() if sp.tuning
-             for s in [*sp.tuning.runs, *(spec for _, spec in sp.check)]]
+             for s in [*sp.tuning.runs, *(spec for _, spec in sp.check), *(sp.retune.runs if sp.retune else [])]]
     recs = {r.run_id: r for r in found if r is not None}
     return sum(r.train_seconds for r in recs.values()), len(recs)
 
@@ -342,6 +343,21 @@ def _tuning_words(p: Plan, claim: Claim) -> str:
     return words
 
 
+def _tuning_notes(s: Side, sp: SidePlan) -> list[str]:
+    """What a tuned side's report must say of its tuning: an edge choice, the budget check, a re-tuning."""
+    notes = []
+    edge = getattr(s.selection, "edge_text", None) if s.selection is not None else None
+    if edge:
+        notes.append(f"Tuning of {s.side} ({s.estimator}): {edge}")
+    check = budget_check(sp)
+    if check is not None:
+        notes.append(f"Tuning of {s.side} ({s.estimator}): {check.text()}")
+    again = retune_text(sp)
+    if again:
+        notes.append(f"Re-tuning of {s.side} ({s.estimator}): {again}")
+    return [line for note in notes for line in (note, "")]
+
+
 def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: dict[str, str],
                    runs_dir: Path, figures: Path | None, out: Path | None, h: str = "##", tag: str = "") -> list[str]:
     direction = "higher" if res.higher_is_better else "lower"
@@ -367,12 +383,7 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
     lines += [fmt.table(["side", "estimator", "mean ± 95% CI", "seeds", "selection record"], sides, style="compact"),
               ""]
     for s, sp in zip(res.sides, p.sides[claim.id], strict=False):
-        edge = getattr(s.selection, "edge_text", None) if s.selection is not None else None
-        if edge:
-            lines += [f"Tuning of {s.side} ({s.estimator}): {edge}", ""]
-        check = budget_check(sp)
-        if check is not None:
-            lines += [f"Tuning of {s.side} ({s.estimator}): {check.text()}", ""]
+        lines += _tuning_notes(s, sp)
     g, u, d = res.gain, res.unpaired, res.difference
     if g is not None:
         unpaired = "" if u is None else (f"; unpaired over all ok seeds {fmt.pct(u.lo)} to {fmt.pct(u.hi)} "

@@ -9,7 +9,8 @@ then tuned on validation exactly as ``gradbench tune`` does (same specs, same se
 reported at the profile's seeds.
 
 Everything runs through the sweep machinery (resumable, sharded, local pool or Ray): first every tuning
-grid and every untuned side, then the tuned sides' choices. Claims that share a side share its runs.
+grid and every untuned side, then, round by round, what their records ask for (a grid's extension, a
+budget check, a re-tuning, the tuned sides' final runs). Claims that share a side share its runs.
 
 Each claim is judged by ``judge``: it reads the sides' final records through the results layer and
 returns a ``Verdict`` (``gradbench.results.verdicts``, where the rules and their false-alarm rates are
@@ -34,7 +35,7 @@ from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all, g
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.sweep import Grid, parse_seeds, todo
 from gradbench.training import checkpoint_label
-from gradbench.tune import EXTEND_LIMIT, Tuning, count_failed, default_tune_metric, parse_grid, tied
+from gradbench.tune import EXTEND_LIMIT, Tuning, count_failed, default_tune_metric, parse_grid, tied, write_selection
 
 try:
     import tomllib
@@ -293,34 +294,66 @@ def only_claims(study: Study, ids: str | None) -> Study:
 
 @dataclass
 class SidePlan:
-    """One side of a claim under a profile: its fixed runs, or its tuning (and, once chosen, its finals)."""
+    """One side of a claim under a profile: its fixed runs, or its tuning (and, once chosen, its finals).
+
+    A side tuned at a shorter budget than its final one (``shorter``) reports its choice only once the
+    budget check upholds it (``holds``); where the check does not, the side is re-tuned at the final budget
+    (``retune``), and the re-tuning's choice is what it reports."""
 
     task: str
     estimator: str
     options: RunOptions
     fixed: list[RunSpec]  # an untuned side's runs at the profile's seeds (empty for a tuned side)
     tuning: Tuning | None = None
-    selection: dict[str, Any] | None = None  # the tuning's selection record, once written
+    selection: dict[str, Any] | None = None  # the selection record of the choice reported, once written
     final_seeds: list[int] = field(default_factory=list)  # the seeds the side is reported at
-    check_seed: int | None = None  # tuned at a shorter budget: the tuning seed the choice is re-checked on
+    shorter: bool = False  # tuned at a shorter budget: the choice is re-checked at the final one
+    holds: bool | None = None  # the budget check's outcome (``choose_side``); None: not known yet
+    retune: Tuning | None = None  # the check failed: the side's tuning at the final budget (``retune``)
 
     @property
     def check(self) -> list[tuple[int, RunSpec]]:
         """Tuned at a shorter budget and decided: (point index, run) of the chosen point and its neighbours at
-        the final budget on ``check_seed`` (``Tuning.budget_check``); else empty."""
-        if self.tuning is None or self.check_seed is None or not self.tuning.decided or self.tuning.choice is None:
+        the final budget on the first tuning seed (``Tuning.budget_check``); else empty."""
+        if self.tuning is None or not self.shorter or not self.tuning.decided or self.tuning.choice is None:
             return []
-        return self.tuning.budget_check(self.check_seed, self.options)
+        return self.tuning.budget_check(self.options)
+
+    @property
+    def pending(self) -> bool:
+        """A tuned side whose final runs are not known yet: its grid, its budget check or its re-tuning
+        has runs without records."""
+        if self.tuning is None:
+            return False
+        t = self.retune or self.tuning
+        if not t.decided:
+            return True
+        return t.choice is not None and self.retune is None and self.shorter and self.holds is None
 
     @property
     def finals(self) -> list[RunSpec]:
-        """The runs the claim reads: the fixed ones, or the tuned choice's (empty until chosen)."""
-        return self.tuning.final if self.tuning is not None else self.fixed
+        """The runs the claim reads: the fixed ones, or the reported choice's (empty until known, and when no
+        setting was eligible)."""
+        if self.tuning is None:
+            return self.fixed
+        return [] if self.pending else (self.retune or self.tuning).final
+
+    @property
+    def chosen(self) -> dict[str, str] | None:
+        """The setting reported: the re-tuning's choice where there is one, else the tuning's."""
+        return None if self.tuning is None else (self.retune or self.tuning).chosen
 
     @property
     def runs(self) -> list[RunSpec]:
         """What runs first: the tuning grid, or the fixed runs."""
         return self.tuning.runs if self.tuning is not None else self.fixed
+
+    @property
+    def known_runs(self) -> list[RunSpec]:
+        """Every run the records so far ask for: the first runs, the budget check's, the re-tuning's, the
+        finals."""
+        return [*self.runs, *(spec for _, spec in self.check), *(self.retune.runs if self.retune else []),
+                *self.finals]
 
     def records(self) -> dict[int, Record | None]:
         """seed -> the side's final record (None: not run yet)."""
@@ -417,23 +450,80 @@ def _side(p: Plan, claim: Claim, task: str, estimator: str, grid_text: str | Non
         sp = SidePlan(task, estimator, opts, [],
                       Tuning.resolve(task, estimator, parse_grid(grid_text), p.profile.tune_seeds, preset, grid_opts,
                                      metric=metric, extend=extend),
-                      final_seeds=seeds, check_seed=p.profile.tune_seeds[0] if shorter else None)
+                      final_seeds=seeds, shorter=bool(shorter))
     p.unique[key] = sp
     return sp
 
 
 def choose_side(p: Plan, sp: SidePlan) -> None:
     """Choose a tuned side's setting from its grid's records, as ``gradbench tune`` does
-    (``Tuning.decide``); nothing while some grid run has no record yet."""
-    if sp.tuning is not None and not sp.tuning.decided:
+    (``Tuning.decide``); nothing while some grid run has no record yet. A choice made at a shorter budget is
+    then read against its budget check (``sp.holds``); one the check does not uphold is re-tuned at the
+    final budget (``retune``), and that tuning is chosen as its records allow."""
+    if sp.tuning is None:
+        return
+    if not sp.tuning.decided:
         sp.tuning.decide(sp.final_seeds, sp.options)
+    if not sp.shorter or sp.tuning.choice is None:
+        return
+    if sp.retune is None:
+        check = budget_check(sp)
+        sp.holds = None if check is None else check.holds
+        if sp.holds is False:
+            sp.retune = retune(sp)
+    if sp.retune is not None and not sp.retune.decided:
+        sp.retune.decide(sp.final_seeds, sp.options)
+
+
+def retune(sp: SidePlan) -> Tuning:
+    """The side tuned again at its final budget, because its budget check showed the choice made at the
+    shorter budget is not the best there: over the values of the choice and its neighbours (each key's, so
+    the budget check's runs are this grid's runs at the first tuning seed), on every tuning seed, by the same
+    rule, extending past an edge choice as any grid does."""
+    t = sp.tuning
+    assert t is not None and t.choice is not None, "a decided tuning"
+    near = [t.points[i] for i in t.neighbours()]
+    grid = {key: [v for v in values if any(point[key] == v for point in near)] for key, values in t.tried.items()}
+    return Tuning.resolve(sp.task, sp.estimator, grid, t.seeds, t.specs[0][0].preset, sp.options, metric=t.metric,
+                          extend=t.extend)
 
 
 def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
     """The tuned side's selection record (the leaderboard's [tuned] row); an existing record of the same
-    tuning with the same choice and validation figures is left as it is."""
-    if sp.tuning is not None and sp.tuning.decided:
-        sp.selection = sp.tuning.write(sp.final_seeds, argv, sp.options.runs, keep_same=True)
+    tuning with the same choice and validation figures is left as it is. A side re-tuned at the final budget
+    writes two: the first tuning's, which names the re-tuning (``retuned``: its choice is not reported), and
+    the re-tuning's (``retune_of``), which is the side's."""
+    if sp.tuning is None or not sp.tuning.decided:
+        return
+    runs = sp.options.runs
+    first = sp.tuning.selection(sp.final_seeds, argv, runs)
+    if "check" in first:
+        first["check"]["holds"] = sp.holds
+    again = (sp.retune.selection(sp.final_seeds, argv, runs)
+             if sp.retune is not None and sp.retune.decided else None)
+    if again is not None:
+        first["retuned"] = again["id"]
+        again["retune_of"] = first["id"]
+    sp.selection = write_selection(first, runs, keep_same=True)
+    if again is not None:
+        sp.selection = write_selection(again, runs, keep_same=True)
+
+
+def retune_text(sp: SidePlan) -> str:
+    """A sentence on a side re-tuned at the final budget ("" when it was not), for reports."""
+    t = sp.retune
+    if t is None:
+        return ""
+    grid = "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in t.tried.items())
+    head = (f"re-tuned at {budget_words(t.specs[0][0].budget)} over {grid} on tuning seeds "
+            f"{', '.join(map(str, t.seeds))} (the budget check's runs are its first seed's)")
+    if not t.decided:
+        return f"{head}: runs missing, so the side's final runs are not known yet."
+    if t.choice is None:
+        return f"{head}: no setting finished on every tuning seed, so the side has nothing to report."
+    first = sp.tuning.chosen if sp.tuning is not None else None
+    same = " (the same setting)" if first == t.chosen else f" (not {values_text(first or {})})"
+    return f"{head}: chose {values_text(t.chosen or {})}{same}, reported at its final runs."
 
 
 @dataclass(frozen=True)
@@ -451,8 +541,8 @@ class BudgetCheck:
         cells = ", ".join(f"{values_text(v)}: {'—' if x is None else f'{x:.4g}'}{' (chosen)' if i == 0 else ''}"
                           for i, (v, x) in enumerate(self.points))
         verdict = ("not known yet (runs missing or failed)" if self.holds is None
-                   else "the choice holds" if self.holds else "the choice does NOT hold: another setting is better "
-                   "at the final budget, so this side may be under-tuned")
+                   else "the choice holds" if self.holds else "the choice does NOT hold: it fails, or another "
+                   "setting is better, at the final budget, so the side is re-tuned there")
         return (f"tuned at {budget_words(self.tune_budget)}, reported at {budget_words(self.budget)}; re-checked "
                 f"at {budget_words(self.budget)} on tuning seed {self.seed}, validation {self.metric}: {cells}: "
                 f"{verdict}.")
@@ -473,9 +563,10 @@ def budget_check(sp: SidePlan) -> BudgetCheck | None:
                      "mean": value})
         points.append((t.points[i], value))
     higher = t.task_cls.metrics[t.metric]
-    # unknown until every neighbour has run (a failed neighbour cannot beat the choice; a failed choice is unknown)
-    holds = None if unrun or rows[0]["mean"] is None else 0 in tied(rows, higher, t.resolution)
-    return BudgetCheck(sp.check_seed or 0, t.specs[0][0].budget, check[0][1].budget, t.metric, points, holds)
+    # unknown until every neighbour has run; a failed neighbour cannot beat the choice, and a choice that fails
+    # (or diverges) at the final budget does not hold there
+    holds = None if unrun else rows[0]["mean"] is not None and 0 in tied(rows, higher, t.resolution)
+    return BudgetCheck(t.check_seed, t.specs[0][0].budget, check[0][1].budget, t.metric, points, holds)
 
 
 # -------------------------------------------------------------------------------------------- run
@@ -501,35 +592,32 @@ def _dedupe(specs: list[RunSpec]) -> list[RunSpec]:
 
 
 def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
-    """The runs a study still needs (in ``shard``), choosing tuned sides whose grids are complete (a grid
-    whose choice is at an edge extends itself: its new points' runs are missing)."""
+    """The runs a study still needs (in ``shard``), choosing tuned sides as far as their records allow (a
+    grid whose choice is at an edge extends itself, a choice made at a shorter budget waits on its budget
+    check and may be re-tuned: their new runs are missing)."""
     for sp in p.unique.values():
         choose_side(p, sp)
-    grid_specs = [s for sp in p.unique.values() if sp.tuning for s in sp.tuning.runs]
-    finals = [s for sp in p.unique.values() for s in [*sp.finals, *(spec for _, spec in sp.check)]]
-    pending, _, _ = todo(Grid(_dedupe(grid_specs + finals)), p.runs, shard)
-    unchosen = [(sp, len(sp.final_seeds)) for sp in p.unique.values() if sp.tuning and not sp.tuning.decided]
+    pending, _, _ = todo(Grid(_dedupe([s for sp in p.unique.values() for s in sp.known_runs])), p.runs, shard)
+    unchosen = [(sp, len(sp.final_seeds)) for sp in p.unique.values() if sp.pending]
     return Missing(pending, unchosen)
 
 
 def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
-    """Run what is missing: every tuning grid and untuned side at once, then the tuned sides' choices;
-    write their selection records. Returns (failed or diverged runs, what is still missing)."""
-    first = [s for sp in p.unique.values() for s in sp.runs]
-    failed = count_failed(sweep(Grid(_dedupe(first))))
-    while True:  # choose; a grid whose choice is at an edge extends itself: run its new points, choose again
-        grew = []
+    """Run what is missing, in rounds: first every tuning grid and untuned side at once, then whatever the
+    records so far ask for (a grid's extension, the budget checks, a re-tuning, the final runs), all sides'
+    together, until a round asks for nothing new; write the selection records. Finals of a choice made at a
+    shorter budget wait on its budget check, so a choice that does not hold costs no final runs. Returns
+    (failed or diverged runs, what is still missing)."""
+    failed, tried = 0, set()
+    while True:
         for sp in p.unique.values():
-            before = len(sp.runs)
             choose_side(p, sp)
-            if len(sp.runs) > before:
-                grew.append(sp)
-        if not grew:
+        asked = _dedupe([s for sp in p.unique.values() for s in sp.known_runs])
+        pending = [s for s in todo(Grid(asked), p.runs, (0, 1))[0] if s.run_id not in tried]
+        if not pending:  # everything asked has a record, or was tried (another shard's, or it left none)
             break
-        failed += count_failed(sweep(Grid(_dedupe([s for sp in grew for s in sp.runs]))))
-    finals = [s for sp in p.unique.values() if sp.tuning for s in [*sp.finals, *(spec for _, spec in sp.check)]]
-    if finals:
-        failed += count_failed(sweep(Grid(_dedupe(finals))))
+        tried.update(s.run_id for s in pending)
+        failed += count_failed(sweep(Grid(pending)))
     for sp in p.unique.values():
         write_side_selection(p, sp, argv)
     return failed, missing(p)
@@ -555,15 +643,14 @@ def judge(p: Plan, claim: Claim) -> Verdict:
     metric = claim_metric(claim.metric, p.higher_is_better[claim.id])
     checkpoint = claim.checkpoint if claim.on_gradient else None
     found = [Side.of(label, sp.estimator, sp.records(), metric, checkpoint,
-                     selection=None if sp.selection is None else Selection(sp.selection),
-                     chosen=None if sp.tuning is None else sp.tuning.chosen)
+                     selection=None if sp.selection is None else Selection(sp.selection), chosen=sp.chosen)
              for label, sp in zip(("A", "B"), sides, strict=False)]
     # the final runs' budget (a tuned side's grid may have run at a shorter one)
     preset = claim_preset(p, claim)
     budget = resolve(sides[0].task, sides[0].estimator, preset=preset, seed=0,
                      options=sides[0].options).budget
     return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, budget,
-                   preset, no_choice=[sp.estimator for sp in sides if sp.tuning and sp.tuning.no_choice])
+                   preset, no_choice=[sp.estimator for sp in sides if sp.tuning and (sp.retune or sp.tuning).no_choice])
 
 
 def judge_all(p: Plan) -> dict[str, Verdict]:

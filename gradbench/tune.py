@@ -413,13 +413,19 @@ class Tuning:
             near += [{**chosen, key: order[j]} for j in (at - 1, at + 1) if 0 <= j < len(order)]
         return [self.points.index(p) for p in near]
 
-    def budget_check(self, seed: int, options: RunOptions) -> list[tuple[int, RunSpec]]:
+    @property
+    def check_seed(self) -> int:
+        """The seed a budget check runs on: the first tuning seed."""
+        return self.seeds[0]
+
+    def budget_check(self, options: RunOptions) -> list[tuple[int, RunSpec]]:
         """(point index, run) of the chosen point and its neighbours (``neighbours``) at ``options``' budget on
-        one seed, without gradient statistics: whether a choice made at a shorter budget still holds at the
-        final one."""
+        ``check_seed``, without gradient statistics: whether a choice made at a shorter budget still holds at
+        the final one."""
         bare = dataclasses.replace(options, grad_stats=False)
         preset = self.specs[0][0].preset
-        return [(i, resolve(*self.settings[i], preset=preset, seed=seed, options=bare)) for i in self.neighbours()]
+        return [(i, resolve(*self.settings[i], preset=preset, seed=self.check_seed, options=bare))
+                for i in self.neighbours()]
 
     def selection_id(self, final_seeds: list[int]) -> str:
         spec = self.specs[0][0]
@@ -459,8 +465,8 @@ class Tuning:
         # tuned at a shorter budget: the choice and its neighbours re-run at the final one on the first tuning
         # seed (``budget_check``), listed so that tables set them aside as they do the grid's runs
         check = (None if chosen is None or self.final_budget is None or self.final_options is None else
-                 {"seed": self.seeds[0], "budget": self.final_budget,
-                  "run_ids": [_found_id(s, runs_dir) for _, s in self.budget_check(self.seeds[0], self.final_options)]})
+                 {"seed": self.check_seed, "budget": self.final_budget,
+                  "run_ids": [_found_id(s, runs_dir) for _, s in self.budget_check(self.final_options)]})
         return {
             "kind": "selection", "schema_version": SELECTION_SCHEMA, "id": self.selection_id(final_seeds),
             "task": {"name": task_name, "spec": self.task, "label": base_task},
@@ -616,6 +622,9 @@ def tune(task: str, estimators: str, grid_text: str, seeds: list[int], final_see
     return result
 
 
+SAME_SELECTION = ("settings", "choice", "rule", "check", "retuned", "retune_of")  # what a rewrite must keep
+
+
 def write_selection(record: dict[str, Any], runs_dir: str | Path, keep_same: bool = False) -> dict[str, Any]:
     """Write a selection record to ``<runs>/selections/<id>.json``; returns it with its ``path``. With
     ``keep_same`` an existing record of the same tuning with the same settings, choice and rule is left as
@@ -627,7 +636,7 @@ def write_selection(record: dict[str, Any], runs_dir: str | Path, keep_same: boo
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = None  # unreadable: rewritten below
-    if isinstance(old, dict) and all(old.get(k) == record[k] for k in ("settings", "choice", "rule")):
+    if isinstance(old, dict) and all(old.get(k) == record.get(k) for k in SAME_SELECTION):
         return {**old, "path": str(path)}
     path.parent.mkdir(parents=True, exist_ok=True)
     records.atomic_write_json(path, record)

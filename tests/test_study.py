@@ -528,7 +528,10 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
                 _fake_record(spec, tmp_path / "runs", {"valid_recon": (recon[point["lr"]], False)})
     todo = study.missing(p)
     assert tuning.chosen == {"lr": "3e-3"}
-    assert {spec.budget["steps"] for spec in side.finals} == {5} and [s.seed for s in side.finals] == [0, 1]
+    assert {spec.budget["steps"] for spec in tuning.final} == {5} and [s.seed for s in tuning.final] == [0, 1]
+    # the finals wait on the check: none is missing yet, and the side's final runs are not known
+    assert side.finals == [] and side.pending and any(sp is side for sp, _ in todo.unchosen)
+    assert not {spec.run_id for spec in tuning.final} & {spec.run_id for spec in todo.runs}
     # the check: the choice and its two neighbours at the final budget, on the first tuning seed
     check = side.check
     assert [tuning.points[i]["lr"] for i, _ in check] == ["3e-3", "1e-3", "1e-2"]
@@ -546,6 +549,8 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
     for i, spec in check:  # now the choice is best at the final budget too
         _fake_record(spec, tmp_path / "runs", {"valid_recon": ({"3e-3": 8.0}.get(tuning.points[i]["lr"], 9.0), False)})
     assert study.budget_check(side).holds is True
+    study.missing(p)  # the check upholds the choice: its finals are what is missing now, and nothing re-tunes
+    assert side.holds is True and side.retune is None and side.finals == tuning.final
     # the selection record keeps both budgets; its row goes to the final budget's table
     from gradbench.results import Selection
 
@@ -560,6 +565,98 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
     assert {spec.run_id for i, spec in check if tuning.points[i]["lr"] != "1e-3"} <= aside
     assert Selection(sel).budget == {"steps": 5} and Selection(sel).tune_budget == {"steps": 3}
     assert study.judge(p, p.study.claims[0]).budget == {"steps": 5}
+
+
+SHORTER = TUNED.split("[[claims]]")[0] + "[[claims]]" + TUNED.split("[[claims]]")[1].replace(
+    "steps = 5\n", "steps = 5\ntune_steps = 3\n")
+
+
+def _lr(spec) -> float:
+    return float(getattr(spec.task_config, "lr", None) or spec.estimator_config.lr)
+
+
+def _fake_valid(runs, values: dict[str, float], specs) -> None:
+    """Records of ``specs`` whose validation (and test) reconstruction is ``values[lr]`` (lower is better)."""
+    by_lr = {float(k): v for k, v in values.items()}
+    for spec in specs:
+        _fake_record(spec, runs, {"valid_recon": (by_lr[_lr(spec)], False), "test_recon": (by_lr[_lr(spec)], False)})
+
+
+def test_a_choice_its_budget_check_does_not_uphold_is_re_tuned_at_the_final_budget(tmp_path):
+    runs = tmp_path / "runs"
+    p = study.plan(study.load_study(_write(tmp_path, SHORTER)), "cpu")
+    side = p.sides["recon"][0]
+    tuning = side.tuning
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}  # at 3 steps, 3e-3 is best
+    _fake_valid(runs, short, [spec for sp in p.unique.values() for spec in sp.tuning.runs])
+    study.missing(p)
+    full = {"3e-4": 10.0, "1e-3": 9.0, "3e-3": 11.0, "1e-2": 13.0}  # at 5 steps, 1e-3 is best
+    _fake_valid(runs, full, [spec for _, spec in side.check])
+    todo = study.missing(p)
+    # the check fails: the side is re-tuned at the final budget over the choice and its neighbours, on both
+    # tuning seeds; the check's runs are the re-tuning's first seed's, so only the second seed's are missing
+    assert side.holds is False and side.retune is not None and side.finals == [] and side.pending
+    again = side.retune
+    assert again.tried == {"lr": ["1e-3", "3e-3", "1e-2"]} and again.seeds == [2, 3]
+    assert {spec.budget["steps"] for spec in again.runs} == {5} and not any(spec.grad for spec in again.runs)
+    assert {spec.run_id for _, spec in side.check} == {specs[0].run_id for specs in again.specs}
+    missing_ids = {spec.run_id for spec in todo.runs}
+    assert {specs[1].run_id for specs in again.specs} <= missing_ids
+    assert not {specs[0].run_id for specs in again.specs} & missing_ids
+    assert not {spec.run_id for spec in tuning.final} & missing_ids  # the first choice's finals are never run
+    _fake_valid(runs, full, [specs[1] for specs in again.specs])
+    study.missing(p)  # 1e-3 is best, at the grid's low edge: the re-tuning extends to 3e-4 as any grid does
+    assert again.tried["lr"] == ["3e-4", "1e-3", "3e-3", "1e-2"] and not again.decided
+    _fake_valid(runs, full, again.specs[0])
+    todo = study.missing(p)
+    assert again.chosen == {"lr": "1e-3"} and side.chosen == {"lr": "1e-3"} and not side.pending
+    assert [s.seed for s in side.finals] == [0, 1] and all(s.budget["steps"] == 5 for s in side.finals)
+    assert {s.run_id for s in side.finals} <= {s.run_id for s in todo.runs}
+    _fake_valid(runs, full, side.finals)
+    # two selection records: the first names the re-tuning, which names it back and is the side's
+    study.report_study(p)
+    from gradbench.results import RunSet, Selection
+
+    first = Selection(json.loads(next(Path(x) for x in (runs / "selections").glob("*.json")
+                                      if "retuned" in json.loads(Path(x).read_text())).read_text()))
+    assert Selection(side.selection).retune_of == first.data["id"] and first.retuned == side.selection["id"]
+    assert first.check_holds is False and first.chosen == {"lr": "3e-3"}
+    shown = RunSet.collect(runs).with_selections(Selection(s) for s in
+                                                  [first.data, side.selection])
+    rows = {label for table in shown.tables().values() for label in table}
+    assert "dab [lr=1e-3]" in rows and "dab [lr=3e-3]" not in rows
+    assert any("did not hold at 5 steps" in n for notes in shown.notes.values() for n in notes)
+    # the report says so, and judges the re-tuned choice's runs
+    verdict = study.judge(p, p.study.claims[0])
+    assert verdict.sides[0].chosen == {"lr": "1e-3"} and set(verdict.sides[0].records) == {0, 1}
+    text = study.retune_text(side)
+    assert "re-tuned at 5 steps over lr ∈ {3e-4, 1e-3, 3e-3, 1e-2} on tuning seeds 2, 3" in text
+    assert "chose lr=1e-3 (not lr=3e-3)" in text
+
+
+def test_a_study_runs_finals_only_after_the_budget_check_upholds_the_choice(tmp_path):
+    """``run_study`` goes in rounds, all sides together: grids; then budget checks; then the re-tuning of a
+    side whose check failed (and its extension); then finals. No final run of a choice that does not hold."""
+    runs = tmp_path / "runs"
+    p = study.plan(study.load_study(_write(tmp_path, SHORTER)), "cpu")  # both sides fare alike
+    full = {"3e-4": 10.0, "1e-3": 9.0, "3e-3": 11.0, "1e-2": 13.0}
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}
+    rounds = []
+
+    def sweep(grid):
+        rounds.append([(spec.budget["steps"], spec.seed) for spec in grid.specs])
+        for spec in grid.specs:
+            _fake_valid(runs, short if spec.budget["steps"] == 3 else full, [spec])
+
+    failed, todo = study.run_study(p, sweep)
+    assert failed == 0 and todo.count == 0
+    side = p.sides["recon"][0]
+    assert side.chosen == {"lr": "1e-3"} and side.retune is not None
+    # per side: grid 4 x 2 seeds; check 3; the re-tuning's second seed 3; its extension 1 x 2 seeds; finals 2
+    assert [len(r) for r in rounds] == [16, 6, 6, 4, 4]
+    assert {s for s, _ in rounds[0]} == {3} and all(s == 5 for r in rounds[1:] for s, _ in r)
+    assert {seed for _, seed in rounds[-1]} == {0, 1}  # only the last round runs the final seeds
+    assert not any(seed in (0, 1) for r in rounds[:-1] for _, seed in r)
 
 
 @pytest.mark.parametrize("extra,message", [

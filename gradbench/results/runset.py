@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gradbench.budget import budget_words
 from gradbench.records import iter_records, read_selections
 from gradbench.results.fmt import seeds_text, values_text
 from gradbench.results.record import Record, TableKey
@@ -163,7 +164,7 @@ class RunSet:
             return r is not None and (r.stored_task_label, r.stored_label) == (sel.task_label, sel.label)
 
         selections = list(selections)
-        finals = {rid for sel in selections for rid in sel.final_run_ids}
+        finals = {rid for sel in selections if not sel.retuned for rid in sel.final_run_ids}
         for sel in selections:
             key = sel.table
             for rid in [*sel.grid_run_ids, *sel.check_run_ids]:  # the budget check's runs are tuning runs too
@@ -180,6 +181,12 @@ class RunSet:
                 say.append(line)
             if sel.choice is None:
                 say.append(f"{sel.label}: no setting finished on every tuning seed; nothing to report.")
+                continue
+            if sel.retuned:  # its choice did not hold at the final budget: the re-tuning's row reports the side
+                say.append(f"{sel.label}: [{values_text(sel.chosen)}], chosen at {budget_words(sel.tune_budget)}, did "
+                           f"not hold at {budget_words(sel.budget)} (its budget check), so it was re-tuned there "
+                           f"(selection {sel.retuned}); its runs are set aside.")
+                consumed.update(rid for rid in sel.final_run_ids if not at_preset(rid, sel))
                 continue
             final = sel.final_run_ids
             consumed.update(rid for rid in final if not at_preset(rid, sel))

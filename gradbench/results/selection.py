@@ -127,6 +127,26 @@ class Selection:
         return [str(r) for r in check.get("run_ids") or []] if isinstance(check, Mapping) else []
 
     @property
+    def check_holds(self) -> bool | None:
+        """Whether the budget check upheld the choice (None: no check, not known yet, or an older record)."""
+        check = self.data.get("check")
+        holds = check.get("holds") if isinstance(check, Mapping) else None
+        return holds if isinstance(holds, bool) else None
+
+    @property
+    def retuned(self) -> str | None:
+        """The id of the selection that replaced this one: its budget check did not uphold the choice, so the
+        side was re-tuned at the final budget and this choice is not reported (None: it is)."""
+        rid = self.data.get("retuned")
+        return str(rid) if rid else None
+
+    @property
+    def retune_of(self) -> str | None:
+        """The id of the selection this re-tuning replaced (None: a first tuning)."""
+        rid = self.data.get("retune_of")
+        return str(rid) if rid else None
+
+    @property
     def choice(self) -> Mapping[str, Any] | None:
         choice = self.data.get("choice")
         return choice if isinstance(choice, Mapping) and choice else None
