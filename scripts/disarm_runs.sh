@@ -16,18 +16,8 @@
 # Every stage is resumable: finished runs are reused, so an interrupted invocation resumes where it stopped.
 # On the project's 2-core machine (2 workers, one thread each) the 84 runs take about 4.5 hours in all
 # (docs/performance.md#the-disarm-protocol-on-a-2-core-machine).
-set -uo pipefail
-cd "$(dirname "$0")/.."
-GB=${GB:-.venv/bin/gradbench}
-RUNS=${1:-results}
-shift || true
-STAGES=("$@")
-if [ ${#STAGES[@]} -eq 0 ]; then
-  STAGES=(study others)
-fi
-WORKERS=${WORKERS:-2}
-SCRATCH=$(mktemp -d)
-trap 'rm -rf "$SCRATCH"' EXIT
+DEFAULT_STAGES=(study others)
+source "$(dirname "$0")/_stages.sh"
 status=0
 for stage in "${STAGES[@]}"; do
   case "$stage" in

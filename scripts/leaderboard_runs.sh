@@ -26,18 +26,8 @@
 #
 # Every stage is resumable `gradbench tune` or `gradbench sweep` calls: finished runs are reused, so an
 # interrupted invocation resumes where it stopped; failed runs are counted and re-run next time.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-GB=${GB:-.venv/bin/gradbench}
-RUNS=${1:-results}
-shift || true
-STAGES=("$@")
-if [ ${#STAGES[@]} -eq 0 ]; then
-  STAGES=(tuned-sort tuned-classify tuned-vae toys structured stochastic tuned-autoencode tuned-sign tuned-sortbern)
-fi
-WORKERS=${WORKERS:-2}
-SCRATCH=$(mktemp -d)
-trap 'rm -rf "$SCRATCH"' EXIT
+DEFAULT_STAGES=(tuned-sort tuned-classify tuned-vae toys structured stochastic tuned-autoencode tuned-sign tuned-sortbern)
+source "$(dirname "$0")/_stages.sh"
 failed=0
 COMMON=(--preset quick --device cpu --runs "$RUNS" --workers "$WORKERS" --no-progress --grad-checkpoints 1
         --out "$SCRATCH/leaderboard.md")
