@@ -609,7 +609,7 @@ def _study_dry_run(plans: list[Any], shard: tuple[int, int]) -> int:
                   f"{s.estimator_cls.label_for(s.estimator_config)}  seed {s.seed}  {json.dumps(s.budget)}  "
                   f"{s.run_id}")
         for sp, n in todo.unchosen:
-            print(f"pending  {sp.task}  {sp.estimator}: {n} final run(s), chosen once its tuning grid is done")
+            print(f"pending  {sp.task}  {sp.estimator}: {n} final run(s), known once {sp.waits_on} is done")
         print(f"study {plan.study.name} ({plan.profile.name}): {todo.count} run(s) missing in {plan.runs}")
     return EXIT_OK
 

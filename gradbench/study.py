@@ -331,6 +331,15 @@ class SidePlan:
         return t.choice is not None and self.retune is None and self.shorter and self.holds is None
 
     @property
+    def waits_on(self) -> str:
+        """What a pending side's final runs wait on, in words ("" when not pending)."""
+        if not self.pending:
+            return ""
+        if self.retune is not None:
+            return "its re-tuning at the final budget"
+        return "its budget check" if self.tuning is not None and self.tuning.decided else "its tuning grid"
+
+    @property
     def finals(self) -> list[RunSpec]:
         """The runs the claim reads: the fixed ones, or the reported choice's (empty until known, and when no
         setting was eligible)."""

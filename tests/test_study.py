@@ -531,6 +531,7 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
     assert {spec.budget["steps"] for spec in tuning.final} == {5} and [s.seed for s in tuning.final] == [0, 1]
     # the finals wait on the check: none is missing yet, and the side's final runs are not known
     assert side.finals == [] and side.pending and any(sp is side for sp, _ in todo.unchosen)
+    assert side.waits_on == "its budget check"
     assert not {spec.run_id for spec in tuning.final} & {spec.run_id for spec in todo.runs}
     # the check: the choice and its two neighbours at the final budget, on the first tuning seed
     check = side.check
@@ -596,6 +597,7 @@ def test_a_choice_its_budget_check_does_not_uphold_is_re_tuned_at_the_final_budg
     # the check fails: the side is re-tuned at the final budget over the choice and its neighbours, on both
     # tuning seeds; the check's runs are the re-tuning's first seed's, so only the second seed's are missing
     assert side.holds is False and side.retune is not None and side.finals == [] and side.pending
+    assert side.waits_on == "its re-tuning at the final budget"
     again = side.retune
     assert again.tried == {"lr": ["1e-3", "3e-3", "1e-2"]} and again.seeds == [2, 3]
     assert {spec.budget["steps"] for spec in again.runs} == {5} and not any(spec.grad for spec in again.runs)
