@@ -206,8 +206,9 @@ def _tune_budget(where: str, t: dict[str, Any]) -> None:
         if "tune" not in t or kind not in t:
             raise _bad(where, f"{key!r} is a shorter tuning budget: it needs 'tune' and a final budget of "
                               f"{kind!r}")
-        if value > t[kind]:
-            raise _bad(where, f"{key!r} ({value}) is longer than the final budget ({kind} = {t[kind]})")
+        if value >= t[kind]:
+            raise _bad(where, f"{key!r} ({value}) is not shorter than the final budget ({kind} = {t[kind]}); "
+                              f"to tune at the final budget, leave {key!r} out")
 
 
 def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
@@ -349,8 +350,9 @@ class SidePlan:
 
     @property
     def chosen(self) -> dict[str, str] | None:
-        """The setting reported: the re-tuning's choice where there is one, else the tuning's."""
-        return None if self.tuning is None else (self.retune or self.tuning).chosen
+        """The setting reported: the re-tuning's choice where there is one, else the tuning's (None while the
+        side is pending)."""
+        return None if self.tuning is None or self.pending else (self.retune or self.tuning).chosen
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -378,6 +380,7 @@ class Plan:
     sides: dict[str, list[SidePlan]]  # claim id -> its sides, A first
     unique: dict[tuple[Any, ...], SidePlan] = field(default_factory=dict)  # sides shared by claims
     higher_is_better: dict[str, bool] = field(default_factory=dict)  # claim id -> its metric's direction
+    device: str | None = None  # the device asked for (None: the profile's)
 
 
 def metric_direction(claim: Claim, spec: RunSpec) -> bool:
@@ -402,7 +405,7 @@ def plan(study: Study, profile_name: str, runs: str | None = None, device: str |
     if profile_name not in study.profiles:
         raise UsageError(f"{study.path}: no profile {profile_name!r} (known: {', '.join(study.profiles)})")
     profile = study.profiles[profile_name]
-    result = Plan(study, profile, runs or study.runs, {}, {})
+    result = Plan(study, profile, runs or study.runs, {}, {}, device=device)
     for claim in study.claims:
         budget = claim.budgets[profile_name]
         opts = RunOptions(steps=budget.get("steps"), evals=budget.get("evals"), seconds=budget.get("seconds"),
@@ -492,9 +495,13 @@ def retune(sp: SidePlan) -> Tuning:
     t = sp.tuning
     assert t is not None and t.choice is not None, "a decided tuning"
     near = [t.points[i] for i in t.neighbours()]
-    grid = {key: [v for v in values if any(point[key] == v for point in near)] for key, values in t.tried.items()}
-    return Tuning.resolve(sp.task, sp.estimator, grid, t.seeds, t.specs[0][0].preset, sp.options, metric=t.metric,
-                          extend=t.extend)
+    # a key the grid does not extend keeps every value tried, so an edge there is an edge of the whole grid
+    grid = {key: (values if t.extendable(key) is None else [v for v in values if any(p[key] == v for p in near)])
+            for key, values in t.tried.items()}
+    again = Tuning.resolve(sp.task, sp.estimator, grid, t.seeds, t.specs[0][0].preset, sp.options, metric=t.metric,
+                           extend=t.extend)
+    again.prior = list(t.extensions)  # the extension limit counts from the stated grid, over both tunings
+    return again
 
 
 def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:
@@ -611,22 +618,34 @@ def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
     return Missing(pending, unchosen)
 
 
+def replan(p: Plan) -> None:
+    """Forget every side's decisions and resolve them again from the records as they are now (a tuning's
+    extensions, choice, check and re-tuning), so that each round decides on the records of its time."""
+    fresh = plan(p.study, p.profile.name, p.runs, p.device)
+    p.options, p.sides, p.unique, p.higher_is_better = fresh.options, fresh.sides, fresh.unique, fresh.higher_is_better
+
+
 def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
     """Run what is missing, in rounds: first every tuning grid and untuned side at once, then whatever the
     records so far ask for (a grid's extension, the budget checks, a re-tuning, the final runs), all sides'
-    together, until a round asks for nothing new; write the selection records. Finals of a choice made at a
-    shorter budget wait on its budget check, so a choice that does not hold costs no final runs. Returns
-    (failed or diverged runs, what is still missing)."""
+    together, until a round asks for nothing new; write the selection records. Each round decides afresh
+    from the records; a failed run the round would decide on is retried first, alone, so no decision rests
+    on a failure this invocation has not retried. Finals of a choice made at a shorter budget wait on its
+    budget check, so a choice that does not hold costs no final runs. Returns (failed or diverged runs, what
+    is still missing)."""
     failed, tried = 0, set()
     while True:
+        replan(p)
         for sp in p.unique.values():
             choose_side(p, sp)
         asked = _dedupe([s for sp in p.unique.values() for s in sp.known_runs])
         pending = [s for s in todo(Grid(asked), p.runs, (0, 1))[0] if s.run_id not in tried]
         if not pending:  # everything asked has a record, or was tried (another shard's, or it left none)
             break
-        tried.update(s.run_id for s in pending)
-        failed += count_failed(sweep(Grid(pending)))
+        retry = [s for s in pending if s.find_record(p.runs) is not None]  # failed (or corrupt): decided on
+        batch = retry or pending
+        tried.update(s.run_id for s in batch)
+        failed += count_failed(sweep(Grid(batch)))
     for sp in p.unique.values():
         write_side_selection(p, sp, argv)
     return failed, missing(p)

@@ -661,8 +661,81 @@ def test_a_study_runs_finals_only_after_the_budget_check_upholds_the_choice(tmp_
     assert not any(seed in (0, 1) for r in rounds[:-1] for _, seed in r)
 
 
+def test_a_resumed_study_retries_a_failed_run_before_deciding_on_it(tmp_path):
+    """A grid run that failed in an earlier invocation is retried first; the choice, its check and its
+    finals follow the retried result, and no final run is made for the choice the failure implied."""
+    runs = tmp_path / "runs"
+    p = study.plan(study.load_study(_write(tmp_path, SHORTER)), "cpu")
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}  # at 3 steps, 3e-3 is best
+    full = {"3e-4": 10.0, "1e-3": 11.0, "3e-3": 9.0, "1e-2": 13.0}  # and still best at 5 steps: holds
+    grid = [spec for sp in p.unique.values() for spec in sp.tuning.runs]
+    _fake_valid(runs, short, grid)
+    broken = [spec for spec in grid if _lr(spec) == 3e-3 and spec.seed == 2]
+    for spec in broken:  # 3e-3 failed on seed 2: as recorded, 1e-2 would win and be checked and run
+        _fake_record(spec, runs, {}, status="failed")
+    rounds = []
+
+    def sweep(g):
+        rounds.append(sorted((_lr(spec), spec.budget["steps"], spec.seed) for spec in g.specs))
+        for spec in g.specs:
+            _fake_valid(runs, short if spec.budget["steps"] == 3 else full, [spec])
+
+    failed, todo = study.run_study(p, sweep)
+    assert failed == 0 and todo.count == 0
+    assert rounds[0] == sorted((3e-3, 3, 2) for _ in broken)  # the failed runs, retried alone first
+    assert all(sp.chosen == {"lr": "3e-3"} and sp.holds is True and sp.retune is None for sp in p.sides["recon"])
+    made = {(lr, seed) for r in rounds for lr, steps, seed in r if steps == 5 and seed in (0, 1)}
+    assert made == {(3e-3, 0), (3e-3, 1)}  # only the choice's finals; none of 1e-2's
+
+
+def test_the_leaderboard_shows_one_tuned_row_per_side_whatever_its_selection_records_say(tmp_path):
+    """A choice whose check failed is not shown while its re-tuning is undecided; a re-tuning that its first
+    tuning no longer names is not shown either; a re-tuning that re-chooses the first setting shares its
+    finals."""
+    from gradbench.results import RunSet, Selection
+
+    runs = tmp_path / "runs"
+    p = study.plan(study.load_study(_write(tmp_path, SHORTER)), "cpu")
+    side = p.sides["recon"][0]
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}
+    _fake_valid(runs, short, [spec for sp in p.unique.values() for spec in sp.tuning.runs])
+    study.missing(p)
+    _fake_valid(runs, {"3e-4": 9.0, "1e-3": 9.5, "3e-3": 10.0, "1e-2": 13.0}, [s for _, s in side.check])
+    study.missing(p)
+    first = side.tuning.selection(p.profile.seeds, None, runs)
+    first["check"]["holds"] = False
+    _fake_valid(runs, short, side.tuning.final)  # finals of the first choice, made before the rule
+    shown = RunSet.collect(runs).with_selections([Selection(first)])
+    assert not any(label.startswith("dab [") for t in shown.tables().values() for label in t)
+    assert any("is to be re-tuned at the final budget" in n for ns in shown.notes.values() for n in ns)
+    # a re-tuning record its first tuning does not name: set aside with a note
+    again = {**first, "id": "stale", "retune_of": "other", "check": None}
+    shown = RunSet.collect(runs).with_selections([Selection(again)])
+    assert not any(label.startswith("dab [") for t in shown.tables().values() for label in t)
+    assert any("no longer asks for it" in n for ns in shown.notes.values() for n in ns)
+    # the re-tuning chooses the first setting again: one row, the same final runs, none set aside
+    again = {**first, "id": "again", "retune_of": first["id"], "check": None}
+    named = {**first, "retuned": "again"}
+    shown = RunSet.collect(runs).with_selections([Selection(named), Selection(again)])
+    rows = [label for t in shown.tables().values() for label in t if label.startswith("dab [")]
+    assert rows == ["dab [lr=3e-3]"]
+    finals = {s.run_id for s in side.tuning.final}
+    assert not finals & {r.run_id for r in shown.set_aside}
+
+
+def test_a_re_tuning_keeps_every_value_of_a_key_it_cannot_extend(tmp_path):
+    text = SHORTER.replace('tune = "lr=3e-4,1e-3,3e-3,1e-2"', 'tune = "lr=1e-3,3e-3,1e-2,hidden=8,16,32"', 1)
+    p = study.plan(study.load_study(_write(tmp_path, text)), "cpu")
+    side = p.sides["recon"][0]
+    side.tuning.choice, side.tuning.rows = side.tuning.points.index({"lr": "3e-3", "hidden": "16"}), []
+    again = study.retune(side)
+    assert again.tried == {"lr": ["1e-3", "3e-3", "1e-2"], "hidden": ["8", "16", "32"]}
+    assert {spec.run_id for _, spec in side.check} <= {specs[0].run_id for specs in again.specs}
+
+
 @pytest.mark.parametrize("extra,message", [
-    ("tune_steps = 9\n", "'tune_steps' \\(9\\) is longer than the final budget"),
+    ("tune_steps = 9\n", "'tune_steps' \\(9\\) is not shorter than the final budget"),
+    ("tune_steps = 5\n", "'tune_steps' \\(5\\) is not shorter than the final budget.*leave 'tune_steps' out"),
     ("tune_steps = 0\n", "'tune_steps' must be a positive integer"),
     ("tune_evals = 3\n", "'tune_evals' is a shorter tuning budget: it needs 'tune' and a final budget of 'evals'"),
 ])

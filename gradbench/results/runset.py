@@ -73,6 +73,24 @@ class Row:
 Table = dict[str, Row]  # row label -> row
 
 
+def _superseded(sel: Selection, ids: Mapping[str, Selection]) -> str | None:
+    """Why a selection's choice is not reported, as a table note (None: it is): its budget check did not
+    uphold it (the re-tuning at the final budget reports the side), or it is a re-tuning that its first
+    tuning no longer names (that tuning's choice changed since)."""
+    why = None
+    if sel.retuned:
+        why = f"was re-tuned at the final budget (selection {sel.retuned})"
+    elif sel.check_holds is False:
+        why = "is to be re-tuned at the final budget"
+    elif sel.retune_of and getattr(ids.get(sel.retune_of), "retuned", None) != sel.data.get("id"):
+        why = f"re-tuned selection {sel.retune_of}, whose choice no longer asks for it"
+    if why is None:
+        return None
+    held = (f", chosen at {budget_words(sel.tune_budget)}, did not hold at {budget_words(sel.budget)} (its budget "
+            f"check) and" if sel.check_holds is False else "")
+    return f"{sel.label}: [{values_text(sel.chosen)}]{held} {why}; its runs are set aside."
+
+
 @dataclass
 class RunSet:
     """Records, the files that could not be read, and the notes per table (how a tuned table was tuned)."""
@@ -164,7 +182,8 @@ class RunSet:
             return r is not None and (r.stored_task_label, r.stored_label) == (sel.task_label, sel.label)
 
         selections = list(selections)
-        finals = {rid for sel in selections if not sel.retuned for rid in sel.final_run_ids}
+        ids = {str(sel.data.get("id")): sel for sel in selections}
+        finals = {rid for sel in selections if not _superseded(sel, ids) for rid in sel.final_run_ids}
         for sel in selections:
             key = sel.table
             for rid in [*sel.grid_run_ids, *sel.check_run_ids]:  # the budget check's runs are tuning runs too
@@ -182,10 +201,9 @@ class RunSet:
             if sel.choice is None:
                 say.append(f"{sel.label}: no setting finished on every tuning seed; nothing to report.")
                 continue
-            if sel.retuned:  # its choice did not hold at the final budget: the re-tuning's row reports the side
-                say.append(f"{sel.label}: [{values_text(sel.chosen)}], chosen at {budget_words(sel.tune_budget)}, did "
-                           f"not hold at {budget_words(sel.budget)} (its budget check), so it was re-tuned there "
-                           f"(selection {sel.retuned}); its runs are set aside.")
+            why = _superseded(sel, ids)
+            if why:  # e.g. its choice did not hold at the final budget: the re-tuning's row reports the side
+                say.append(why)
                 consumed.update(rid for rid in sel.final_run_ids if not at_preset(rid, sel))
                 continue
             final = sel.final_run_ids
