@@ -556,9 +556,9 @@ class BudgetCheck:
     def text(self) -> str:
         cells = ", ".join(f"{values_text(v)}: {'—' if x is None else f'{x:.4g}'}{' (chosen)' if i == 0 else ''}"
                           for i, (v, x) in enumerate(self.points))
-        verdict = ("not known yet (runs missing or failed)" if self.holds is None
-                   else "the choice holds" if self.holds else "the choice does NOT hold: it fails, or another "
-                   "setting is better, at the final budget, so the side is re-tuned there")
+        why = "it fails there" if self.points and self.points[0][1] is None else "another setting is better there"
+        verdict = ("not known yet (runs missing)" if self.holds is None else "the choice holds" if self.holds
+                   else f"the choice does NOT hold: {why}, so the side is re-tuned at the final budget")
         return (f"tuned at {budget_words(self.tune_budget)}, reported at {budget_words(self.budget)}; re-checked "
                 f"at {budget_words(self.budget)} on tuning seed {self.seed}, validation {self.metric}: {cells}: "
                 f"{verdict}.")

@@ -546,7 +546,11 @@ def test_a_side_tuned_at_a_shorter_budget_is_reported_at_the_final_one_and_reche
     for i, spec in check:
         _fake_record(spec, tmp_path / "runs", {"valid_recon": (at_full[tuning.points[i]["lr"]], False)})
     result = study.budget_check(side)
-    assert result.holds is False and "does NOT hold" in result.text() and "tuned at 3 steps" in result.text()
+    assert result.holds is False and "does NOT hold: another setting is better there" in result.text()
+    assert "tuned at 3 steps" in result.text()
+    _fake_record(chosen, tmp_path / "runs", {}, status="failed")  # a choice that fails at the final budget
+    failing = study.budget_check(side)
+    assert failing.holds is False and "does NOT hold: it fails there" in failing.text()
     for i, spec in check:  # now the choice is best at the final budget too
         _fake_record(spec, tmp_path / "runs", {"valid_recon": ({"3e-3": 8.0}.get(tuning.points[i]["lr"], 9.0), False)})
     assert study.budget_check(side).holds is True
