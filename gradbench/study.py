@@ -498,10 +498,9 @@ def retune(sp: SidePlan) -> Tuning:
     # a key the grid does not extend keeps every value tried, so an edge there is an edge of the whole grid
     grid = {key: (values if t.extendable(key) is None else [v for v in values if any(p[key] == v for p in near)])
             for key, values in t.tried.items()}
-    again = Tuning.resolve(sp.task, sp.estimator, grid, t.seeds, t.specs[0][0].preset, sp.options, metric=t.metric,
-                           extend=t.extend)
-    again.prior = list(t.extensions)  # the extension limit counts from the stated grid, over both tunings
-    return again
+    # its own extension limit: the best rate at the final budget may lie further out than any tried before
+    return Tuning.resolve(sp.task, sp.estimator, grid, t.seeds, t.specs[0][0].preset, sp.options, metric=t.metric,
+                          extend=t.extend)
 
 
 def write_side_selection(p: Plan, sp: SidePlan, argv: list[str] | None) -> None:

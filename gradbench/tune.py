@@ -214,7 +214,6 @@ class Tuning:
     extensions: list[dict[str, str]] = field(default_factory=list)  # {key, value, direction, chosen}, in order
     extend: int = EXTEND_LIMIT  # extensions allowed per key and direction
     edges: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> {side: high|low, why}: the choice's
-    prior: list[dict[str, str]] = field(default_factory=list)  # an earlier tuning's extensions, counted too
     _base: dict[str, Any] = field(default_factory=dict, repr=False)  # what resolving a point needs
 
     @classmethod
@@ -348,7 +347,7 @@ class Tuning:
         for key, side in self._edge_sides(point).items():
             rng = self.extendable(key)
             direction = "up" if side == "high" else "down"
-            done = sum(1 for e in [*self.prior, *self.extensions] if e["key"] == key and e["direction"] == direction)
+            done = sum(1 for e in self.extensions if e["key"] == key and e["direction"] == direction)
             if rng is None:
                 edges[key] = {"side": side, "why": "fixed"}
                 continue
