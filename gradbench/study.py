@@ -30,7 +30,7 @@ from gradbench.budget import KINDS, budget_words, check_budget
 from gradbench.errors import UnsupportedError, UsageError
 from gradbench.protocol import VALID_PREFIX
 from gradbench.results import CLAIM_GRADIENT, GRADIENT, GRADIENT_PREFIX, Record, Selection, claim_metric
-from gradbench.results.fmt import values_text
+from gradbench.results.fmt import grid_text, values_text
 from gradbench.results.verdicts import Side, Statement, Verdict, conclude_all, gain_curve
 from gradbench.spec import RunOptions, RunSpec, resolve
 from gradbench.sweep import Grid, parse_seeds, todo
@@ -321,12 +321,17 @@ class SidePlan:
         return self.tuning.budget_check(self.options)
 
     @property
+    def reported(self) -> Tuning | None:
+        """The tuning whose choice the side reports: the re-tuning where there is one, else the tuning."""
+        return self.retune or self.tuning
+
+    @property
     def pending(self) -> bool:
         """A tuned side whose final runs are not known yet: its grid, its budget check or its re-tuning
         has runs without records."""
-        if self.tuning is None:
+        t = self.reported
+        if t is None:
             return False
-        t = self.retune or self.tuning
         if not t.decided:
             return True
         return t.choice is not None and self.retune is None and self.shorter and self.holds is None
@@ -346,13 +351,13 @@ class SidePlan:
         setting was eligible)."""
         if self.tuning is None:
             return self.fixed
-        return [] if self.pending else (self.retune or self.tuning).final
+        return [] if self.pending else self.reported.final
 
     @property
     def chosen(self) -> dict[str, str] | None:
         """The setting reported: the re-tuning's choice where there is one, else the tuning's (None while the
         side is pending)."""
-        return None if self.tuning is None or self.pending else (self.retune or self.tuning).chosen
+        return None if self.reported is None or self.pending else self.reported.chosen
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -529,8 +534,7 @@ def retune_text(sp: SidePlan) -> str:
     t = sp.retune
     if t is None:
         return ""
-    grid = "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in t.tried.items())
-    head = (f"re-tuned at {budget_words(t.specs[0][0].budget)} over {grid} on tuning seeds "
+    head = (f"re-tuned at {budget_words(t.specs[0][0].budget)} over {grid_text(t.tried)} on tuning seeds "
             f"{', '.join(map(str, t.seeds))} (the budget check's runs are its first seed's)")
     if not t.decided:
         return f"{head}: runs missing, so the side's final runs are not known yet."
@@ -641,7 +645,7 @@ def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = No
         pending = [s for s in todo(Grid(asked), p.runs, (0, 1))[0] if s.run_id not in tried]
         if not pending:  # everything asked has a record, or was tried (another shard's, or it left none)
             break
-        retry = [s for s in pending if s.find_record(p.runs) is not None]  # failed (or corrupt): decided on
+        retry = [s for s in pending if s.find_record(p.runs) is not None]  # failed: decisions read those
         batch = retry or pending
         tried.update(s.run_id for s in batch)
         failed += count_failed(sweep(Grid(batch)))
@@ -677,7 +681,7 @@ def judge(p: Plan, claim: Claim) -> Verdict:
     budget = resolve(sides[0].task, sides[0].estimator, preset=preset, seed=0,
                      options=sides[0].options).budget
     return Verdict(claim.id, claim.statement, p.higher_is_better[claim.id], found, budget,
-                   preset, no_choice=[sp.estimator for sp in sides if sp.tuning and (sp.retune or sp.tuning).no_choice])
+                   preset, no_choice=[sp.estimator for sp in sides if sp.reported and sp.reported.no_choice])
 
 
 def judge_all(p: Plan) -> dict[str, Verdict]:

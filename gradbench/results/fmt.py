@@ -86,6 +86,11 @@ def arrow(higher_is_better: bool | None) -> str:
     return " ↑" if higher_is_better else " ↓"
 
 
+def grid_text(grid: Mapping[str, Any]) -> str:
+    """``lr ∈ {1e-4, 3e-4}; tau ∈ {0.5, 1}``: a tuning grid, key by key."""
+    return "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in grid.items())
+
+
 def values_text(values: Mapping[str, Any]) -> str:
     """``lr=0.003, tau=0.5``: a setting's keys and values."""
     return ", ".join(f"{k}={v}" for k, v in values.items())

@@ -21,7 +21,7 @@ from typing import Any
 
 from gradbench.budget import budget_words
 from gradbench.records import iter_records, read_selections
-from gradbench.results.fmt import seeds_text, values_text
+from gradbench.results.fmt import grid_text, seeds_text, values_text
 from gradbench.results.record import Record, TableKey
 from gradbench.results.selection import Selection
 
@@ -191,7 +191,7 @@ class RunSet:
                     grid_ids.update([rid] if rid not in finals else [])
                 else:
                     consumed.add(rid)
-            grid = "; ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in sel.grid.items())
+            grid = grid_text(sel.grid)
             say = notes.setdefault(key, [])
             line = (f"Tuned on validation: {grid}, chosen by the best mean {sel.metric} over seeds "
                     f"{seeds_text(sel.seeds)} among settings that finished on every seed; rows report the test "
