@@ -1,4 +1,5 @@
-"""The README's and the docs' tables of estimators and tasks, generated from the registry.
+"""The README's and the docs' tables of estimators and tasks, generated from the registry, and the README's
+verdict table, copied from the committed study report ``claims.md``.
 
 Each table sits in a marked block, ``<!-- gradbench:NAME:begin -->`` ... ``<!-- gradbench:NAME:end -->``,
 so the prose around it survives (as the leaderboard's block does). The rows are the built-in estimators
@@ -7,7 +8,9 @@ depend on the machine), and whatever the registry knows is read from it: an esti
 unbiased claim, settings with their defaults, whether it batches seeds and compiles; a task's metrics
 with their directions (main first) and its presets' batch size, learning rate and steps. What it cannot
 know (what a method does, its paper, a protocol in words) is written below, one entry per name; a
-built-in without an entry still gets its row, from its docstring, so no table misses one.
+built-in without an entry still gets its row, from its docstring, so no table misses one. The verdict
+table is claims.md's "Verdicts side by side", its links pointed into claims.md, so every number the README
+gives for the paper's claims is the report's, never a hand copy that drifts when the report is remade.
 
     python -m gradbench.docs_tables            # rewrite the blocks in README.md and docs/
     python -m gradbench.docs_tables --check    # exit 1, naming the files, if a block is out of date
@@ -350,25 +353,37 @@ def tasks_summary() -> str:
     return markdown(["task", "node", "metrics (main first; ↑ higher, ↓ lower is better)", "protocol from"], rows)
 
 
-TABLES: dict[str, Callable[[], str]] = {
-    "estimators": readme_estimators,
-    "estimators-glance": estimators_glance,
-    "tasks": readme_tasks,
-    "tasks-summary": tasks_summary,
+def readme_claims(root: Path = ROOT) -> str:
+    """claims.md's side-by-side verdict table, with its anchors made links into claims.md."""
+    path = root / "claims.md"
+    found = re.search(r"^## Verdicts side by side\n\n((?:\|.*\n)+)", path.read_text() if path.exists() else "", re.M)
+    if found is None:
+        raise ValueError(f"{path}: no 'Verdicts side by side' table; make it with gradbench study "
+                         "studies/dab-claims.toml --profile cpu,full --report-only --out claims.md")
+    return found.group(1).replace("](#", "](claims.md#")
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "estimators": lambda root: readme_estimators(),
+    "estimators-glance": lambda root: estimators_glance(),
+    "tasks": lambda root: readme_tasks(),
+    "tasks-summary": lambda root: tasks_summary(),
+    "claims": readme_claims,
 }
 
 
 # ---------------------------------------------------------------- the marked blocks
 
 
-def rewrite(text: str) -> str:
-    """``text`` with every known block's body replaced by its table (unknown block names left alone)."""
+def rewrite(text: str, root: Path = ROOT) -> str:
+    """``text`` with every known block's body replaced by its table (unknown block names left alone; the
+    claims table is read from ``root``'s claims.md)."""
 
     def body(m: re.Match[str]) -> str:
         name = m.group("name")
         if name not in TABLES:
             return m.group(0)
-        return m.group(1) + TABLES[name]() + m.group(4)
+        return m.group(1) + TABLES[name](root) + m.group(4)
 
     return BLOCK.sub(body, text)
 
@@ -380,23 +395,26 @@ def blocks(text: str) -> list[str]:
 
 def stale(root: Path = ROOT) -> list[str]:
     """The files under ``root`` whose blocks differ from the registry's tables."""
-    return [f for f in FILES if (root / f).exists() and rewrite((root / f).read_text()) != (root / f).read_text()]
+    return [f for f in FILES
+            if (root / f).exists() and rewrite((root / f).read_text(), root) != (root / f).read_text()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gradbench.docs_tables",
-                                     description="Rewrite the README's and docs' tables from the registry.")
+                                     description="Rewrite the README's and docs' tables from the registry "
+                                                 "(and the README's verdict table from claims.md).")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is out of date")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: %(default)s)")
     args = parser.parse_args(argv)
     out_of_date = stale(args.root)
     if args.check:
         for f in out_of_date:
-            print(f"{f}: tables differ from the registry; run python -m gradbench.docs_tables", file=sys.stderr)
+            print(f"{f}: tables differ from the registry or claims.md; run python -m gradbench.docs_tables",
+                  file=sys.stderr)
         return 1 if out_of_date else 0
     for f in out_of_date:
         path = args.root / f
-        path.write_text(rewrite(path.read_text()))
+        path.write_text(rewrite(path.read_text(), args.root))
         print(f"rewrote {f}")
     return 0
 

@@ -1,4 +1,5 @@
-"""The README's and docs' tables of estimators and tasks follow the registry (gradbench.docs_tables).
+"""The README's and docs' tables of estimators and tasks follow the registry, and the README's verdict
+table follows claims.md (gradbench.docs_tables).
 
 The committed blocks must be what ``python -m gradbench.docs_tables`` writes, every built-in must have
 a row with words of its own (not the docstring fallback), and a change in the registry must show in the
@@ -15,7 +16,7 @@ import pytest
 from gradbench import docs_tables
 from gradbench.registry import BUILTIN_ESTIMATORS, BUILTIN_TASKS, get_estimator_class, get_task_class
 
-EXPECTED_BLOCKS = {"README.md": ["estimators", "tasks"], "docs/estimators.md": ["estimators-glance"],
+EXPECTED_BLOCKS = {"README.md": ["claims", "estimators", "tasks"], "docs/estimators.md": ["estimators-glance"],
                    "docs/tasks.md": ["tasks-summary"]}
 
 
@@ -71,7 +72,7 @@ def test_a_registry_change_shows_in_the_tables(monkeypatch, tmp_path):
     """The derived cells come from the registry: narrowing relax's kinds and changing a default and a
     preset's steps changes the README and docs/estimators.md, which --check reports and a rewrite fixes."""
     relax, sort = get_estimator_class("relax"), get_task_class("sort")
-    for name in EXPECTED_BLOCKS:
+    for name in [*EXPECTED_BLOCKS, "claims.md"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(docs_tables.ROOT / name, tmp_path / name)
     monkeypatch.setattr(relax, "supports", frozenset({"bernoulli"}))
@@ -92,3 +93,26 @@ def test_a_registry_change_shows_in_the_tables(monkeypatch, tmp_path):
                                         (False, "false"), (200_000, "200,000"), (64, "64"), ("rloo", "rloo")])
 def test_defaults_are_written_as_the_docs_write_them(value, text):
     assert docs_tables.number(value) == text
+
+
+def test_the_readme_verdicts_are_claims_mds_own(tmp_path):
+    """The README's verdict table is claims.md's side-by-side table with its anchors pointed into claims.md:
+    a remade report (a verdict changed) makes the README stale until the block is rewritten; a report
+    without the table is refused in one line, naming the command that makes it."""
+    table = docs_tables.readme_claims()
+    report = _text("claims.md")
+    assert table.replace("](claims.md#", "](#") in report
+    assert "](#" not in table and table.count("\n") == len(_rows(table)) + 2
+    shutil.copy(docs_tables.ROOT / "README.md", tmp_path / "README.md")
+    (tmp_path / "claims.md").write_text(report)
+    assert "README.md" not in docs_tables.stale(tmp_path)
+    row = next(line for line in table.splitlines() if line.startswith("| represent-recon |"))
+    remade = row.replace("**contradicted**", "**supported**", 1).replace("](claims.md#", "](#")
+    assert remade != row.replace("](claims.md#", "](#")
+    (tmp_path / "claims.md").write_text(report.replace(row.replace("](claims.md#", "](#"), remade, 1))
+    assert "README.md" in docs_tables.stale(tmp_path)
+    assert docs_tables.main(["--root", str(tmp_path)]) == 0
+    assert remade.replace("](#", "](claims.md#") in (tmp_path / "README.md").read_text()
+    (tmp_path / "claims.md").write_text("# a report without its side-by-side table\n")
+    with pytest.raises(ValueError, match="no 'Verdicts side by side' table; make it with gradbench study"):
+        docs_tables.readme_claims(tmp_path)
