@@ -38,8 +38,6 @@ from gradbench.study import TUNE_BUDGETS, Claim, Plan, SidePlan, budget_check, r
 # which outcomes favour the paper most, for naming a group's most favourable reading
 FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
           CONTRADICTED: 6, None: 7}
-DATASET_WORDS = {"digits": "8x8 digits", "fashion-mnist": "Fashion-MNIST 28x28", "mnist": "MNIST 28x28",
-                 "omniglot": "Omniglot 28x28"}
 
 
 def _ok(side: Side) -> str:
@@ -136,7 +134,7 @@ def _dataset(claim: Claim, res: Verdict) -> str:
         task, values = parse_spec(claim.task)
         names = [getattr(get_task_class(task).make_config(values, res.preset), "dataset", None)]
     name = next((n for n in names if n), None)
-    return DATASET_WORDS.get(str(name), str(name)) if name else f"synthetic (`{claim.task}`)"
+    return fmt.dataset_text(str(name)) if name else f"synthetic (`{claim.task}`)"
 
 
 def _setting(claim: Claim, res: Verdict) -> str:

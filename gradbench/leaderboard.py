@@ -164,7 +164,8 @@ def format_table(table: TableStats, links: Iterable[tuple[str, str]] = (), notes
     footnotes, and links to its plots."""
     main = table.main_metric
     main_text = (main.column if main else table.main) or "none"
-    heading = (f"### {table.key.label} (preset: {table.key.preset}; budget: {table.key.budget_text}; "
+    data = f"data: {', '.join(map(fmt.dataset_text, table.datasets))}; " if table.datasets else ""
+    heading = (f"### {table.key.label} ({data}preset: {table.key.preset}; budget: {table.key.budget_text}; "
                f"node: {', '.join(table.nodes) or '?'}; main metric: {main_text})")
     body = [_row_cells(table, label) for label in table.order if not table.rows[label].unsupported]
     text = fmt.table(_headers(table), body)

@@ -273,6 +273,17 @@ def test_separate_tables_per_label_preset_and_budget(tmp_path: Path) -> None:
     assert all("node: bernoulli" in h and "main metric: acc ↑" in h for h in headings)
 
 
+def test_an_image_tasks_heading_names_its_dataset() -> None:
+    """The dataset is in the heading, in words (a paper-preset table on Fashion-MNIST must say so); a task
+    without a dataset setting gets none."""
+    fashion = [make_record("a", s, 0.8, preset="paper") for s in range(2)]
+    for r in fashion:
+        r["task"]["config"] = {"dataset": "fashion-mnist"}
+    headings = [ln for ln in lb.render(fashion + [make_record("a", 0, 0.5)]).splitlines() if ln.startswith("### ")]
+    assert headings[0].startswith("### toy (data: Fashion-MNIST 28x28; preset: paper;"), headings
+    assert headings[1].startswith("### toy (preset: quick;") and "data:" not in headings[1], headings
+
+
 def test_header_lists_code_and_hardware(tmp_path: Path) -> None:
     save(tmp_path, make_record("a", 0, 0.5))
     save(tmp_path, make_record("a", 1, 0.6, sha="1234567abcdef", dirty=True))

@@ -12,6 +12,8 @@ from typing import Any
 from tabulate import tabulate
 
 MISSING = "—"  # a cell without a value
+DATASET_WORDS = {"digits": "8x8 digits", "fashion-mnist": "Fashion-MNIST 28x28", "mnist": "MNIST 28x28",
+                 "omniglot": "Omniglot 28x28"}  # the image tasks' ``dataset`` setting, as reports name it
 
 
 def _decimals(ref: float, sig: int) -> int:
@@ -94,6 +96,11 @@ def grid_text(grid: Mapping[str, Any]) -> str:
 def values_text(values: Mapping[str, Any]) -> str:
     """``lr=0.003, tau=0.5``: a setting's keys and values."""
     return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def dataset_text(name: str) -> str:
+    """A task's ``dataset`` setting in a report's words (``Fashion-MNIST 28x28``); an unknown one as is."""
+    return DATASET_WORDS.get(name, name)
 
 
 def seeds_text(seeds: Iterable[Any]) -> str:

@@ -153,6 +153,7 @@ class TableStats:
     rows: dict[str, RowStats]
     rankings: dict[str, Ranking]  # metric -> verdict
     nodes: list[str]  # node kinds of the records
+    datasets: list[str] = field(default_factory=list)  # the records' ``dataset`` settings (image tasks)
     has_gradient: bool = False
     has_failed: bool = False
     has_bias: bool = False
@@ -319,6 +320,7 @@ def decide_table(key: TableKey, rows: Table, unsupported: Iterable[str] = ()) ->
         key=key, main=main, columns=metrics, order=order, rows=stats,
         rankings={m.name: _rank(m, order, rows, stats) for m in metrics},
         nodes=sorted({r.node_kind for r in records}),
+        datasets=sorted({str(r.task_config["dataset"]) for r in records if r.task_config.get("dataset")}),
         has_gradient=has_gradient, has_failed=any(not r.ok for r in records),
         has_bias=any(s.bias is not None for s in stats.values()))
 
