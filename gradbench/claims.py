@@ -137,6 +137,13 @@ def _dataset(claim: Claim, res: Verdict) -> str:
     return fmt.dataset_text(str(name)) if name else f"synthetic (`{claim.task}`)"
 
 
+def _outcome(res: Verdict) -> str:
+    """The verdict, or why there is none yet: no final run made, or some still missing (a chunked study)."""
+    if res.outcome:
+        return res.outcome
+    return "runs missing" if any(s.records for s in res.sides) else "not run"
+
+
 def _setting(claim: Claim, res: Verdict) -> str:
     return f"{_dataset(claim, res)}; {budget_words(res.budget)}"
 
@@ -170,9 +177,9 @@ def _groups(results: list[tuple[Claim, Verdict]], tag: str = "") -> list[str]:
         if len(members) < 2:
             continue
         claim, res = _favoured(members)
-        others = ", ".join(f"[{c.id}](#{c.id}{tag}) {r.outcome or 'not run'}" for c, r in members if c is not claim)
+        others = ", ".join(f"[{c.id}](#{c.id}{tag}) {_outcome(r)}" for c, r in members if c is not claim)
         lines.append(f"- **{name}**: read {len(members)} ways; the most favourable to the paper is "
-                     f"[{claim.id}](#{claim.id}{tag}) ({claim.reading or 'as stated'}): **{res.outcome or 'not run'}** "
+                     f"[{claim.id}](#{claim.id}{tag}) ({claim.reading or 'as stated'}): **{_outcome(res)}** "
                      f"(the others: {others}).")
     return lines
 
@@ -209,7 +216,7 @@ def render_many(plans: list[tuple[Plan, dict[str, Verdict]]], study_file: str, o
         for p, judged in plans:
             res = judged[claim.id]
             row += [_setting(claim, res), _measured(res)[0],
-                    f"[**{res.outcome or 'not run'}**](#{claim.id}-{p.profile.name})"]
+                    f"[**{_outcome(res)}**](#{claim.id}-{p.profile.name})"]
         rows.append(row)
     lines += [fmt.table(header, rows, style="compact"), ""]
     for p, judged in plans:
@@ -253,7 +260,7 @@ def _profile_lines(p: Plan, study_file: str, out: Path | None, argv: list[str], 
         gain, diff = _measured(res)
         rows.append([f"[{claim.id}](#{claim.id}{tag})", _setting(claim, res), _stated(claim),
                      f"{_side_name(a)} {_mean(a)}", "—" if b is None else f"{_side_name(b)} {_mean(b)}", gain, diff,
-                     f"**{res.outcome or 'not run'}**"])
+                     f"**{_outcome(res)}**"])
     lines += [fmt.table(["claim", "data; budget", "the paper", "A", "B", "gain of A (95% CI)", "A − B", "verdict"],
                         rows, style="compact", align="llllllll"), ""]
     n_tests = _tests_count(results)
@@ -392,7 +399,7 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
                   f"p = {fmt.pvalue(g.p)}{unpaired}){absolute}; n = {g.n} paired seeds "
                   f"({', '.join(map(str, res.paired_seeds))}).", ""]
     lines += _tests(res)
-    lines += [f"**Verdict: {res.outcome or 'not run'}** ({_setting(claim, res)}). "
+    lines += [f"**Verdict: {_outcome(res)}** ({_setting(claim, res)}). "
               f"{explain(claim, res, study_file, p.profile.name, other)}", ""]
     lines += _gain_curve(res)
     table = curve_table(runs_dir, claim, res)

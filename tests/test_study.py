@@ -253,13 +253,14 @@ def test_study_end_to_end_on_the_toy(tmp_path, capsys):
     assert f"{100 * g.gain:+.1f}% ({100 * g.lo:+.1f}% to {100 * g.hi:+.1f}%)" in text
     assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 0
     assert "0 run(s) missing" in capsys.readouterr().out
-    # a comparison missing one of B's runs is not judged, and shows no gain (A's mean is in A's column)
+    # a comparison missing one of B's runs is not judged, and shows no gain (A's mean is in A's column); its
+    # verdict cell says runs are missing, where a claim with no final run at all says "not run" (above)
     ste = glob.glob(str(tmp_path / "runs" / "toy" / "ste" / "*.json"))
     Path(ste[0]).unlink()
     assert main(["study", str(path), "--profile", "cpu", "--report-only", "--out", str(interim)]) == 1
     row = next(line for line in interim.read_text().splitlines() if line.startswith("| [toy-gain]"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[-1] == "**not run**" and cells[5] == "—" and cells[3] != "—", cells
+    assert cells[-1] == "**runs missing**" and cells[5] == "—" and cells[3] != "—", cells
 
 
 @pytest.mark.slow
