@@ -636,10 +636,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         _records_folder(runs)
         device = args.device or plan.profile.device
 
-        def sweep(grid, runs=runs, device=device):
+        def sweep(grid, more=None, runs=runs, device=device):
             executor = _executor(args, device, runs)
             return run_sweep(grid, runs, executor, device=device, shard=shard, plugins=args.plugin,
-                             progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log)
+                             progress=not args.no_progress, accel=args.accel, threads=args.threads, log=log,
+                             more=more)
 
         n_failed, todo = (study.report_study(plan, argv=_argv()) if args.report_only
                           else study.run_study(plan, sweep, argv=_argv()))

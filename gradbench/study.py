@@ -628,27 +628,35 @@ def replan(p: Plan) -> None:
     p.options, p.sides, p.unique, p.higher_is_better = fresh.options, fresh.sides, fresh.unique, fresh.higher_is_better
 
 
-def run_study(p: Plan, sweep: Callable[[Grid], Any], argv: list[str] | None = None) -> tuple[int, Missing]:
-    """Run what is missing, in rounds: first every tuning grid and untuned side at once, then whatever the
-    records so far ask for (a grid's extension, the budget checks, a re-tuning, the final runs), all sides'
-    together, until a round asks for nothing new; write the selection records. Each round decides afresh
-    from the records; a failed run the round would decide on is retried first, alone, so no decision rests
-    on a failure this invocation has not retried. Finals of a choice made at a shorter budget wait on its
-    budget check, so a choice that does not hold costs no final runs. Returns (failed or diverged runs, what
-    is still missing)."""
-    failed, tried = 0, set()
-    while True:
+def run_study(p: Plan, sweep: Callable[..., Any], argv: list[str] | None = None) -> tuple[int, Missing]:
+    """Run what is missing, deciding as the records come in: first every tuning grid and untuned side at once,
+    then whatever the records so far ask for (a grid's extension, the budget checks, a re-tuning, the final
+    runs), all sides' together, until nothing new is asked; write the selection records. Every decision is
+    made afresh from the records, and only from complete ones (a side waits while any run it decides on has no
+    record). ``sweep(grid, more=...)`` runs a grid and asks ``more`` for the next runs whenever a worker
+    would sit idle, so no side waits on another's slowest run; a sweep that never asks goes in rounds. A
+    failed run a decision would rest on is retried first, and nothing new is decided while it runs, so no
+    decision rests on a failure this invocation has not retried. Finals of a choice made at a shorter budget
+    wait on its budget check, so a choice that does not hold costs no final runs. Returns (failed or diverged
+    runs, what is still missing)."""
+    failed, tried, retried = 0, set(), set()
+
+    def next_runs(in_flight: set[str]) -> list[RunSpec]:
+        if in_flight & retried:  # a decision now could read the failure being retried
+            return []
         replan(p)
         for sp in p.unique.values():
             choose_side(p, sp)
         asked = _dedupe([s for sp in p.unique.values() for s in sp.known_runs])
         pending = [s for s in todo(Grid(asked), p.runs, (0, 1))[0] if s.run_id not in tried]
-        if not pending:  # everything asked has a record, or was tried (another shard's, or it left none)
-            break
         retry = [s for s in pending if s.find_record(p.runs) is not None]  # failed: decisions read those
         batch = retry or pending
         tried.update(s.run_id for s in batch)
-        failed += count_failed(sweep(Grid(batch)))
+        retried.update(s.run_id for s in retry)
+        return batch
+
+    while batch := next_runs(set()):  # empty: everything asked has a record, or was tried (it left none)
+        failed += count_failed(sweep(Grid(batch), more=next_runs))
     for sp in p.unique.values():
         write_side_selection(p, sp, argv)
     return failed, missing(p)

@@ -441,10 +441,14 @@ def todo(grid: Grid, runs_dir: str, shard: tuple[int, int],
 
 def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", shard: tuple[int, int] = (0, 1),
               plugins: list[str] | None = None, progress: bool = True, accel: str = "auto",
-              threads: int | str | None = None, log: str | None = None) -> SweepResult:
+              threads: int | str | None = None, log: str | None = None,
+              more: Callable[[set[str]], list[RunSpec]] | None = None) -> SweepResult:
     """Run what is left of the grid; KeyboardInterrupt cancels the rest (complete records stay). Each run
     uses ``gradbench.threads``' choice for the executor's worker count (default: one thread per worker), or
-    the executor's own (``choose_threads``: a Slurm job's CPUs), and the loggers of ``log``."""
+    the executor's own (``choose_threads``: a Slurm job's CPUs), and the loggers of ``log``. ``more``, given
+    the run ids in flight, returns further runs to make; it is asked whenever a worker would otherwise sit
+    idle (a study's next decisions, so its rounds do not wait on their slowest run), until it returns none
+    and every run has ended."""
     from tqdm import tqdm
 
     from gradbench import loggers
@@ -458,34 +462,38 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     result = SweepResult(total=len(pending) + finished, skipped=finished)
     for line in corrupt:
         print(f"gradbench: corrupt record, re-running: {line}", file=sys.stderr)
-    groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
-    for spec in pending:
-        groups.setdefault(group_key(spec), []).append(spec)
     chooser = getattr(executor, "choose_threads", None)
-    choice = chooser(threads) if chooser else choose(threads, workers=getattr(executor, "workers", 1))
-    choice = dataclasses.asdict(choice)
-    futures = {executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device, runs_dir,
-                               plugins or [], accel, log, choice): group for group in groups.values()}
+    workers = getattr(executor, "workers", 1)
+    choice = dataclasses.asdict(chooser(threads) if chooser else choose(threads, workers=workers))
+    futures: dict[cf.Future, list[RunSpec]] = {}
+
+    def submit(specs: list[RunSpec]) -> None:
+        groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
+        for spec in specs:
+            groups.setdefault(group_key(spec), []).append(spec)
+        for group in groups.values():
+            futures[executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device,
+                                    runs_dir, plugins or [], accel, log, choice)] = group
+
+    submit(pending)
     bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress or not pending, unit="run")
     start = time.perf_counter()
     try:
-        for future in cf.as_completed(futures):
-            group = futures[future]
-            try:
-                outcomes = future.result()
-            except Exception as e:  # a worker that died (killed, out of memory), or a refusal: no record, counted
-                error = str(e) if isinstance(e, UsageError) else f"worker died: {e}"
-                outcomes = [{"run_id": s.run_id, "status": "failed", "error": error} for s in group]
-            for spec, outcome in zip(group, outcomes, strict=True):
-                if outcome["status"] == "ok":
-                    result.ok += 1
-                else:
-                    result.failed += 1
-                    result.errors.append(f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)} "
-                                         f"seed {spec.seed}: {outcome['status']}: {outcome['error']}")
+        while futures:
+            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                group = futures.pop(future)
+                _tally(result, group, future)
+                bar.update(len(group))
+            if more is not None and len(futures) < workers:  # a worker is free: ask for the next runs
+                added = todo(Grid(more({s.run_id for group in futures.values() for s in group})), runs_dir, shard)[0]
+                submit(added)
+                pending += added
+                result.total += len(added)
+                bar.total += len(added)
+                bar.refresh()
             bar.set_postfix(done=result.ok, failed=result.failed,
                             remaining=len(pending) - result.ok - result.failed, refresh=False)
-            bar.update(len(group))
     except BaseException:  # Ctrl-C, or anything that stops this loop: the pool never outlives the sweep
         bar.close()
         executor.shutdown(cancel=True)
@@ -497,6 +505,22 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
         print(f"gradbench: {len(pending)} runs in {elapsed:.1f} s ({60 * len(pending) / elapsed:.1f} runs/min)",
               file=sys.stderr)
     return result
+
+
+def _tally(result: SweepResult, group: list[RunSpec], future: cf.Future) -> None:
+    """Count a finished group's runs in ``result``: ok, or failed with its error line."""
+    try:
+        outcomes = future.result()
+    except Exception as e:  # a worker that died (killed, out of memory), or a refusal: no record, counted
+        error = str(e) if isinstance(e, UsageError) else f"worker died: {e}"
+        outcomes = [{"run_id": s.run_id, "status": "failed", "error": error} for s in group]
+    for spec, outcome in zip(group, outcomes, strict=True):
+        if outcome["status"] == "ok":
+            result.ok += 1
+        else:
+            result.failed += 1
+            result.errors.append(f"{spec.task_cls.name}/{spec.estimator_cls.label_for(spec.estimator_config)} "
+                                 f"seed {spec.seed}: {outcome['status']}: {outcome['error']}")
 
 
 def _note_reused_paths(paths: dict[str, int], grid: Grid, accel: str, device: str) -> None:

@@ -7,6 +7,7 @@ a correct rule fails a check with probability below 1e-4 per bound (and, being s
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import glob
 import json
 import math
@@ -650,7 +651,7 @@ def test_a_study_runs_finals_only_after_the_budget_check_upholds_the_choice(tmp_
     short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}
     rounds = []
 
-    def sweep(grid):
+    def sweep(grid, more=None):  # never asks for more: one round per call
         rounds.append([(spec.budget["steps"], spec.seed) for spec in grid.specs])
         for spec in grid.specs:
             _fake_valid(runs, short if spec.budget["steps"] == 3 else full, [spec])
@@ -664,6 +665,112 @@ def test_a_study_runs_finals_only_after_the_budget_check_upholds_the_choice(tmp_
     assert {s for s, _ in rounds[0]} == {3} and all(s == 5 for r in rounds[1:] for s, _ in r)
     assert {seed for _, seed in rounds[-1]} == {0, 1}  # only the last round runs the final seeds
     assert not any(seed in (0, 1) for r in rounds[:-1] for _, seed in r)
+
+
+def _two_worker_sweep(runs, valid, log, ask: bool):
+    """A sweep that simulates two workers: a run takes its budget in steps as time (Gumbel's twice that, the
+    slower side), its record appears when it ends, and ``more`` is asked whenever a worker is free and nothing
+    is queued, as ``run_sweep`` asks it (``ask``; else one round per call). ``log`` gets (run id, start, end)."""
+    clock = [0.0]
+
+    def sweep(grid, more=None):
+        queue, running = list(grid.specs), []
+        while queue or running:
+            while queue and len(running) < 2:
+                spec = queue.pop(0)
+                slow = 2 if spec.estimator_cls.name == "gumbel" else 1
+                running.append((clock[0] + slow * spec.budget["steps"], spec, clock[0]))
+            running.sort(key=lambda item: item[0])
+            end, spec, start = running.pop(0)
+            clock[0] = end
+            valid([spec])
+            log.append((spec.run_id, start, end))
+            if ask and more is not None and not queue and len(running) < 2:
+                queue += more({s.run_id for _, s, _ in running})
+    return sweep
+
+
+def test_a_study_decides_as_records_come_in_so_no_side_waits_on_another(tmp_path):
+    """With a sweep that asks for more whenever a worker is free, DAB's finals (its choice held) start while
+    Gumbel's re-tuning still runs, instead of waiting for the round's slowest run; every decision still waits
+    on its own records (no final before its side's check and re-tuning have ended), and the study ends with
+    the same choices and records as in rounds."""
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}  # at 3 steps, 3e-3 is best for both
+    full = {"dab": {"3e-4": 10.0, "1e-3": 11.0, "3e-3": 9.0, "1e-2": 13.0},  # DAB's choice holds at 5 steps
+            "gumbel": {"3e-4": 10.0, "1e-3": 9.0, "3e-3": 11.0, "1e-2": 13.0}}  # Gumbel's does not
+
+    def valid(runs):
+        def write(specs):
+            for spec in specs:
+                _fake_valid(runs, short if spec.budget["steps"] == 3 else full[spec.estimator_cls.name], [spec])
+        return write
+
+    made = {}
+    for mode in ("rounds", "dynamic"):
+        runs, log = tmp_path / mode / "runs", []
+        (tmp_path / mode).mkdir()
+        p = study.plan(study.load_study(_write(tmp_path / mode, SHORTER)), "cpu")
+        failed, todo = study.run_study(p, _two_worker_sweep(runs, valid(runs), log, ask=mode == "dynamic"))
+        assert failed == 0 and todo.count == 0
+        dab, gumbel = p.sides["recon"]
+        assert dab.holds is True and dab.retune is None and dab.chosen == {"lr": "3e-3"}
+        assert gumbel.holds is False and gumbel.chosen == {"lr": "1e-3"}
+        when = {run_id: (start, end) for run_id, start, end in log}
+        assert len(when) == len(log)  # no run made twice
+        for side, before in ((dab, [s for _, s in dab.check]), (gumbel, gumbel.retune.runs)):
+            last = max(when[s.run_id][1] for s in before)
+            assert all(when[s.run_id][0] >= last for s in side.finals), f"{mode}: a final before its decision"
+        made[mode] = (sorted(when), max(end for _, _, end in log),
+                      min(when[s.run_id][0] for s in dab.finals), max(when[s.run_id][1] for s in gumbel.retune.runs))
+    assert made["dynamic"][0] == made["rounds"][0]  # the same runs
+    _, total, dab_first_final, gumbel_retuned = made["dynamic"]
+    assert dab_first_final < gumbel_retuned  # DAB's finals overlap Gumbel's re-tuning
+    assert total < made["rounds"][1]  # and the study ends sooner
+
+
+def test_run_sweep_asks_for_more_when_a_worker_is_free(tmp_path, monkeypatch):
+    """``run_sweep`` submits what ``more`` returns (its finished runs skipped), counts it in the result, and asks
+    only while a worker would otherwise be idle."""
+    from gradbench import sweep as sweep_mod
+    from gradbench.spec import RunOptions
+
+    runs = tmp_path / "runs"
+    specs = [resolve("toy", "ste", preset="quick", seed=seed, options=RunOptions(steps=3)) for seed in range(6)]
+
+    def run_group(spec_dicts, *args):  # a worker: the run's record, at once
+        done = []
+        for d in spec_dicts:
+            spec = next(s for s in specs if s.as_dict() == d)
+            _fake_record(spec, runs, {"gap": (0.1, False)})
+            done.append({"run_id": spec.run_id, "status": "ok", "error": None})
+        return done
+
+    class Executor:
+        workers = 2
+
+        def submit(self, fn, *args):
+            future = cf.Future()
+            future.set_result(fn(*args))
+            return future
+
+        def shutdown(self, cancel=False):
+            pass
+
+    monkeypatch.setattr(sweep_mod, "_run_group", run_group)
+    _fake_record(specs[3], runs, {"gap": (0.1, False)})  # finished before: skipped when more offers it
+    asked = []
+
+    def more(in_flight):
+        asked.append(set(in_flight))
+        return specs[2:4] if len(asked) == 1 else specs[4:] if len(asked) == 2 else []
+
+    result = sweep_mod.run_sweep(Grid(specs[:2]), str(runs), Executor(), device="cpu", progress=False, more=more)
+    assert (result.total, result.ok, result.failed) == (5, 5, 0)  # 2, then 1 of 2 (one finished), then 2
+    assert len(asked) == 3 and all(not a for a in asked)
+    assert all(s.find_record(runs) is not None for s in specs)
+    empty = sweep_mod.run_sweep(Grid([]), str(runs), Executor(), device="cpu", progress=False, more=more)
+    assert empty.total == 0  # nothing pending: no run ends, so more is never asked
+    assert len(asked) == 3
 
 
 def test_a_resumed_study_retries_a_failed_run_before_deciding_on_it(tmp_path):
@@ -680,7 +787,7 @@ def test_a_resumed_study_retries_a_failed_run_before_deciding_on_it(tmp_path):
         _fake_record(spec, runs, {}, status="failed")
     rounds = []
 
-    def sweep(g):
+    def sweep(g, more=None):
         rounds.append(sorted((_lr(spec), spec.budget["steps"], spec.seed) for spec in g.specs))
         for spec in g.specs:
             _fake_valid(runs, short if spec.budget["steps"] == 3 else full, [spec])
