@@ -9,7 +9,7 @@ then tuned on validation exactly as ``gradbench tune`` does (same specs, same se
 reported at the profile's seeds.
 
 Everything runs through the sweep machinery (resumable, sharded, local pool or Ray): first every tuning
-grid and every untuned side, then, round by round, what their records ask for (a grid's extension, a
+grid and every untuned side, then, as their records come in, what they ask for (a grid's extension, a
 budget check, a re-tuning, the tuned sides' final runs). Claims that share a side share its runs.
 
 Each claim is judged by ``judge``: it reads the sides' final records through the results layer and
@@ -623,7 +623,7 @@ def missing(p: Plan, shard: tuple[int, int] = (0, 1)) -> Missing:
 
 def replan(p: Plan) -> None:
     """Forget every side's decisions and resolve them again from the records as they are now (a tuning's
-    extensions, choice, check and re-tuning), so that each round decides on the records of its time."""
+    extensions, choice, check and re-tuning), so that each decision is made on the records of its time."""
     fresh = plan(p.study, p.profile.name, p.runs, p.device)
     p.options, p.sides, p.unique, p.higher_is_better = fresh.options, fresh.sides, fresh.unique, fresh.higher_is_better
 
@@ -633,8 +633,9 @@ def run_study(p: Plan, sweep: Callable[..., Any], argv: list[str] | None = None)
     then whatever the records so far ask for (a grid's extension, the budget checks, a re-tuning, the final
     runs), all sides' together, until nothing new is asked; write the selection records. Every decision is
     made afresh from the records, and only from complete ones (a side waits while any run it decides on has no
-    record). ``sweep(grid, more=...)`` runs a grid and asks ``more`` for the next runs whenever a worker
-    would sit idle, so no side waits on another's slowest run; a sweep that never asks goes in rounds. A
+    record). ``sweep(grid, more=...)`` (it must accept ``more``) runs a grid and asks ``more``, given the run
+    ids in flight, for the next runs whenever a worker would sit idle, so no side waits on another's slowest
+    run (``run_sweep`` does); a sweep that never asks makes the same decisions in rounds, one call each. A
     failed run a decision would rest on is retried first, and nothing new is decided while it runs, so no
     decision rests on a failure this invocation has not retried. Finals of a choice made at a shorter budget
     wait on its budget check, so a choice that does not hold costs no final runs. Returns (failed or diverged

@@ -447,8 +447,9 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     uses ``gradbench.threads``' choice for the executor's worker count (default: one thread per worker), or
     the executor's own (``choose_threads``: a Slurm job's CPUs), and the loggers of ``log``. ``more``, given
     the run ids in flight, returns further runs to make; it is asked whenever a worker would otherwise sit
-    idle (a study's next decisions, so its rounds do not wait on their slowest run), until it returns none
-    and every run has ended."""
+    idle (a study's next decisions, so no side waits on another's slowest run), until every run has ended.
+    It is not asked again once it raises (the runs in flight end, then the error is raised) or once the
+    pool has died (a worker killed: the runs left count as failed, and the caller may sweep again)."""
     from tqdm import tqdm
 
     from gradbench import loggers
@@ -465,29 +466,18 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
     chooser = getattr(executor, "choose_threads", None)
     workers = getattr(executor, "workers", 1)
     choice = dataclasses.asdict(chooser(threads) if chooser else choose(threads, workers=workers))
-    futures: dict[cf.Future, list[RunSpec]] = {}
-
-    def submit(specs: list[RunSpec]) -> None:
-        groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
-        for spec in specs:
-            groups.setdefault(group_key(spec), []).append(spec)
-        for group in groups.values():
-            futures[executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, device,
-                                    runs_dir, plugins or [], accel, log, choice)] = group
-
-    submit(pending)
+    flight = _Flight(executor, (device, runs_dir, plugins or [], accel, log, choice), more)
+    flight.submit(pending)
     bar = tqdm(total=len(pending), desc="sweep", file=sys.stderr, disable=not progress or not pending, unit="run")
     start = time.perf_counter()
     try:
-        while futures:
-            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                group = futures.pop(future)
+        while flight.futures:
+            for group, future in flight.ended():
                 _tally(result, group, future)
                 bar.update(len(group))
-            if more is not None and len(futures) < workers:  # a worker is free: ask for the next runs
-                added = todo(Grid(more({s.run_id for group in futures.values() for s in group})), runs_dir, shard)[0]
-                submit(added)
+            if len(flight.futures) < workers:  # a worker is free: ask for the next runs
+                added = todo(Grid(flight.ask()), runs_dir, shard)[0]
+                flight.submit(added)
                 pending += added
                 result.total += len(added)
                 bar.total += len(added)
@@ -500,11 +490,48 @@ def run_sweep(grid: Grid, runs_dir: str, executor: Any, device: str = "auto", sh
         raise
     bar.close()
     executor.shutdown()
+    if flight.error is not None:
+        raise flight.error
     elapsed = time.perf_counter() - start
     if pending:
         print(f"gradbench: {len(pending)} runs in {elapsed:.1f} s ({60 * len(pending) / elapsed:.1f} runs/min)",
               file=sys.stderr)
     return result
+
+
+class _Flight:
+    """A sweep's runs in flight on its executor, and its asking for more (``run_sweep``'s ``more``)."""
+
+    def __init__(self, executor: Any, args: tuple, more: Callable[[set[str]], list[RunSpec]] | None) -> None:
+        self.executor, self.args, self.more = executor, args, more  # args: _run_group's after eval_every
+        self.futures: dict[cf.Future, list[RunSpec]] = {}
+        self.error: Exception | None = None  # what ``more`` raised: raised once the runs in flight have ended
+
+    def submit(self, specs: list[RunSpec]) -> None:
+        groups: dict[str, list[RunSpec]] = {}  # one run each, or the pending runs of one seed batch together
+        for spec in specs:
+            groups.setdefault(group_key(spec), []).append(spec)
+        for group in groups.values():
+            future = self.executor.submit(_run_group, [s.as_dict() for s in group], group[0].eval_every, *self.args)
+            self.futures[future] = group
+
+    def ended(self) -> list[tuple[list[RunSpec], cf.Future]]:
+        """Wait for at least one group to end; the groups that have, with their futures."""
+        done, _ = cf.wait(self.futures, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            if not future.cancelled() and isinstance(future.exception(), cf.BrokenExecutor):
+                self.more = None  # a dead pool takes no new runs: the caller's next sweep gets a fresh one
+        return [(self.futures.pop(future), future) for future in done]
+
+    def ask(self) -> list[RunSpec]:
+        """``more``'s next runs, given the run ids in flight; none once it has raised or the pool has died."""
+        if self.more is None:
+            return []
+        try:
+            return self.more({s.run_id for group in self.futures.values() for s in group})
+        except Exception as e:  # a decision that cannot be made must not cancel the runs in flight
+            self.more, self.error = None, e
+            return []
 
 
 def _tally(result: SweepResult, group: list[RunSpec], future: cf.Future) -> None:

@@ -728,16 +728,39 @@ def test_a_study_decides_as_records_come_in_so_no_side_waits_on_another(tmp_path
     assert total < made["rounds"][1]  # and the study ends sooner
 
 
-def test_run_sweep_asks_for_more_when_a_worker_is_free(tmp_path, monkeypatch):
-    """``run_sweep`` submits what ``more`` returns (its finished runs skipped), counts it in the result, and asks
-    only while a worker would otherwise be idle."""
+class _OneAtATime:
+    """A two-worker executor whose runs end one at a time, in the order submitted (with ``_end_oldest`` as
+    ``cf.wait``), so what ``run_sweep`` has in flight when it asks for more is known."""
+    workers = 2
+
+    def __init__(self):
+        self.queue = []
+
+    def submit(self, fn, *args):
+        future = cf.Future()
+        self.queue.append((future, fn, args))
+        return future
+
+    def end_oldest(self, futures, return_when=None):
+        future, fn, args = self.queue.pop(0)
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:
+            future.set_exception(e)
+        return {future}, set(futures) - {future}
+
+    def shutdown(self, cancel=False):
+        pass
+
+
+def _toy_sweep_setup(tmp_path, monkeypatch):
+    """Six toy specs, a worker that writes a run's record at once, and a one-at-a-time executor."""
     from gradbench import sweep as sweep_mod
-    from gradbench.spec import RunOptions
 
     runs = tmp_path / "runs"
     specs = [resolve("toy", "ste", preset="quick", seed=seed, options=RunOptions(steps=3)) for seed in range(6)]
 
-    def run_group(spec_dicts, *args):  # a worker: the run's record, at once
+    def run_group(spec_dicts, *args):
         done = []
         for d in spec_dicts:
             spec = next(s for s in specs if s.as_dict() == d)
@@ -745,32 +768,77 @@ def test_run_sweep_asks_for_more_when_a_worker_is_free(tmp_path, monkeypatch):
             done.append({"run_id": spec.run_id, "status": "ok", "error": None})
         return done
 
-    class Executor:
-        workers = 2
-
-        def submit(self, fn, *args):
-            future = cf.Future()
-            future.set_result(fn(*args))
-            return future
-
-        def shutdown(self, cancel=False):
-            pass
-
+    executor = _OneAtATime()
     monkeypatch.setattr(sweep_mod, "_run_group", run_group)
+    monkeypatch.setattr(cf, "wait", executor.end_oldest)
+    return sweep_mod, runs, specs, executor
+
+
+def test_run_sweep_asks_for_more_only_when_a_worker_is_free(tmp_path, monkeypatch):
+    """``run_sweep`` asks ``more`` only when fewer runs are in flight than workers, tells it which, submits
+    what it returns (a finished run skipped) and counts it in the result."""
+    sweep_mod, runs, specs, executor = _toy_sweep_setup(tmp_path, monkeypatch)
     _fake_record(specs[3], runs, {"gap": (0.1, False)})  # finished before: skipped when more offers it
     asked = []
 
     def more(in_flight):
         asked.append(set(in_flight))
-        return specs[2:4] if len(asked) == 1 else specs[4:] if len(asked) == 2 else []
+        return [specs[3:5], specs[5:]][len(asked) - 1] if len(asked) <= 2 else []
 
-    result = sweep_mod.run_sweep(Grid(specs[:2]), str(runs), Executor(), device="cpu", progress=False, more=more)
-    assert (result.total, result.ok, result.failed) == (5, 5, 0)  # 2, then 1 of 2 (one finished), then 2
-    assert len(asked) == 3 and all(not a for a in asked)
+    result = sweep_mod.run_sweep(Grid(specs[:3]), str(runs), executor, device="cpu", progress=False, more=more)
+    ids = [s.run_id for s in specs]
+    # 0 ends with 1 and 2 queued: not asked; 1 ends: asked with 2 in flight; then 4 and 5 one by one
+    assert asked == [{ids[2]}, {ids[4]}, {ids[5]}, set()]
+    assert (result.total, result.ok, result.failed) == (5, 5, 0)
     assert all(s.find_record(runs) is not None for s in specs)
-    empty = sweep_mod.run_sweep(Grid([]), str(runs), Executor(), device="cpu", progress=False, more=more)
-    assert empty.total == 0  # nothing pending: no run ends, so more is never asked
-    assert len(asked) == 3
+
+
+def test_run_sweep_stops_asking_when_more_raises_or_the_pool_dies(tmp_path, monkeypatch):
+    """An error in ``more`` does not cancel the runs in flight: they end, then it is raised. A dead pool (a
+    worker killed) is not asked for more: its runs count as failed and the sweep returns."""
+    sweep_mod, runs, specs, executor = _toy_sweep_setup(tmp_path, monkeypatch)
+
+    def broken(in_flight):
+        raise RuntimeError("cannot decide")
+
+    with pytest.raises(RuntimeError, match="cannot decide"):
+        sweep_mod.run_sweep(Grid(specs[:3]), str(runs), executor, device="cpu", progress=False, more=broken)
+    assert all(s.find_record(runs) is not None for s in specs[:3]) and specs[3].find_record(runs) is None
+    asked = []
+
+    def dead(spec_dicts, *args):
+        raise cf.BrokenExecutor("a worker was killed")
+
+    monkeypatch.setattr(sweep_mod, "_run_group", dead)
+    result = sweep_mod.run_sweep(Grid(specs[3:5]), str(runs), executor, device="cpu", progress=False,
+                                 more=lambda in_flight: [] if asked.append(in_flight) or len(asked) > 1 else specs[5:])
+    assert (result.total, result.failed) == (2, 2) and asked == [] and specs[5].find_record(runs) is None
+    assert all("worker died: a worker was killed" in e for e in result.errors)
+
+
+def test_a_study_decides_nothing_while_a_retried_run_is_in_flight(tmp_path):
+    """Two failed grid runs are retried first, together; when the quicker retry ends, nothing is decided
+    while the other still runs (its failed record would be read), so every other run starts after both."""
+    runs, log = tmp_path / "runs", []
+    p = study.plan(study.load_study(_write(tmp_path, SHORTER)), "cpu")
+    short = {"3e-4": 20.0, "1e-3": 15.0, "3e-3": 12.0, "1e-2": 14.0}
+    grid = [spec for sp in p.unique.values() for spec in sp.tuning.runs]
+    _fake_valid(runs, short, grid)
+    broken = [spec for spec in grid if _lr(spec) == 3e-3 and spec.seed == 2]
+    assert {spec.estimator_cls.name for spec in broken} == {"dab", "gumbel"}  # Gumbel's retry is the slower
+    for spec in broken:
+        _fake_record(spec, runs, {}, status="failed")
+
+    def valid(specs):
+        for spec in specs:
+            _fake_valid(runs, short if spec.budget["steps"] == 3 else {k: v - 5 for k, v in short.items()}, [spec])
+
+    failed, todo = study.run_study(p, _two_worker_sweep(runs, valid, log, ask=True))
+    assert failed == 0 and todo.count == 0
+    retried = {spec.run_id for spec in broken}
+    assert {run_id for run_id, _, _ in log[:2]} == retried
+    last_retry = max(end for run_id, _, end in log if run_id in retried)
+    assert all(start >= last_retry for run_id, start, _ in log if run_id not in retried)
 
 
 def test_a_resumed_study_retries_a_failed_run_before_deciding_on_it(tmp_path):
