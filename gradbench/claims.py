@@ -36,6 +36,8 @@ from gradbench.rules import ALPHA
 from gradbench.study import TUNE_BUDGETS, Claim, Plan, SidePlan, budget_check, retune_text
 
 # which outcomes favour the paper most, for naming a group's most favourable reading
+# The heading of a multi-profile report's verdict table; docs_tables copies the table under it into the README.
+SIDE_BY_SIDE = "Verdicts side by side"
 FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
           CONTRADICTED: 6, None: 7}
 
@@ -206,7 +208,7 @@ def render_many(plans: list[tuple[Plan, dict[str, Verdict]]], study_file: str, o
     lines = [f"# {study.title}", "", study.source, "",
              f"Made by `{' '.join(argv)}`: the study under {len(plans)} profiles "
              f"({', '.join(f'`{n}`' for n in names)}), each judged on its own (Holm's correction runs within a "
-             f"profile). A verdict holds only for the data and budget beside it.", "", "## Verdicts side by side", ""]
+             f"profile). A verdict holds only for the data and budget beside it.", "", f"## {SIDE_BY_SIDE}", ""]
     header = ["claim", "the paper"]
     for name in names:
         header += [f"{name}: data; budget", f"{name}: gain of A (95% CI)", f"{name}: verdict"]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gradbench.claims import SIDE_BY_SIDE
 from gradbench.registry import BUILTIN_ESTIMATORS, BUILTIN_TASKS, get_estimator_class, get_task_class
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository, for an editable install
@@ -356,9 +357,10 @@ def tasks_summary() -> str:
 def readme_claims(root: Path = ROOT) -> str:
     """claims.md's side-by-side verdict table, with its anchors made links into claims.md."""
     path = root / "claims.md"
-    found = re.search(r"^## Verdicts side by side\n\n((?:\|.*\n)+)", path.read_text() if path.exists() else "", re.M)
+    text = path.read_text() if path.exists() else ""
+    found = re.search(rf"^## {re.escape(SIDE_BY_SIDE)}\n\n((?:\|.*\n)+)", text, re.M)
     if found is None:
-        raise ValueError(f"{path}: no 'Verdicts side by side' table; make it with gradbench study "
+        raise ValueError(f"{path}: no '{SIDE_BY_SIDE}' table; make it with gradbench study "
                          "studies/dab-claims.toml --profile cpu,full --report-only --out claims.md")
     return found.group(1).replace("](#", "](claims.md#")
 
