@@ -32,7 +32,7 @@ from gradbench.results.verdicts import (
     Side,
     Verdict,
 )
-from gradbench.rules import ALPHA
+from gradbench.rules import ALPHA, FAR_BELOW
 from gradbench.study import TUNE_BUDGETS, Claim, Plan, SidePlan, budget_check, retune_text
 
 # which outcomes favour the paper most, for naming a group's most favourable reading
@@ -147,7 +147,16 @@ def _outcome(res: Verdict) -> str:
 
 
 def _setting(claim: Claim, res: Verdict) -> str:
-    return f"{_dataset(claim, res)}; {budget_words(res.budget)}"
+    return f"{_dataset(claim, res)}; {_budget_text(claim, res.budget)}"
+
+
+def _budget_text(claim: Claim, budget: dict) -> str:
+    """The budget in words, marked as a trend when it is far below the steps the paper trained for."""
+    words = budget_words(budget)
+    steps = budget.get("steps") if isinstance(budget, dict) else None
+    if claim.paper_steps and steps and steps * FAR_BELOW < claim.paper_steps:
+        words += f" (1/{claim.paper_steps / steps:,.0f} of the paper's {claim.paper_steps:,}: a trend)"
+    return words
 
 
 def _measured(res: Verdict) -> tuple[str, str]:
@@ -268,9 +277,9 @@ def _profile_lines(p: Plan, study_file: str, out: Path | None, argv: list[str], 
     n_tests = _tests_count(results)
     n_judged = sum(1 for _, res in results if res.judgment is not None and res.judgment.tests)
     lines += [f"Multiplicity: Holm's correction runs over the {n_tests} one-sided tests of the {n_judged} claims "
-              f"judged by their numbers (claims not testable or not settled, and claims still missing runs, are "
-              f"outside it; each verdict's tests are listed in its section). Every verdict holds only for the data and "
-              f"budget in its row.", ""]
+              f"judged by their numbers (claims not testable, claims whose curve has not settled, and claims still "
+              f"missing runs are outside it; each verdict's tests are listed in its section). Every verdict holds "
+              f"only for the data and budget in its row.", ""]
     groups = _groups(results, tag)
     lines += groups + ([""] if groups else [])
     lines += [f"{h} How a verdict is reached", "", RULE_TEXT, ""]
@@ -291,7 +300,7 @@ def _grid_seconds(p: Plan) -> tuple[float, int]:
 
 def _claim_budget(claim: Claim, profile: str) -> str:
     budget = {k: v for k, v in claim.budgets[profile].items() if k in KINDS}
-    return budget_words(budget) if budget else "the preset's steps"
+    return _budget_text(claim, budget) if budget else "the preset's steps"
 
 
 def _protocol(claim: Claim, res: Verdict) -> list[str]:
@@ -382,7 +391,7 @@ def _claim_section(p: Plan, claim: Claim, res: Verdict, study_file: str, other: 
     data = _dataset(claim, res)
     data = "synthetic data" if data.startswith("synthetic") else data
     lines += [f"Task `{claim.task}`{task_b} on {data}, preset `{res.preset}`, budget "
-              f"{budget_words(res.budget)}; metric `{metric}` ({direction} is better)"
+              f"{_budget_text(claim, res.budget)}; metric `{metric}` ({direction} is better)"
               f"{'' if claim.bound is None else f', bound {claim.bound:g}'}{tuned}.{ran}", ""]
     lines += _protocol(claim, res)
     sides = [[s.side, _side_name(s), _mean(s), _ok(s),

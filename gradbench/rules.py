@@ -44,6 +44,13 @@ A level claim ("A reaches L") is ``SUPPORTED`` when A's mean reaches L, ``NOT_SU
 "A's mean >= L" rejects (t-test and sign-flip on A - L), ``SHORT`` when the mean falls short but L is not
 ruled out; with fewer than ``MIN_SIGN_FLIP_SEEDS`` seeds it is ``INCONCLUSIVE``. Claims found not testable
 or not settled leave the Holm family (their tests decide nothing).
+
+A budget far below the paper's (``far_below``: under 1/``FAR_BELOW`` of the steps the paper states, e.g.
+50,000 of its 29.3M) shows a trend toward the paper's budget, not its verdict: only ``SUPPORTED`` (and
+``NOT_TESTABLE``, which does not depend on the budget) stand there; any other outcome reads ``NOT_SETTLED``,
+with what the tests alone would say in the notes. This rule only turns verdicts into ``NOT_SETTLED``, so it
+cannot raise any false-alarm rate above; such claims stay in the Holm family (they can still be supported),
+which only makes the other claims' tests more conservative.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from gradbench.stats import holm, sign_flip_p, welch_df
 
 ALPHA = 0.02  # two-sided; each one-sided test at ALPHA / 2 (see the module docstring for why not 0.05)
 MIN_SIGN_FLIP_SEEDS = 7  # the fewest pairs whose sign-flip test can reach ALPHA / 2 (2^-7 = 0.8%)
+FAR_BELOW = 10  # a budget under 1/FAR_BELOW of the paper's is far below it: a trend toward it, not its verdict
 
 SUPPORTED = "supported"
 SHORT = "short of the claim"
@@ -269,6 +277,17 @@ class ClaimFigures:
     unit: str = "step"  # what the curve's x counts: step, or evaluations under a cost-evaluation budget
     a_failed: bool = False  # A failed or diverged on some seed
     b_failed: bool = False
+    steps: float | None = None  # the final runs' step budget (None: another kind of budget)
+    paper_steps: float | None = None  # the steps the paper trained for, where it states them
+
+
+def far_below(c: ClaimFigures) -> str | None:
+    """Why the budget is far below the paper's (a trend toward it, not its verdict), or None when it is not
+    or either budget is unknown."""
+    if not c.steps or not c.paper_steps or c.steps * FAR_BELOW >= c.paper_steps:
+        return None
+    return (f"{c.steps:,.0f} steps is 1/{c.paper_steps / c.steps:,.0f} of the paper's {c.paper_steps:,.0f}: a trend "
+            f"toward the paper's budget, where only a claim already supported can be judged")
 
 
 def candidate_tests(c: ClaimFigures) -> list[Test]:
@@ -360,6 +379,17 @@ GAIN_REASONS = ((CONTRADICTED, "B is better: the test of a gain >= 0 rejects"),
 
 
 def _outcome(c: ClaimFigures, tests: list[Test], adjusted: list[float], level: float) -> Judgment:
+    j = _tested_outcome(c, tests, adjusted, level)
+    far = far_below(c)
+    if far is not None and j.outcome == NOT_SETTLED:
+        j.notes.append(far)
+    elif far is not None and j.outcome not in (SUPPORTED, NOT_TESTABLE):
+        j.notes.append(f"at this budget the rules alone would say {j.outcome}: {j.reason}")
+        j.outcome, j.reason = NOT_SETTLED, far
+    return j
+
+
+def _tested_outcome(c: ClaimFigures, tests: list[Test], adjusted: list[float], level: float) -> Judgment:
     j = Judgment(INCONCLUSIVE, "", tests, adjusted, point_gain(c))
     untestable = _untestable(c)
     if untestable is not None:

@@ -45,7 +45,7 @@ except ModuleNotFoundError:  # Python 3.10
 STUDY_KEYS = {"name", "title", "source", "runs", "profiles", "claims"}
 PROFILE_KEYS = {"description", "preset", "seeds", "tune_seeds", "device", "grad_checkpoints", "grad_draws"}
 CLAIM_KEYS = {"id", "title", "quote", "assumption", "task", "a", "b", "metric", "gain", "level", "checkpoint", "bound",
-              "group", "reading", "task_b", "paper_protocol", "tune_metric"}
+              "group", "reading", "task_b", "paper_protocol", "tune_metric", "paper_steps"}
 BUDGET_KEYS = {*KINDS, "tune", "extend", "tune_steps", "tune_evals", "seeds", "preset"}
 TUNE_BUDGETS = {"tune_steps": "steps", "tune_evals": "evals"}  # a shorter tuning budget, of the final's kind
 
@@ -82,6 +82,7 @@ class Claim:
     task_b: str | None = None  # side B's task setting, when it differs from A's (a reading on another node)
     paper_protocol: dict[str, str] = field(default_factory=dict)  # the paper's data, image size, batch, steps, lr
     tune_metric: str | None = None  # what a tuned side is chosen on (its validation version); None: the metric's
+    paper_steps: int | None = None  # the steps the paper trained for: a budget far below them shows a trend
 
     @property
     def sides(self) -> list[str]:
@@ -95,7 +96,7 @@ class Claim:
     @property
     def statement(self) -> Statement:
         """What the paper states, as the verdict rules read it."""
-        return Statement(self.gain, self.level, self.bound)
+        return Statement(self.gain, self.level, self.bound, self.paper_steps)
 
     @property
     def on_gradient(self) -> bool:
@@ -234,6 +235,10 @@ def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
     protocol = t.get("paper_protocol", {})
     if not isinstance(protocol, dict) or not all(isinstance(v, (str, int, float)) for v in protocol.values()):
         raise _bad(where, "'paper_protocol' must be a table of the paper's settings (dataset = \"...\", batch = 1024)")
+    paper_steps = t.get("paper_steps")
+    if paper_steps is not None and (type(paper_steps) is not int or paper_steps < 1):
+        raise _bad(where, f"'paper_steps' is how many steps the paper trained for, a positive integer; "
+                          f"got {paper_steps!r}")
     task_b = t.get("task_b")
     if task_b is not None and (b is None or not isinstance(task_b, str) or not task_b.strip()):
         raise _bad(where, "'task_b' is side B's task setting: a string, with a side 'b'")
@@ -243,7 +248,7 @@ def _claim(where: str, table: Any, profiles: dict[str, Profile]) -> Claim:
                  {p: _budget(f"{where} [{p}]", t[p], profiles[p]) for p in profiles}, bound=_number(where, t, "bound"),
                  group=_str(where, t, "group", cid), reading=_str(where, t, "reading", ""), task_b=task_b,
                  paper_protocol={str(k): str(v) for k, v in protocol.items()},
-                 tune_metric=_str(where, t, "tune_metric") if "tune_metric" in t else None)
+                 tune_metric=_str(where, t, "tune_metric") if "tune_metric" in t else None, paper_steps=paper_steps)
 
 
 def load_study(path: str | Path) -> Study:

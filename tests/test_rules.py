@@ -228,3 +228,48 @@ def test_a_level_claim_needs_enough_seeds_and_untestable_claims_leave_the_family
     js = rules.judge([untestable, ClaimFigures([0.9] * 7 + [0.91], [0.5] * 7 + [0.51], True, claimed_gain=0.1)])
     assert js[0].outcome == rules.NOT_TESTABLE and js[0].tests == []
     assert js[1].outcome == rules.SUPPORTED
+
+
+def test_a_budget_far_below_the_papers_shows_a_trend_not_a_verdict():
+    """10-sort at 50,000 of the paper's 29,295,000 steps: a plateau short of 94.2% is not "not supported",
+    and B ahead is not "contradicted"; a level reached is still supported, and a claim the bound rules out
+    is still not testable. At a tenth of the paper's budget or more, the tests' outcome stands."""
+    flat = _curve([0.55, 0.551, 0.549, 0.55], half=0.02)
+    vals = list(np.random.default_rng(0).normal(0.55, 0.01, 8))
+    far = {"steps": 50_000, "paper_steps": 29_295_000}
+    (j,) = rules.judge([ClaimFigures(vals, [], True, level=0.942, curve=flat, **far)])
+    assert j.outcome == rules.NOT_SETTLED and "1/586 of the paper's 29,295,000" in j.reason
+    assert "the rules alone would say not supported" in j.notes[-1]
+    (j,) = rules.judge([ClaimFigures(vals, [], True, level=0.942, curve=flat, steps=2_929_500,
+                                     paper_steps=29_295_000)])
+    assert j.outcome == rules.NOT_SUPPORTED  # exactly a tenth: not far below
+    (j,) = rules.judge([ClaimFigures(vals, [], True, level=0.942, curve=flat, steps=50_000)])
+    assert j.outcome == rules.NOT_SUPPORTED  # the paper's budget unknown: judged as before
+    (j,) = rules.judge([ClaimFigures([0.95] * 8, [], True, level=0.942, **far)])
+    assert j.outcome == rules.SUPPORTED
+    a, b = [0.8 + 0.001 * i for i in range(8)], [0.9 + 0.001 * i for i in range(8)]
+    (j,) = rules.judge([ClaimFigures(a, b, True, claimed_gain=0.05, **far)])
+    assert j.outcome == rules.NOT_SETTLED and "would say contradicted" in j.notes[-1]
+    (j,) = rules.judge([ClaimFigures(a, b, True, claimed_gain=0.77, bound=1.0, **far)])
+    assert j.outcome == rules.NOT_TESTABLE
+    rising = _curve([0.30, 0.40, 0.46, 0.55], half=0.02)
+    (j,) = rules.judge([ClaimFigures([0.55] * 8, [], True, level=0.942, curve=rising, **far)])
+    assert j.outcome == rules.NOT_SETTLED and j.reason.startswith("rising") and "1/586" in j.notes[-1]
+
+
+def test_a_budget_far_below_the_papers_never_gives_an_outcome_the_tests_alone_would_not():
+    """The rule only turns outcomes into "not settled": over 4,000 seeded studies with equal sides, every
+    definitive outcome at a far-below budget is one the tests gave at the paper's budget too (so the stated
+    false-alarm rates still bound it), and none is against the claim. A property of each study, not a rate:
+    500 seeded studies (with B 2 sd better in half of them, so that "contradicted" occurs) suffice."""
+    rng = np.random.default_rng(11)
+    against = {rules.CONTRADICTED, rules.NOT_SUPPORTED}
+    seen = set()
+    for i in range(500):
+        a, b = _pairs(rng, "normal", 0.8, 0.8 + 0.04 * (i % 2))
+        (far,) = rules.judge([ClaimFigures(a, b, True, claimed_gain=0.05, steps=50_000, paper_steps=29_295_000)])
+        (near,) = rules.judge([ClaimFigures(a, b, True, claimed_gain=0.05)])
+        assert far.outcome == near.outcome or far.outcome == rules.NOT_SETTLED
+        assert far.outcome not in against
+        seen.add(near.outcome)
+    assert rules.CONTRADICTED in seen  # the rule was exercised

@@ -144,6 +144,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     (("level = 4.9", "level = 4.9\nb = \"dab\""), "a 'level' claim is about side A alone"),
     (("gain = 10", "gain = -5"), "'gain' is the relative gain"),
     (("gain = 10", "gain = \"ten\""), "'gain' must be a number"),
+    (("level = 4.9", "level = 4.9\npaper_steps = 0"), "'paper_steps' is how many steps the paper trained for"),
+    (("level = 4.9", "level = 4.9\npaper_steps = 2.5e7"), "'paper_steps' is how many steps the paper trained for"),
     (("seeds = \"0-2\"", "seeds = \"two\""), "bad seeds"),
     (("id = \"toy-level\"", "id = \"toy-gain\""), "claim id 'toy-gain' given twice"),
     (("id = \"toy-level\"", "id = \"Toy Level\""), "'id' must be lowercase"),
@@ -254,6 +256,12 @@ def test_study_end_to_end_on_the_toy(tmp_path, capsys):
     assert f"{100 * g.gain:+.1f}% ({100 * g.lo:+.1f}% to {100 * g.hi:+.1f}%)" in text
     assert main(["study", str(path), "--profile", "cpu", "--dry-run"]) == 0
     assert "0 run(s) missing" in capsys.readouterr().out
+    # the paper trained for 6,000 steps: 60 is far below, a trend, and the level claim's cell and verdict say so
+    far = _write(tmp_path, GOOD.replace("level = 4.9", "level = 4.9\npaper_steps = 6000"))
+    main(["study", str(far), "--profile", "cpu", "--report-only", "--out", str(interim)])
+    row = next(line for line in interim.read_text().splitlines() if line.startswith("| [toy-level]"))
+    assert "60 steps (1/100 of the paper's 6,000: a trend)" in row and "**not settled at this budget**" in row
+    path = _write(tmp_path, GOOD)
     # a comparison missing one of B's runs is not judged, and shows no gain (A's mean is in A's column); its
     # verdict cell says runs are missing, where a claim with no final run at all says "not run" (above)
     ste = glob.glob(str(tmp_path / "runs" / "toy" / "ste" / "*.json"))

@@ -48,7 +48,9 @@ the relative gain g of A over B (positive: A is better), with the paper's claime
   claim: A's mean moved by more than its own half-width, the curve has not plateaued), unless it moved away
   from every threshold the verdict turns on (0 and G; a level) with both intervals clear of them, which
   more budget along that trend would not reverse; the interval and the trend are printed, and a longer
-  budget would settle it;
+  budget would settle it. Also {NOT_SETTLED}, whatever the tests say unless it is {SUPPORTED}: a budget
+  under 1/{rules.FAR_BELOW} of the steps the paper trained for, a trend toward the paper's budget (the tests'
+  outcome is kept in the notes);
 - **{CONTRADICTED}**: the test of g >= 0 rejects (B is better);
 - **{NOT_SUPPORTED}**: the test of g >= G rejects (the claimed gain is ruled out);
 - **{SUPPORTED}**: the point estimate reaches G and the test of g <= 0 rejects;
@@ -82,6 +84,7 @@ class Statement:
     gain: float | None = None
     level: float | None = None
     bound: float | None = None
+    paper_steps: int | None = None  # the steps the paper trained for, where it states them
 
     @property
     def kind(self) -> str:
@@ -256,16 +259,19 @@ def _unit(v: Verdict) -> str:
 
 
 def _figures(v: Verdict) -> rules.ClaimFigures:
-    """The rules' inputs: the per-seed values over the paired seeds, what is claimed, the curve."""
+    """The rules' inputs: the per-seed values over the paired seeds, what is claimed, the curve, the budgets."""
     a, b = v.a, v.b
+    budgets = {"steps": v.budget.get("steps") if isinstance(v.budget, Mapping) else None,
+               "paper_steps": v.statement.paper_steps}
     if b is None:
         seeds = sorted(a.values)
         return rules.ClaimFigures([a.values[s] for s in seeds], [], v.higher_is_better, level=v.statement.level,
-                                  bound=v.statement.bound, curve=v.curve, unit=_unit(v), a_failed=a.failed)
+                                  bound=v.statement.bound, curve=v.curve, unit=_unit(v), a_failed=a.failed,
+                                  **budgets)
     seeds = sorted(set(a.values) & set(b.values))
     return rules.ClaimFigures([a.values[s] for s in seeds], [b.values[s] for s in seeds], v.higher_is_better,
                               claimed_gain=v.statement.claimed or None, bound=v.statement.bound, curve=v.curve,
-                              percent=True, unit=_unit(v), a_failed=a.failed, b_failed=b.failed)
+                              percent=True, unit=_unit(v), a_failed=a.failed, b_failed=b.failed, **budgets)
 
 
 def _fill_figures(v: Verdict) -> None:
