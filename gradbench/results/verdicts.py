@@ -48,9 +48,9 @@ the relative gain g of A over B (positive: A is better), with the paper's claime
   claim: A's mean moved by more than its own half-width, the curve has not plateaued), unless it moved away
   from every threshold the verdict turns on (0 and G; a level) with both intervals clear of them, which
   more budget along that trend would not reverse; the interval and the trend are printed, and a longer
-  budget would settle it. Also {NOT_SETTLED}, whatever the tests say unless it is {SUPPORTED}: a budget
-  under 1/{rules.FAR_BELOW} of the steps the paper trained for, a trend toward the paper's budget (the tests'
-  outcome is kept in the notes);
+  budget would settle it. A budget under 1/{rules.FAR_BELOW} of the steps the paper trained for shows a
+  trend toward the paper's budget, not its verdict: there every outcome but {SUPPORTED} and
+  {NOT_TESTABLE} reads {NOT_SETTLED} (the tests' outcome is kept in the notes);
 - **{CONTRADICTED}**: the test of g >= 0 rejects (B is better);
 - **{NOT_SUPPORTED}**: the test of g >= G rejects (the claimed gain is ruled out);
 - **{SUPPORTED}**: the point estimate reaches G and the test of g <= 0 rejects;
