@@ -43,7 +43,7 @@ Failures count against their side: no ``SUPPORTED`` or ``SHORT`` while A failed 
 A level claim ("A reaches L") is ``SUPPORTED`` when A's mean reaches L, ``NOT_SUPPORTED`` when the test of
 "A's mean >= L" rejects (t-test and sign-flip on A - L), ``SHORT`` when the mean falls short but L is not
 ruled out; with fewer than ``MIN_SIGN_FLIP_SEEDS`` seeds it is ``INCONCLUSIVE``. Claims found not testable
-or not settled leave the Holm family (their tests decide nothing).
+or whose curve has not settled leave the Holm family (their tests decide nothing).
 
 A budget far below the paper's (``far_below``: under 1/``FAR_BELOW`` of the steps the paper states, e.g.
 50,000 of its 29.3M) shows a trend toward the paper's budget, not its verdict: only ``SUPPORTED`` (and

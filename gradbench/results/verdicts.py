@@ -64,8 +64,8 @@ seeds), both Holm-corrected over every test of this study's claims, and the sign
 the paired differences (exact for any null symmetric about 0: an outlier seed counts once). Simulated
 false-alarm rates (tests/test_rules.py): at most 1% per direction for a whole study under normal seeds
 (Holm), and per claim under heavy-tailed seeds; at most 2.5% per claim when one side has occasional bad
-seeds (20% of seeds, 4.5-5 sd low, equal means). Claims found not testable or not settled stay out of
-Holm's family.
+seeds (20% of seeds, 4.5-5 sd low, equal means). Claims found not testable, or whose curve has not
+settled, stay out of Holm's family; a claim on a budget far below the paper's stays in it.
 The sign-flip test needs at least {rules.MIN_SIGN_FLIP_SEEDS} paired seeds to reach 1%: with fewer, a claim
 is at best {INCONCLUSIVE}. A level claim ("A reaches 94.2%") is {SUPPORTED} when A's mean reaches it,
 {NOT_SUPPORTED} when the one-sided t and sign-flip tests of "A reaches it" reject, {SHORT} otherwise.
