@@ -32,12 +32,12 @@ from gradbench.results.verdicts import (
     Side,
     Verdict,
 )
-from gradbench.rules import ALPHA, FAR_BELOW
+from gradbench.rules import ALPHA, budget_fraction
 from gradbench.study import TUNE_BUDGETS, Claim, Plan, SidePlan, budget_check, retune_text
 
-# which outcomes favour the paper most, for naming a group's most favourable reading
 # The heading of a multi-profile report's verdict table; docs_tables copies the table under it into the README.
 SIDE_BY_SIDE = "Verdicts side by side"
+# which outcomes favour the paper most, for naming a group's most favourable reading
 FAVOUR = {SUPPORTED: 0, SHORT: 1, INCONCLUSIVE: 2, NOT_SETTLED: 3, NOT_TESTABLE: 4, NOT_SUPPORTED: 5,
           CONTRADICTED: 6, None: 7}
 
@@ -153,9 +153,9 @@ def _setting(claim: Claim, res: Verdict) -> str:
 def _budget_text(claim: Claim, budget: dict) -> str:
     """The budget in words, marked as a trend when it is far below the steps the paper trained for."""
     words = budget_words(budget)
-    steps = budget.get("steps") if isinstance(budget, dict) else None
-    if claim.paper_steps and steps and steps * FAR_BELOW < claim.paper_steps:
-        words += f" (1/{claim.paper_steps / steps:,.0f} of the paper's {claim.paper_steps:,}: a trend)"
+    ratio = budget_fraction(budget.get("steps") if isinstance(budget, dict) else None, claim.paper_steps)
+    if ratio is not None:
+        words += f" (1/{ratio:,.0f} of the paper's {claim.paper_steps:,}: a trend)"
     return words
 
 

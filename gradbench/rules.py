@@ -281,12 +281,21 @@ class ClaimFigures:
     paper_steps: float | None = None  # the steps the paper trained for, where it states them
 
 
+def budget_fraction(steps: float | None, paper_steps: float | None) -> float | None:
+    """paper_steps / steps when the budget is far below the paper's (under 1/FAR_BELOW of it); None when it
+    is not, or either budget is unknown. The rules and the report's budget cells both read it."""
+    if not steps or not paper_steps or steps * FAR_BELOW >= paper_steps:
+        return None
+    return paper_steps / steps
+
+
 def far_below(c: ClaimFigures) -> str | None:
     """Why the budget is far below the paper's (a trend toward it, not its verdict), or None when it is not
     or either budget is unknown."""
-    if not c.steps or not c.paper_steps or c.steps * FAR_BELOW >= c.paper_steps:
+    ratio = budget_fraction(c.steps, c.paper_steps)
+    if ratio is None:
         return None
-    return (f"{c.steps:,.0f} steps is 1/{c.paper_steps / c.steps:,.0f} of the paper's {c.paper_steps:,.0f}: a trend "
+    return (f"{c.steps:,.0f} steps is 1/{ratio:,.0f} of the paper's {c.paper_steps:,.0f}: a trend "
             f"toward the paper's budget, where only a claim already supported can be judged")
 
 
